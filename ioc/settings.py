@@ -1,0 +1,70 @@
+"""Settings: one object, read from `IOC_*` environment variables (or a `.env` file).
+
+The same code runs on the embedded stack and on docker-compose services; only these change.
+"""
+
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOPIC_NAMES = ("dossiers", "documents", "field_reports", "dead_letters")
+
+
+class Settings(BaseSettings):
+    """Every option of the monitor.
+
+    Each field is set by the environment variable `IOC_<FIELD NAME IN CAPITALS>`, for example
+    `IOC_KAFKA_BOOTSTRAP=kafka:9092` or `IOC_DATABASE_URL=postgresql://...`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IOC_", env_file=".env", extra="ignore")
+
+    # Connections. Defaults point at the embedded stack started by `ioc up`.
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://postgres@127.0.0.1:15432/ioc"
+    database_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]*$")
+
+    # Topics and the consumer group.
+    topic_prefix: str = "ioc."
+    partitions: int = Field(4, ge=1)
+    app_id: str = "ioc-monitor"
+    # Static group membership: a restarted worker takes its partitions back at once.
+    worker_instance_id: str = Field(default_factory=socket.gethostname)
+
+    # Stream processing.
+    batch_size: int = Field(2000, ge=1)
+    batch_seconds: float = Field(0.5, gt=0)
+    due_soon_hours: float = Field(24, gt=0)
+    worker_metrics_port: int = 9108
+    heartbeat_seconds: float = Field(5, gt=0)
+
+    # Storage policies (applied where TimescaleDB is installed).
+    compress_after_days: int = Field(7, ge=1)
+    retain_events_days: int = Field(730, ge=1)
+    retain_minute_rollups_days: int = Field(90, ge=1)
+
+    # HTTP API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # Embedded stack (`ioc up`).
+    state_dir: Path = Path(".ioc")
+    embedded_kafka_port: int = 19092
+    embedded_postgres_port: int = 15432
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    def topic(self, name: str) -> str:
+        """Full topic name: `topic('dossiers')` -> `ioc.dossiers`."""
+        if name not in TOPIC_NAMES:
+            raise ValueError(f"unknown topic {name!r}; known: {', '.join(TOPIC_NAMES)}")
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,32 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ioc.embedded import Broker, Postgres
+from ioc.settings import Settings
+from tests.services import isolated_settings, start_broker, start_postgres
+
+
+@pytest.fixture(scope="session")
+def services_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def broker(services_root: Path) -> Iterator[Broker]:
+    server = start_broker(services_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(services_root: Path) -> Iterator[Postgres]:
+    server = start_postgres(services_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(broker: Broker, postgres: Postgres) -> Settings:
+    return isolated_settings(broker, postgres)
