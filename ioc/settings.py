@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     # Topics and the consumer group.
     topic_prefix: str = "ioc."
     partitions: int = Field(4, ge=1)
+    topic_retention_hours: int = Field(168, ge=1)
     app_id: str = "ioc-monitor"
     # Static group membership: a restarted worker takes its partitions back at once.
     worker_instance_id: str = Field(default_factory=socket.gethostname)
@@ -38,7 +39,6 @@ class Settings(BaseSettings):
     batch_size: int = Field(2000, ge=1)
     batch_seconds: float = Field(0.5, gt=0)
     due_soon_hours: float = Field(24, gt=0)
-    worker_metrics_port: int = 9108
     heartbeat_seconds: float = Field(5, gt=0)
 
     # Storage policies (applied where TimescaleDB is installed).

@@ -43,7 +43,6 @@ def isolated_settings(broker: Broker, postgres: Postgres, **overrides: object) -
         "partitions": 2,
         "batch_seconds": 0.2,
         "heartbeat_seconds": 1,
-        "worker_metrics_port": free_port(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -6,11 +6,13 @@ RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN extract(year FROM bucket_width) = 0 AND extract(month FROM bucket_width) = 0
         THEN date_bin(bucket_width, ts, TIMESTAMPTZ '2000-01-03 00:00:00+00')
-        ELSE TIMESTAMPTZ '2000-01-01 00:00:00+00' + make_interval(months =>
+        -- Months are added to a UTC wall-clock timestamp: the session's TimeZone plays no part.
+        ELSE (TIMESTAMP '2000-01-01 00:00:00' + make_interval(months =>
             (floor(((extract(year FROM ts AT TIME ZONE 'UTC') - 2000) * 12
                     + extract(month FROM ts AT TIME ZONE 'UTC') - 1)
                    / (extract(year FROM bucket_width) * 12 + extract(month FROM bucket_width)))
-             * (extract(year FROM bucket_width) * 12 + extract(month FROM bucket_width)))::int)
+             * (extract(year FROM bucket_width) * 12 + extract(month FROM bucket_width)))::int))
+             AT TIME ZONE 'UTC'
     END
 $$;
 

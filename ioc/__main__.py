@@ -1,0 +1,3 @@
+from ioc.cli import app
+
+app(prog_name="ioc")

@@ -1,0 +1,130 @@
+"""The `ioc` command."""
+
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ioc import logs
+from ioc.settings import get_settings
+
+app = typer.Typer(help="Streaming monitor of a provincial Intelligent Operations Center.",
+                  no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+schema_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(topics_app, name="topics")
+app.add_typer(schema_app, name="schema")
+console = Console()
+
+
+@app.callback()
+def main() -> None:
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_json)
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+@app.command()
+def up() -> None:
+    """Start the embedded stack (broker, PostgreSQL, worker, API) until Ctrl-C."""
+    from ioc.stack import StackError, run_stack
+
+    try:
+        run_stack(get_settings())
+    except StackError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def worker() -> None:
+    """Run the Faust worker against the configured broker and database."""
+    from streams.worker import run
+
+    run()
+
+
+@app.command()
+def api() -> None:
+    """Run the HTTP API (health, readiness, metrics)."""
+    from ioc.api import serve
+
+    serve(get_settings())
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply missing migrations (safe to run again)."""
+    import psycopg
+
+    from ioc.db import migrate
+
+    try:
+        applied = migrate(get_settings())
+    except psycopg.OperationalError as exc:
+        raise fail(f"cannot reach the database: {exc}") from None
+    console.print(f"applied {applied}" if applied else "database schema is up to date")
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create the topics with IOC_PARTITIONS partitions (or grow them)."""
+    from ioc.topics import TopicError, ensure_topics
+
+    try:
+        done = asyncio.run(ensure_topics(get_settings()))
+    except TopicError as exc:
+        raise fail(str(exc)) from None
+    for name, state in done.items():
+        console.print(f"{name}: {state}")
+
+
+@schema_app.command("export")
+def schema_export(directory: Path) -> None:
+    """Write the JSON Schema of every event kind, for connector authors in any language."""
+    from ioc.events import EVENT_TYPES
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for kind, model in EVENT_TYPES.items():
+        path = directory / f"{kind.value}.schema.json"
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                  **model.model_json_schema()}
+        path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def kpis(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    unit: Annotated[str | None, typer.Option(help="Province or commune/ward code.")] = None,
+    agency: Annotated[str | None, typer.Option(help="Agency code.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Received/requested from (ISO).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="... up to, excluded (ISO).")] = None,
+) -> None:
+    """Show the KPIs (definitions: DOMAIN.md; SQL: ioc/migrations/0003_kpis.sql)."""
+    import psycopg
+
+    from ioc.kpis import read_kpis
+
+    try:
+        result = read_kpis(get_settings(), since=since, until=until, unit=unit, agency=agency)
+    except psycopg.OperationalError as exc:
+        raise fail(f"cannot reach the database: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(result, default=str, ensure_ascii=False))
+        return
+    for name, values in result.items():
+        table = Table(title=name.replace("_", " "), show_header=False)
+        for key, value in values.items():
+            table.add_row(key, "—" if value is None else str(value))
+        console.print(table)

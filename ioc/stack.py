@@ -1,0 +1,135 @@
+"""`ioc up`: the whole embedded stack on loopback, state under one directory.
+
+Broker and PostgreSQL first, then migrations and topics, then the worker and the API as
+child processes (the same commands docker-compose runs). A child that dies is restarted;
+Ctrl-C or SIGTERM stops everything in reverse order.
+"""
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from ioc.embedded import Broker, EmbeddedError, Postgres
+from ioc.settings import Settings
+
+log = structlog.get_logger()
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Hold an exclusive lock for as long as the stack runs; the OS drops it if we crash."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "ioc.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text().strip() or "another process"
+        os.close(fd)
+        raise StackError(
+            f"{state_dir} is in use by a running `ioc up` (pid {holder}); stop it first or "
+            "use another directory (IOC_STATE_DIR)"
+        ) from None
+    previous = os.pread(fd, 32, 0).decode().strip()
+    if previous:
+        log.info("stale lock taken over", previous_pid=previous)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+class Child:
+    """A child process of the stack (`ioc worker`, `ioc api`), restarted if it dies."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name, self.args, self.env, self.log_path = name, args, env, log_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ioc", *self.args], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            self.restarts += 1
+            log.warning("child exited, restarting", child=self.name, code=self.proc.returncode,
+                        restarts=self.restarts, log=str(self.log_path))
+            time.sleep(min(2 ** self.restarts, 30) / 10)
+            self.start()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_stack(settings: Settings) -> None:
+    from ioc.db import migrate
+    from ioc.topics import ensure_topics
+
+    state_dir = settings.state_dir.resolve()
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    with ExitStack() as stack:
+        fd = lock_state_dir(state_dir)
+        stack.callback(os.close, fd)
+        postgres = Postgres(port=settings.embedded_postgres_port, data_dir=state_dir / "postgres")
+        broker = Broker(port=settings.embedded_kafka_port, data_dir=state_dir / "kafka")
+        for server in (postgres, broker):
+            try:
+                server.start()
+            except EmbeddedError as exc:
+                raise StackError(str(exc)) from None
+            stack.callback(server.stop)
+            log.info("started", server=server.name, port=server.port, data=str(server.data_dir))
+
+        settings = settings.model_copy(update={
+            "kafka_bootstrap": f"127.0.0.1:{broker.port}", "database_url": postgres.url,
+        })
+        migrate(settings)
+        import asyncio
+
+        asyncio.run(ensure_topics(settings))
+
+        env = {**os.environ, "IOC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+               "IOC_DATABASE_URL": settings.database_url}
+        children = [Child("worker", ["worker"], env, state_dir),
+                    Child("api", ["api"], env, state_dir)]
+        for child in children:
+            child.start()
+            stack.callback(child.stop)
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        log.info("ioc is up", api=f"http://{settings.api_host}:{settings.api_port}",
+                 kafka=settings.kafka_bootstrap, database=settings.database_url,
+                 logs=str(state_dir))
+        while not stopping:
+            for child in children:
+                child.check()
+            time.sleep(0.5)
+        log.info("stopping")
+    log.info("stopped")

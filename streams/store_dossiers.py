@@ -1,0 +1,13 @@
+"""Store dossier events: validate, deduplicate, keep current state and KPI rollups."""
+
+from faust.types import StreamT
+
+from ioc.events import Kind
+from streams.app import app
+from streams.storing import store_events
+from streams.topics import dossiers
+
+
+@app.agent(dossiers)
+async def store_dossiers(stream: StreamT) -> None:
+    await store_events(stream, Kind.DOSSIER)

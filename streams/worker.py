@@ -1,0 +1,16 @@
+"""Run the Faust worker: every agent of streams/, imported explicitly."""
+
+import faust
+
+from streams import status, store_documents, store_dossiers, store_field_reports
+from streams.app import app, settings
+
+AGENTS = (store_dossiers.store_dossiers, store_documents.store_documents,
+          store_field_reports.store_field_reports, status.write_heartbeat)
+
+
+def run() -> None:
+    """Blocks until SIGTERM / Ctrl-C, then stops cleanly (offsets of stored events committed)."""
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False,
+                          override_logging=False)
+    worker.execute_from_commandline()
