@@ -4,10 +4,19 @@ Each test gets its own topics, consumer group and schema (named with uuid4), so 
 see each other's data. A server that cannot start fails the run; nothing is skipped.
 """
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer
+
+from ioc.db import connect
 from ioc.embedded import Broker, Postgres
 from ioc.settings import Settings
 
@@ -46,3 +55,74 @@ def isolated_settings(broker: Broker, postgres: Postgres, **overrides: object) -
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The IOC_* environment that makes a child process use these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    for name, value in settings.model_dump().items():
+        env[f"IOC_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """`ioc worker` in a child process: real signals, real crashes."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings, self.log_path = settings, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "WorkerProcess":
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "ioc", "worker"],
+                                         env=settings_env(self.settings), stdout=log,
+                                         stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+async def publish(settings: Settings, messages: Iterable[tuple[str, bytes, bytes]]) -> int:
+    """Send (topic name, key, value) messages with an idempotent producer; return the count."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    count = 0
+    try:
+        for topic, key, value in messages:
+            await producer.send(settings.topic(topic), value, key=key)
+            count += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return count
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               on_timeout: Callable[[], str] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n"
+                                 f"{on_timeout()[-5000:]}")
+        time.sleep(0.25)
+
+
+def query(settings: Settings, text: str, params: object = None) -> list[tuple]:
+    with connect(settings) as conn:
+        return conn.execute(text, params).fetchall()  # type: ignore[arg-type]

@@ -1,0 +1,173 @@
+"""End to end: events on real topics, a real `ioc worker` process, KPIs in real PostgreSQL."""
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from ioc.db import migrate
+from ioc.kpis import read_kpis
+from ioc.settings import Settings
+from ioc.topics import ensure_topics
+from tests import scenario
+from tests.services import WorkerProcess, publish, query, wait_until
+
+TIME_INVARIANT = {  # rollup metric -> key of the expected KPIs it must equal
+    "dossier": {"received": "received", "to_handle": "to_handle", "finished": "finished",
+                "finished_on_time": "finished_on_time", "finished_late": "finished_late",
+                "in_process": "in_process", "online": "online", "digitized": "digitized",
+                "with_fee": "with_fee", "paid_online": "paid_online"},
+    "document": {"documents": "documents", "incoming": "incoming", "outgoing": "outgoing",
+                 "outgoing_signed": "outgoing_signed", "completed": "completed",
+                 "completed_on_time": "completed_on_time", "backlog": "backlog"},
+    "field_report": {"reports": "reports", "open": "open", "resolved": "resolved",
+                     "duplicate": "duplicate"},
+}
+
+
+def prepare(settings: Settings) -> None:
+    migrate(settings)
+    asyncio.run(ensure_topics(settings))
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    prepare(settings)
+    process = WorkerProcess(settings, tmp_path / "worker.log").start()
+    yield process
+    process.stop()
+
+
+def stored_events(settings: Settings) -> int:
+    return query(settings, "SELECT count(*) FROM events")[0][0]
+
+
+def wait_stored(settings: Settings, sc: scenario.Scenario, worker: WorkerProcess,
+                timeout: float = 90) -> None:
+    wait_until(lambda: stored_events(settings) == len(sc.valid_event_ids), timeout,
+               f"{len(sc.valid_event_ids)} events stored", worker.log)
+
+
+def assert_kpis(settings: Settings, sc: scenario.Scenario) -> None:
+    kpis = read_kpis(settings)
+    for kind, expected in (("dossiers", sc.expected_dossier_kpis()),
+                           ("documents", sc.expected_document_kpis()),
+                           ("field_reports", sc.expected_report_kpis())):
+        actual = {key: kpis[kind][key] for key in expected}
+        assert actual == expected, kind
+
+
+def assert_rollups(settings: Settings, sc: scenario.Scenario) -> None:
+    expected = {"dossier": sc.expected_dossier_kpis(), "document": sc.expected_document_kpis(),
+                "field_report": sc.expected_report_kpis()}
+    for table in ("rollup_minute", "rollup_hour"):
+        sums = {(kind, metric): value for kind, metric, value in query(
+            settings, f"SELECT kind, metric, sum(value) FROM {table} GROUP BY 1, 2")}
+        for kind, metrics in TIME_INVARIANT.items():
+            for metric, key in metrics.items():
+                assert sums.get((kind, metric), 0) == expected[kind][key], (table, kind, metric)
+    counted = query(settings, "SELECT sum(events) FROM event_counts_minute")[0][0]
+    assert counted == len(sc.valid_event_ids)
+
+
+def assert_counted_once(settings: Settings) -> None:
+    """Every stored event was folded into exactly one state row, exactly once."""
+    folded = query(settings, "SELECT (SELECT sum(events) FROM dossiers)"
+                             " + (SELECT sum(events) FROM documents)"
+                             " + (SELECT sum(events) FROM field_reports)")[0][0]
+    assert folded == stored_events(settings)
+
+
+def snapshot(settings: Settings) -> dict[str, list[tuple]]:
+    tables = {
+        "events": "SELECT event_id, occurred_at, body FROM events ORDER BY 1",
+        "dossiers": "SELECT * EXCLUDE_STORED FROM dossiers ORDER BY 1",
+        "documents": "SELECT * EXCLUDE_STORED FROM documents ORDER BY 1",
+        "field_reports": "SELECT * EXCLUDE_STORED FROM field_reports ORDER BY 1",
+        "rollup_minute": "SELECT * FROM rollup_minute ORDER BY 1, 2, 3, 4, 5, 6",
+        "rollup_hour": "SELECT * FROM rollup_hour ORDER BY 1, 2, 3, 4, 5, 6",
+        "event_counts_minute": "SELECT * FROM event_counts_minute ORDER BY 1, 2, 3, 4, 5, 6",
+    }
+    result = {}
+    for name, text in tables.items():
+        if "EXCLUDE_STORED" in text:  # stored_at is when, not what: leave it out
+            columns = [r[0] for r in query(
+                settings, "SELECT column_name FROM information_schema.columns WHERE"
+                " table_schema = %s AND table_name = %s AND column_name <> 'stored_at'"
+                " ORDER BY ordinal_position", (settings.database_schema, name))]
+            text = text.replace("* EXCLUDE_STORED", ", ".join(columns))
+        result[name] = query(settings, text)
+    return result
+
+
+async def read_dead_letters(settings: Settings, count: int) -> list[tuple[bytes, dict]]:
+    consumer = AIOKafkaConsumer(settings.topic("dead_letters"),
+                                bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found: list[tuple[bytes, dict]] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(found) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [(r.value, {k: v.decode() for k, v in r.headers}) for r in records]
+    finally:
+        await consumer.stop()
+    return found
+
+
+def test_events_become_exact_kpis(settings: Settings, worker: WorkerProcess) -> None:
+    sc = scenario.build(seed=1)
+    asyncio.run(publish(settings, sc.messages))
+    wait_stored(settings, sc, worker)
+
+    letters = asyncio.run(read_dead_letters(settings, len(sc.malformed)))
+    assert sorted((h["ioc.source.topic"], h["ioc.reason"]) for _, h in letters) == sorted(
+        (settings.topic(t), reason) for t, reason in sc.malformed)
+    sent_bad = {value for _, key, value in sc.messages if key == b"bad"}
+    assert {value for value, _ in letters} == sent_bad  # raw bytes kept as they came
+    assert all(h["ioc.error"] for _, h in letters)
+
+    assert_kpis(settings, sc)
+    assert_rollups(settings, sc)
+    assert_counted_once(settings)
+    assert query(settings, "SELECT count(*) FROM events WHERE body::text ~* 'ChuHoSo|email'") \
+        == [(0,)]
+
+
+def test_replay_and_republish_change_nothing(settings: Settings, worker: WorkerProcess,
+                                             tmp_path: Path) -> None:
+    sc = scenario.build(seed=2, dossiers=60, documents=40, reports=30)
+    asyncio.run(publish(settings, sc.messages))
+    wait_stored(settings, sc, worker)
+    assert_kpis(settings, sc)
+    before = snapshot(settings)
+
+    # The same events published again...
+    asyncio.run(publish(settings, sc.messages))
+    # ...and every topic replayed from offset 0 by a new consumer group.
+    replay = settings.model_copy(update={"app_id": settings.app_id + "-replay",
+                                         "worker_instance_id": "replayer"})
+    replayer = WorkerProcess(replay, tmp_path / "replay.log").start()
+    try:
+        total = 2 * len(sc.messages)
+        wait_until(lambda: handled_by(replay, "replayer") >= total, 90,
+                   "the replay to finish", replayer.log)
+        wait_until(lambda: handled_by(settings, settings.worker_instance_id) >= total, 90,
+                   "the first worker to see the republished events", worker.log)
+    finally:
+        replayer.stop()
+    assert snapshot(settings) == before
+    assert_kpis(settings, sc)
+
+
+def handled_by(settings: Settings, instance: str) -> int:
+    """Events a worker has finished with: stored, duplicate or dead-lettered (from its heartbeat)."""
+    rows = query(settings, "SELECT counters FROM worker_status WHERE instance_id = %s", (instance,))
+    if not rows:
+        return 0
+    c = rows[0][0]
+    return sum(c["events_stored"].values()) + sum(c["duplicates"].values()) \
+        + sum(c["dead_letters"].values())
