@@ -87,26 +87,41 @@ class Server:
     def popen_kwargs(self) -> dict[str, object]:
         return {}
 
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
     def stop(self, timeout: float = 20) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(self.stop_signal)
+        self.signal(self.stop_signal)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
+        self._wait_port_closed(timeout)
 
     def kill(self) -> None:
         """Stop without a chance to clean up, as a crash would."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            self.signal(signal.SIGKILL)
             self.proc.wait()
+        self._wait_port_closed(10)
+
+    def _wait_port_closed(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while port_in_use(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 @dataclass(kw_only=True)
 class Broker(Server):
     name: str = "kafka"
+
+    def signal(self, sig: int) -> None:
+        """To the whole process group: the `noida-db` script runs the server as its child."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)
 
     def command(self) -> list[str]:
         exe = shutil.which("noida-db")
