@@ -186,7 +186,8 @@ class Postgres(Server):
 
     def command(self) -> list[str]:
         return [self._bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+                "-c", "listen_addresses=127.0.0.1",
+                "-c", f"unix_socket_directories={self.data_dir}",
                 "-c", "max_connections=200", "-c", "fsync=on"]
 
     def start(self, timeout: float = 30) -> None:

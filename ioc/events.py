@@ -167,7 +167,9 @@ class DocumentPayload(Contract):
     """Metadata of one document or one status message about it; never attachment content."""
 
     document_id: Code = Field(max_length=256, description="edXML DocumentId")
-    status: DocumentStatus | None = Field(None, description="Status code; None for the document itself.")
+    status: DocumentStatus | None = Field(
+        None, description="Status code; None for the document message itself."
+    )
     direction: Direction | None = None
     signed: bool | None = Field(None, description="Sent with a digital signature.")
     deadline: AwareDatetime | None = Field(None, description="Processing deadline (DueDate).")

@@ -315,7 +315,8 @@ def _add_malformed(sc: Scenario, rng: random.Random) -> None:
             "unit": {"province_code": "25", "commune_code": "00070"}}).encode()),  # Hà Nội ward
         ("dossiers", "invalid_event", json.dumps({**base, "event_id": str(uuid.uuid4()),
             "occurred_at": "2031-01-01T00:00:00+07:00"}).encode()),
-        ("documents", "invalid_event", json.dumps({**base, "event_id": str(uuid.uuid4())}).encode()),
+        ("documents", "invalid_event",  # a dossier on the documents topic
+         json.dumps({**base, "event_id": str(uuid.uuid4())}).encode()),
         ("field_reports", "invalid_event", json.dumps({
             **base, "event_id": str(uuid.uuid4()), "kind": "field_report", "payload": {
                 "service_request_id": "X1", "service_code": "ROAD", "status": "open",

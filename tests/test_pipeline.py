@@ -164,7 +164,7 @@ def test_replay_and_republish_change_nothing(settings: Settings, worker: WorkerP
 
 
 def handled_by(settings: Settings, instance: str) -> int:
-    """Events a worker has finished with: stored, duplicate or dead-lettered (from its heartbeat)."""
+    """Events a worker is done with: stored, duplicate or dead-lettered (its heartbeat says)."""
     rows = query(settings, "SELECT counters FROM worker_status WHERE instance_id = %s", (instance,))
     if not rows:
         return 0

@@ -1,0 +1,90 @@
+"""Current state does not depend on the order events arrive in, in Python or in SQL."""
+
+import asyncio
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ioc.db import connect, migrate
+from ioc.events import DocumentEvent, DossierEvent, Event, Kind
+from ioc.settings import Settings
+from ioc.state import STATE_TABLES
+from ioc.store import Store
+from tests.services import query
+
+T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+UNIT = {"province_code": "25", "commune_code": "07900"}
+
+
+def document(minutes: int, **payload: Any) -> DocumentEvent:
+    return DocumentEvent(event_id=uuid.uuid4(), source="edxml",
+                         occurred_at=T0 + timedelta(minutes=minutes), unit=UNIT,
+                         agency={"code": "000.79.00.H25"},
+                         payload={"document_id": "DOC-1", **payload})
+
+
+def dossier(minutes: int, status: int, **payload: Any) -> DossierEvent:
+    return DossierEvent(event_id=uuid.uuid4(), source="dvcqg",
+                        occurred_at=T0 + timedelta(minutes=minutes), unit=UNIT,
+                        agency={"code": "000.00.12.H25"},
+                        payload={"dossier_code": "HS-1", "procedure_code": "1.1",
+                                 "status": status, **payload})
+
+
+# The document arrives after its status messages; a later status message carries no
+# metadata; a second "06" repeats completion; the recall request is the newest status.
+DOCUMENT_EVENTS: list[Event] = [
+    document(0, direction="incoming", signed=True, deadline=(T0 + timedelta(days=3)).isoformat()),
+    document(10, status="03"),
+    document(20, status="06"),
+    document(25, status="06"),
+    document(30, status="13"),
+]
+DOSSIER_EVENTS: list[Event] = [
+    dossier(0, 2, received_at=T0.isoformat(), channel=2),
+    dossier(60, 4, received_at=T0.isoformat(), due_at=(T0 + timedelta(days=5)).isoformat()),
+    dossier(120, 10, received_at=T0.isoformat(), finished_at=(T0 + timedelta(hours=2)).isoformat(),
+            satisfaction="satisfied"),
+]
+
+
+def test_fold_is_order_independent() -> None:
+    for kind, events in ((Kind.DOCUMENT, DOCUMENT_EVENTS), (Kind.DOSSIER, DOSSIER_EVENTS)):
+        spec = STATE_TABLES[kind]
+        rows = [spec.fold(order) for order in itertools.permutations(events)]
+        assert all(row == rows[0] for row in rows)
+    doc = STATE_TABLES[Kind.DOCUMENT].fold(DOCUMENT_EVENTS)[0]
+    assert (doc["status"], doc["direction"], doc["signed"]) == ("13", "incoming", True)
+    assert doc["completed_at"] == T0 + timedelta(minutes=20)  # the first completion
+    assert doc["events"] == 5
+
+
+def test_sql_merge_matches_python_fold_in_every_order(settings: Settings) -> None:
+    """Each permutation written one event per transaction: the SQL upsert rule is the twin
+    of the Python fold, whatever the arrival order."""
+    migrate(settings)
+
+    async def write_in_order(events: tuple[Event, ...], kind: Kind) -> None:
+        store = Store(settings)
+        try:
+            for event in events:
+                await store.write(kind, [event])
+        finally:
+            await store.close()
+
+    for kind, events in ((Kind.DOCUMENT, DOCUMENT_EVENTS), (Kind.DOSSIER, DOSSIER_EVENTS)):
+        spec = STATE_TABLES[kind]
+        expected = spec.fold(events)[0]
+        for order in itertools.permutations(events):
+            clean(settings)
+            asyncio.run(write_in_order(order, kind))
+            rows = query(settings, f"SELECT {', '.join(spec.columns)} FROM {spec.table}")
+            assert len(rows) == 1
+            assert dict(zip(spec.columns, rows[0], strict=True)) == expected, order
+
+
+def clean(settings: Settings) -> None:
+    with connect(settings) as conn:
+        conn.execute("TRUNCATE events, dossiers, documents, field_reports, rollup_minute,"
+                     " rollup_hour, event_counts_minute, event_counts_hour")
