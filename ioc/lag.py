@@ -126,7 +126,8 @@ async def consumer_lag(settings: Settings, timeout: float = 3.0) -> dict[tuple[s
         )
         admin = _admin(settings, timeout)
         try:
-            await asyncio.gather(consumer.start(), admin.start())
+            await consumer.start()
+            await admin.start()
             existing = {t["topic"]: t["partitions"] for t in await admin.describe_topics()}
             partitions = [
                 TopicPartition(topic, p["partition"])
