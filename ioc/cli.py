@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ioc import logs
 from ioc.settings import get_settings
@@ -22,6 +23,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -31,7 +33,7 @@ def main() -> None:
 
 
 def fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    errors.print(Text.assemble(("error: ", "red"), message))
     return typer.Exit(1)
 
 

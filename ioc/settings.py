@@ -7,7 +7,7 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOPIC_NAMES = ("dossiers", "documents", "field_reports", "dead_letters")
@@ -22,9 +22,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="IOC_", env_file=".env", extra="ignore")
 
-    # Connections. Defaults point at the embedded stack started by `ioc up`.
-    kafka_bootstrap: str = "127.0.0.1:19092"
-    database_url: str = "postgresql://postgres@127.0.0.1:15432/ioc"
+    # Connections. Empty: the embedded stack started by `ioc up` (its ports below).
+    kafka_bootstrap: str = ""
+    database_url: str = ""
     database_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]*$")
 
     # Topics and the consumer group.
@@ -57,6 +57,14 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> "Settings":
+        if not self.kafka_bootstrap:
+            self.kafka_bootstrap = f"127.0.0.1:{self.embedded_kafka_port}"
+        if not self.database_url:
+            self.database_url = f"postgresql://postgres@127.0.0.1:{self.embedded_postgres_port}/ioc"
+        return self
 
     def topic(self, name: str) -> str:
         """Full topic name: `topic('dossiers')` -> `ioc.dossiers`."""

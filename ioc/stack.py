@@ -17,7 +17,7 @@ from types import FrameType
 
 import structlog
 
-from ioc.embedded import Broker, EmbeddedError, Postgres
+from ioc.embedded import Broker, EmbeddedError, Postgres, port_in_use
 from ioc.settings import Settings
 
 log = structlog.get_logger()
@@ -97,6 +97,9 @@ def run_stack(settings: Settings) -> None:
     with ExitStack() as stack:
         fd = lock_state_dir(state_dir)
         stack.callback(os.close, fd)
+        if port_in_use(settings.api_port, settings.api_host):
+            raise StackError(f"port {settings.api_port} for the API is already in use: stop what"
+                             " runs there or choose another port (IOC_API_PORT)")
         postgres = Postgres(port=settings.embedded_postgres_port, data_dir=state_dir / "postgres")
         broker = Broker(port=settings.embedded_kafka_port, data_dir=state_dir / "kafka")
         for server in (postgres, broker):

@@ -1,0 +1,114 @@
+"""`ioc up` as a user runs it: a real process tree on loopback, stopped by a signal."""
+
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import scenario
+from tests.services import free_port, wait_until
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update(IOC_STATE_DIR=str(tmp_path / "state"), IOC_API_PORT=str(free_port()),
+               IOC_EMBEDDED_KAFKA_PORT=str(free_port()),
+               IOC_EMBEDDED_POSTGRES_PORT=str(free_port()), IOC_PARTITIONS="2",
+               IOC_HEARTBEAT_SECONDS="1")
+    return env
+
+
+def ioc(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ioc", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class Up:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "ioc", "up"], env=env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def ready(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.env['IOC_API_PORT']}/readyz"
+            return httpx.get(url, timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self) -> None:
+        wait_until(self.ready, 90, "ioc up to be ready", self.log.read_text)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+@pytest.fixture
+def running(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Up]:
+    up = Up(stack_env, tmp_path / "up.log")
+    yield up
+    if up.proc.poll() is None:
+        up.stop()
+
+
+def dossiers_received(env: dict[str, str]) -> int:
+    result = ioc(env, "kpis", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["dossiers"]["received"]
+
+
+def test_up_serves_kpis_stops_cleanly_and_keeps_data(running: Up,
+                                                     stack_env: dict[str, str]) -> None:
+    running.wait_ready()
+    sc = scenario.build(seed=11, dossiers=40, documents=10, reports=10, malformed=False)
+    script = ("import asyncio, pickle, sys; from ioc.settings import Settings;"
+              " from tests.services import publish;"
+              " asyncio.run(publish(Settings(), pickle.load(sys.stdin.buffer)))")
+    subprocess.run([sys.executable, "-c", script], env=stack_env, input=pickle.dumps(sc.messages),
+                   check=True, timeout=60)
+    wait_until(lambda: dossiers_received(stack_env) == len(sc.dossiers), 60,
+               "the dossiers to show in `ioc kpis`", running.log.read_text)
+
+    # A second `ioc up` on the same directory is refused with a clear message.
+    second = ioc(stack_env, "up", timeout=30)
+    assert second.returncode == 1
+    assert "in use by a running `ioc up`" in second.stdout + second.stderr
+    assert "Traceback" not in second.stdout + second.stderr
+
+    assert running.stop() == 0
+    for port in ("IOC_API_PORT", "IOC_EMBEDDED_KAFKA_PORT", "IOC_EMBEDDED_POSTGRES_PORT"):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", int(stack_env[port]))) != 0, f"{port} still open"
+
+    again = Up(stack_env, running.log)  # same state directory: the data is still there
+    try:
+        again.wait_ready()
+        assert dossiers_received(stack_env) == len(sc.dossiers)
+    finally:
+        assert again.stop() == 0
+
+
+def test_port_in_use_is_a_clear_message(stack_env: dict[str, str]) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(stack_env["IOC_EMBEDDED_POSTGRES_PORT"])))
+        blocker.listen()
+        started = time.monotonic()
+        result = ioc(stack_env, "up", timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert f"port {stack_env['IOC_EMBEDDED_POSTGRES_PORT']} for postgres is already in use" \
+        in output
+    assert "Traceback" not in output
+    assert time.monotonic() - started < 30
