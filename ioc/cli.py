@@ -5,6 +5,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -110,16 +111,21 @@ def kpis(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     unit: Annotated[str | None, typer.Option(help="Province or commune/ward code.")] = None,
     agency: Annotated[str | None, typer.Option(help="Agency code.")] = None,
-    since: Annotated[datetime | None, typer.Option(help="Received/requested from (ISO).")] = None,
-    until: Annotated[datetime | None, typer.Option(help="... up to, excluded (ISO).")] = None,
+    since: Annotated[datetime | None, typer.Option(
+        help="Counted from (received/requested), local time unless a zone is given.")] = None,
+    until: Annotated[datetime | None, typer.Option(help="... up to, excluded.")] = None,
 ) -> None:
     """Show the KPIs (definitions: DOMAIN.md; SQL: ioc/migrations/0003_kpis.sql)."""
     import psycopg
 
     from ioc.kpis import read_kpis
 
+    settings = get_settings()
+    local = ZoneInfo(settings.timezone)
+    since, until = (t.replace(tzinfo=local) if t and t.tzinfo is None else t
+                    for t in (since, until))
     try:
-        result = read_kpis(get_settings(), since=since, until=until, unit=unit, agency=agency)
+        result = read_kpis(settings, since=since, until=until, unit=unit, agency=agency)
     except psycopg.OperationalError as exc:
         raise fail(f"cannot reach the database: {exc}") from None
     if as_json:

@@ -12,8 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 PROVINCE = "25"  # Phú Thọ
+VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 COMMUNES = ["07900", "07894", "07909", "07918"]  # wards of Phú Thọ (checked by a test)
 AGENCIES = ["000.00.12.H25", "000.00.13.H25", "000.79.00.H25"]
 DUE_SOON = timedelta(hours=24)
@@ -96,6 +98,17 @@ class Scenario:
     messages: list[Message] = field(default_factory=list)
     valid_event_ids: set[str] = field(default_factory=set)
     malformed: list[tuple[str, str]] = field(default_factory=list)  # (topic, expected reason)
+
+    def subset(self, commune: str | None = None, since: datetime | None = None) -> "Scenario":
+        """The part of the province a `--unit` / `--since` query looks at."""
+        def keep(unit: str, anchor: datetime) -> bool:
+            return (commune is None or unit == commune) and (since is None or anchor >= since)
+        return Scenario(
+            now=self.now,
+            dossiers=[d for d in self.dossiers if keep(d.commune, d.received_at)],
+            documents=[d for d in self.documents if keep(d.commune, d.created_at)],
+            reports=[r for r in self.reports if keep(r.commune, r.requested_at)],
+        )
 
     # --- expected KPIs, straight from the ground truth --------------------------------
     def expected_dossier_kpis(self) -> dict[str, Any]:

@@ -1,8 +1,13 @@
 """End to end: events on real topics, a real `ioc worker` process, KPIs in real PostgreSQL."""
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -12,7 +17,7 @@ from ioc.kpis import read_kpis
 from ioc.settings import Settings
 from ioc.topics import ensure_topics
 from tests import scenario
-from tests.services import WorkerProcess, publish, query, wait_until
+from tests.services import WorkerProcess, publish, query, settings_env, wait_until
 
 TIME_INVARIANT = {  # rollup metric -> key of the expected KPIs it must equal
     "dossier": {"received": "received", "to_handle": "to_handle", "finished": "finished",
@@ -50,8 +55,9 @@ def wait_stored(settings: Settings, sc: scenario.Scenario, worker: WorkerProcess
                f"{len(sc.valid_event_ids)} events stored", worker.log)
 
 
-def assert_kpis(settings: Settings, sc: scenario.Scenario) -> None:
-    kpis = read_kpis(settings)
+def assert_kpis(settings: Settings, sc: scenario.Scenario,
+                kpis: dict[str, dict[str, Any]] | None = None) -> None:
+    kpis = kpis or read_kpis(settings)
     for kind, expected in (("dossiers", sc.expected_dossier_kpis()),
                            ("documents", sc.expected_document_kpis()),
                            ("field_reports", sc.expected_report_kpis())):
@@ -135,6 +141,15 @@ def test_events_become_exact_kpis(settings: Settings, worker: WorkerProcess) -> 
     assert_counted_once(settings)
     assert query(settings, "SELECT count(*) FROM events WHERE body::text ~* 'ChuHoSo|email'") \
         == [(0,)]
+
+    # `ioc kpis` for one ward since a date: the same definitions on the matching subset.
+    since = sc.now - timedelta(days=15)
+    for commune in scenario.COMMUNES[:2]:
+        local = since.astimezone(scenario.VIETNAM).replace(tzinfo=None).isoformat()
+        result = subprocess.run(
+            [sys.executable, "-m", "ioc", "kpis", "--json", "--unit", commune, "--since", local],
+            env=settings_env(settings), capture_output=True, text=True, check=True)
+        assert_kpis(settings, sc.subset(commune, since), json.loads(result.stdout))
 
 
 def test_replay_and_republish_change_nothing(settings: Settings, worker: WorkerProcess,
