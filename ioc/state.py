@@ -37,6 +37,10 @@ class StateTable:
         tracked = tuple(c for cols in self.clocks.values() for c in cols)
         return (self.key, *tracked, *self.clocks, *self.earliest, "events")
 
+    @property
+    def column_list(self) -> sql.Composed:
+        return sql.SQL(", ").join(map(sql.Identifier, self.columns))
+
     def row(self, event: Event) -> Row:
         row = {"first_occurred_at": event.occurred_at, "events": 1, **self.to_row(event)}
         unit = event.unit
@@ -92,13 +96,11 @@ class StateTable:
                 col=col, t=t, x=x))
         assignments.append(sql.SQL("events = {t}.events + {x}.events").format(t=t, x=x))
         assignments.append(sql.SQL("stored_at = now()"))
-        columns = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         return sql.SQL(
             "INSERT INTO {table} AS t ({columns})"
             " SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
             " ON CONFLICT ({key}) DO UPDATE SET {assignments}"
-            " RETURNING {key}, anchor_at, province_code, commune_code, agency_code"
-        ).format(table=sql.Identifier(self.table), columns=columns,
+        ).format(table=sql.Identifier(self.table), columns=self.column_list,
                  key=sql.Identifier(self.key), assignments=sql.SQL(", ").join(assignments))
 
 

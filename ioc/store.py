@@ -1,17 +1,15 @@
 """Writing one batch of validated events in one transaction, exactly once in effect.
 
-The events table's primary key decides what is new; only new events touch the state tables,
-and the rollup groups they touch are recomputed from the state tables. So a replay, a crash
-before the offset commit, or a duplicate leaves the same rows and counts as a single pass.
-Concurrent workers lock the groups they recompute (advisory locks, always in one order).
+The events table's primary key decides what is new; only new events touch the state tables.
+Each changed entity then moves the rollups by its new counts minus its old ones, read under
+a row lock, so a replay, a crash before the offset commit, a duplicate, or two workers
+handling one entity during a rebalance leave the same rows and counts as a single pass.
 """
 
-import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import psycopg
 from psycopg import sql
@@ -22,14 +20,13 @@ from ioc.settings import Settings
 from ioc.state import STATE_TABLES, StateTable, json_ready
 
 ROLLUPS = {"rollup_minute": timedelta(minutes=1), "rollup_hour": timedelta(hours=1)}
-Group = tuple[datetime, str, str, str]  # bucket, province, commune, agency
 
 INSERT_EVENTS = """
 INSERT INTO events (occurred_at, event_id, kind, entity_id, source, province_code,
                     commune_code, agency_code, status, ingested_at, body)
-SELECT occurred_at, event_id, kind, entity_id, source, province_code,
-       commune_code, agency_code, status, ingested_at, body
-FROM jsonb_populate_recordset(NULL::events, %s::jsonb)
+SELECT * FROM unnest(%b::timestamptz[], %b::uuid[], %b::text[], %b::text[], %b::text[],
+                     %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
+                     %b::jsonb[])
 ON CONFLICT DO NOTHING
 RETURNING event_id, occurred_at, kind, source, province_code, commune_code, agency_code
 """
@@ -39,29 +36,49 @@ COUNT_EVENTS = """
 INSERT INTO {table} AS t (bucket, kind, source, province_code, commune_code, agency_code, events)
 SELECT time_bucket(%(width)s::interval, occurred_at), kind, source, province_code,
        commune_code, agency_code, count(*)
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(occurred_at timestamptz, kind text, source text,
-     province_code text, commune_code text, agency_code text)
+FROM unnest(%(at)b::timestamptz[], %(kind)b::text[], %(source)b::text[], %(province)b::text[],
+            %(commune)b::text[], %(agency)b::text[])
+     AS r(occurred_at, kind, source, province_code, commune_code, agency_code)
 GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
 ON CONFLICT (bucket, kind, source, province_code, commune_code, agency_code)
 DO UPDATE SET events = t.events + excluded.events
 """
 
-GROUP_KEYS = """
-SELECT * FROM unnest(%(bucket)s::timestamptz[], %(province)s::text[], %(commune)s::text[],
-                     %(agency)s::text[]) AS k(bucket, province_code, commune_code, agency_code)
+# Per transaction: the counts of the changed entities, old ones negated (server side).
+METRIC_DELTA = """
+CREATE TEMP TABLE IF NOT EXISTS metric_delta (
+    anchor_at timestamptz, province_code text, commune_code text, agency_code text,
+    metric text, value numeric
+) ON COMMIT DELETE ROWS
 """
-DELETE_GROUPS = "DELETE FROM {rollup} r USING (" + GROUP_KEYS + """) k
-WHERE r.kind = %(kind)s AND r.bucket = k.bucket AND r.province_code = k.province_code
-  AND r.commune_code = k.commune_code AND r.agency_code = k.agency_code"""
-RECOMPUTE_GROUPS = """
-INSERT INTO {rollup} (bucket, kind, province_code, commune_code, agency_code, metric, value)
-SELECT k.bucket, %(kind)s, k.province_code, k.commune_code, k.agency_code, m.metric, sum(m.value)
-FROM (""" + GROUP_KEYS + """) k
-JOIN {metrics} m ON m.agency_code = k.agency_code AND m.commune_code = k.commune_code
-     AND m.province_code = k.province_code
-     AND m.anchor_at >= k.bucket AND m.anchor_at < k.bucket + %(width)s::interval
-GROUP BY k.bucket, k.province_code, k.commune_code, k.agency_code, m.metric
-ORDER BY 1, 3, 4, 5, 6
+ADD_METRICS = """
+INSERT INTO metric_delta
+SELECT anchor_at, province_code, commune_code, agency_code, metric, {sign} value
+FROM {metrics} WHERE entity_id = ANY(%b)
+"""
+ADD_TO_ROLLUP = """
+WITH changed AS (
+    INSERT INTO {rollup} AS t
+           (bucket, kind, province_code, commune_code, agency_code, metric, value)
+    SELECT time_bucket(%(width)s::interval, anchor_at), %(kind)s, province_code, commune_code,
+           agency_code, metric, sum(value)
+    FROM metric_delta
+    GROUP BY 1, 3, 4, 5, 6 HAVING sum(value) <> 0
+    ORDER BY 5, 4, 3, 1, 6
+    ON CONFLICT (kind, agency_code, commune_code, province_code, bucket, metric)
+    DO UPDATE SET value = t.value + excluded.value
+    RETURNING t.bucket, t.province_code, t.commune_code, t.agency_code, t.metric, t.value
+)
+SELECT bucket, province_code, commune_code, agency_code, metric FROM changed WHERE value = 0
+"""
+DROP_ZEROS = """
+DELETE FROM {rollup} r
+USING unnest(%(bucket)b::timestamptz[], %(province)b::text[], %(commune)b::text[],
+             %(agency)b::text[], %(metric)b::text[])
+      AS d(bucket, province_code, commune_code, agency_code, metric)
+WHERE r.kind = %(kind)s AND r.agency_code = d.agency_code AND r.commune_code = d.commune_code
+  AND r.province_code = d.province_code AND r.bucket = d.bucket AND r.metric = d.metric
+  AND r.value = 0
 """
 
 
@@ -71,33 +88,8 @@ class Written:
     duplicates: int
 
 
-def bucket(ts: datetime, width: timedelta) -> datetime:
-    """time_bucket for widths that divide a day (aligned to midnight UTC)."""
-    ts = ts.astimezone(UTC)
-    midnight = ts.replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight + (ts - midnight) // width * width
-
-
-def lock_id(kind: Kind, group: Group) -> int:
-    digest = hashlib.blake2b(repr((kind.value, *group)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-def event_row(event: Event) -> dict[str, Any]:
-    status = event.payload.status
-    return {
-        "occurred_at": event.occurred_at.isoformat(),
-        "event_id": str(event.event_id),
-        "kind": event.kind,
-        "entity_id": event.entity_id,
-        "source": event.source,
-        "province_code": event.unit.province_code,
-        "commune_code": event.unit.commune_code or "",
-        "agency_code": event.agency.code,
-        "status": None if status is None else str(status),
-        "ingested_at": event.ingested_at.isoformat(),
-        "body": event.model_dump(mode="json"),
-    }
+def _columns(rows: Sequence[tuple]) -> list[list]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class Store:
@@ -128,7 +120,12 @@ class Store:
         conn = await self.connection()
         unique = list({e.event_id: e for e in events}.values())
         async with conn.transaction():
-            cur = await conn.execute(INSERT_EVENTS, (json.dumps([event_row(e) for e in unique]),))
+            cur = await conn.execute(INSERT_EVENTS, _columns([(
+                e.occurred_at, e.event_id, e.kind, e.entity_id, e.source, e.unit.province_code,
+                e.unit.commune_code or "", e.agency.code,
+                None if e.payload.status is None else str(e.payload.status), e.ingested_at,
+                e.model_dump_json(),
+            ) for e in unique]))
             inserted = await cur.fetchall()
             if inserted:
                 await self._count_events(conn, inserted)
@@ -140,43 +137,44 @@ class Store:
     async def _count_events(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> None:
         if not self._keeps_counts:
             return
-        columns = ("event_id", "occurred_at", "kind", "source", "province_code",
-                   "commune_code", "agency_code")
-        payload = json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str)
+        _, at, kind, source, province, commune, agency = _columns(rows)
+        params = {"at": at, "kind": kind, "source": source, "province": province,
+                  "commune": commune, "agency": agency}
         for table, width in (("event_counts_minute", "1 minute"), ("event_counts_hour", "1 hour")):
             await conn.execute(sql.SQL(COUNT_EVENTS).format(table=sql.Identifier(table)),
-                               {"width": width, "rows": payload})
+                               {**params, "width": width})
 
     async def _update_state(self, conn: psycopg.AsyncConnection, spec: StateTable,
                             events: list[Event]) -> None:
         rows = spec.fold(events)
-        keys = [row[spec.key] for row in rows]
-        before = await (await conn.execute(
-            sql.SQL("SELECT anchor_at, province_code, commune_code, agency_code FROM {}"
-                    " WHERE {} = ANY(%s)").format(sql.Identifier(spec.table),
-                                                  sql.Identifier(spec.key)),
-            (keys,),
-        )).fetchall()
-        payload = json.dumps([json_ready(row) for row in rows])
-        after = await (await conn.execute(spec.upsert_sql(), (payload,))).fetchall()
-        touched = set(before) | {tuple(r[1:]) for r in after}
-        await self._recompute_rollups(conn, spec.kind, touched)
-
-    async def _recompute_rollups(self, conn: psycopg.AsyncConnection, kind: Kind,
-                                 touched: Iterable[tuple]) -> None:
-        hours = sorted({(bucket(a, ROLLUPS["rollup_hour"]), p, c, g) for a, p, c, g in touched})
-        locks = sorted({lock_id(kind, group) for group in hours})
-        await conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) k", (locks,))
-        metrics = sql.Identifier(f"{kind}_metrics")
+        table, key = sql.Identifier(spec.table), sql.Identifier(spec.key)
+        metrics = sql.Identifier(f"{spec.kind}_metrics")
+        # New entities first: inserting takes their row locks, and an entity another worker
+        # is inserting right now makes us wait, then counts as existing.
+        created = {r[0] for r in await (await conn.execute(
+            sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM jsonb_populate_recordset("
+                    "NULL::{}, %s::jsonb) ON CONFLICT DO NOTHING RETURNING {}").format(
+                table, spec.column_list, spec.column_list, table, key),
+            (json.dumps([json_ready(r) for r in rows]),),
+        )).fetchall()}
+        existing = [r for r in rows if r[spec.key] not in created]
+        await conn.execute(METRIC_DELTA)
+        if existing:
+            keys = [r[spec.key] for r in existing]
+            await conn.execute(sql.SQL("SELECT 1 FROM {} WHERE {} = ANY(%b) ORDER BY {}"
+                                       " FOR UPDATE").format(table, key, key), (keys,))
+            await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("-")),
+                               (keys,))
+            await conn.execute(spec.upsert_sql(), (json.dumps([json_ready(r) for r in existing]),))
+        await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("")),
+                           ([r[spec.key] for r in rows],))
         for rollup, width in ROLLUPS.items():
-            groups = sorted({(bucket(a, width), p, c, g) for a, p, c, g in touched})
-            params = {
-                "kind": kind.value, "width": width,
-                "bucket": [g[0] for g in groups], "province": [g[1] for g in groups],
-                "commune": [g[2] for g in groups], "agency": [g[3] for g in groups],
-            }
             table = sql.Identifier(rollup)
-            await conn.execute(sql.SQL(DELETE_GROUPS).format(rollup=table), params)
-            await conn.execute(
-                sql.SQL(RECOMPUTE_GROUPS).format(rollup=table, metrics=metrics), params
-            )
+            emptied = await (await conn.execute(sql.SQL(ADD_TO_ROLLUP).format(rollup=table),
+                                                {"kind": spec.kind.value, "width": width})
+                             ).fetchall()
+            if emptied:  # a group an entity left: drop the row rather than keep a zero
+                b, p, c, a, m = _columns(emptied)
+                await conn.execute(sql.SQL(DROP_ZEROS).format(rollup=table), {
+                    "kind": spec.kind.value, "bucket": b, "province": p, "commune": c,
+                    "agency": a, "metric": m})

@@ -120,8 +120,8 @@ CREATE INDEX field_reports_anchor ON field_reports (anchor_at);
 CREATE INDEX field_reports_open ON field_reports (expected_datetime)
     WHERE status IN ('open', 'investigating', 'in_progress');
 
--- KPI rollups: entities counted in the bucket of their anchor time, recomputed from the
--- state tables for every group a batch touches (exact under replay, late and reordered events).
+-- KPI rollups: entities counted in the bucket of their anchor time. The worker adds, per
+-- entity a batch changes, its new counts minus its old ones (numeric: sums stay exact).
 CREATE TABLE rollup_minute (
     bucket        timestamptz NOT NULL,
     kind          text        NOT NULL,
@@ -129,7 +129,7 @@ CREATE TABLE rollup_minute (
     commune_code  text        NOT NULL,
     agency_code   text        NOT NULL,
     metric        text        NOT NULL,
-    value         double precision NOT NULL,
+    value         numeric     NOT NULL,
     PRIMARY KEY (kind, agency_code, commune_code, province_code, bucket, metric)
 );
 CREATE INDEX rollup_minute_bucket ON rollup_minute (bucket);

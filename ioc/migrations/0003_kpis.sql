@@ -156,7 +156,8 @@ FROM (SELECT DISTINCT agency_code FROM dossiers) a,
 
 -- Time-invariant counts per entity, unpivoted: what the rollups sum per bucket.
 CREATE VIEW dossier_metrics AS
-SELECT f.anchor_at, f.province_code, f.commune_code, f.agency_code, m.metric, m.value
+SELECT f.dossier_code AS entity_id, f.anchor_at, f.province_code, f.commune_code, f.agency_code,
+       m.metric, m.value
 FROM dossier_facts f,
      LATERAL (VALUES ('received', 1),
                      ('to_handle', f.to_handle::int),
@@ -174,7 +175,8 @@ FROM dossier_facts f,
 WHERE m.value <> 0;
 
 CREATE VIEW document_metrics AS
-SELECT f.anchor_at, f.province_code, f.commune_code, f.agency_code, m.metric, m.value
+SELECT f.document_id AS entity_id, f.anchor_at, f.province_code, f.commune_code, f.agency_code,
+       m.metric, m.value
 FROM document_facts f,
      LATERAL (VALUES ('documents', 1),
                      ('incoming', coalesce(f.incoming, false)::int),
@@ -186,9 +188,10 @@ FROM document_facts f,
 WHERE m.value <> 0;
 
 CREATE VIEW field_report_metrics AS
-SELECT f.anchor_at, f.province_code, f.commune_code, f.agency_code, m.metric, m.value
+SELECT f.service_request_id AS entity_id, f.anchor_at, f.province_code, f.commune_code, f.agency_code,
+       m.metric, m.value
 FROM field_report_facts f,
-     LATERAL (VALUES ('reports', 1::float8),
+     LATERAL (VALUES ('reports', 1::numeric),
                      ('open', f.is_open::int),
                      ('resolved', f.resolved::int),
                      ('duplicate', f.is_duplicate::int),
