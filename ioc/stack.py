@@ -5,13 +5,16 @@ child processes (the same commands docker-compose runs). A child that dies is re
 Ctrl-C or SIGTERM stops everything in reverse order.
 """
 
+import asyncio
 import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -83,17 +86,28 @@ class Child:
             self.proc.wait()
 
 
-def run_stack(settings: Settings) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C
+
+
+@dataclass
+class RunningStack:
+    settings: Settings  # pointing at the embedded servers
+    children: list[Child]
+
+    def supervise(self) -> None:
+        for child in self.children:
+            child.check()
+
+
+@contextmanager
+def embedded_stack(settings: Settings) -> Iterator[RunningStack]:
+    """Everything up on entry; everything stopped, in reverse order, on exit."""
     from ioc.db import migrate
     from ioc.topics import ensure_topics
 
+    signal.signal(signal.SIGTERM, _interrupt)
     state_dir = settings.state_dir.resolve()
-    stopping = False
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
     with ExitStack() as stack:
         fd = lock_state_dir(state_dir)
         stack.callback(os.close, fd)
@@ -114,8 +128,6 @@ def run_stack(settings: Settings) -> None:
             "kafka_bootstrap": f"127.0.0.1:{broker.port}", "database_url": postgres.url,
         })
         migrate(settings)
-        import asyncio
-
         asyncio.run(ensure_topics(settings))
 
         env = {**os.environ, "IOC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -125,14 +137,20 @@ def run_stack(settings: Settings) -> None:
         for child in children:
             child.start()
             stack.callback(child.stop)
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
         log.info("ioc is up", api=f"http://{settings.api_host}:{settings.api_port}",
                  kafka=settings.kafka_bootstrap, database=settings.database_url,
                  logs=str(state_dir))
-        while not stopping:
-            for child in children:
-                child.check()
-            time.sleep(0.5)
-        log.info("stopping")
+        stack.callback(log.info, "stopping")
+        yield RunningStack(settings, children)
     log.info("stopped")
+
+
+def run_stack(settings: Settings) -> None:
+    """`ioc up`: run until Ctrl-C or SIGTERM."""
+    with embedded_stack(settings) as running:
+        try:
+            while True:
+                running.supervise()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
