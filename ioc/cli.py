@@ -50,6 +50,27 @@ def up() -> None:
 
 
 @app.command()
+def demo(
+    seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same province traffic.")] = 0,
+    speed: Annotated[float, typer.Option(
+        help="Simulated seconds per real second (8640: a day every 10 s).")] = 8640,
+    rate: Annotated[float, typer.Option(help="Traffic volume (1 = a realistic province).")] = 1,
+) -> None:
+    """Embedded stack + province simulator + live terminal wall; final KPIs at the end."""
+    from ioc.demo import run_demo
+    from ioc.stack import StackError
+
+    try:
+        final = run_demo(get_settings(), seconds, seed, speed, rate)
+    except StackError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        return
+    show_kpis(final.kpis, as_json=False)
+
+
+@app.command()
 def worker() -> None:
     """Run the Faust worker against the configured broker and database."""
     from streams.worker import run
@@ -128,6 +149,10 @@ def kpis(
         result = read_kpis(settings, since=since, until=until, unit=unit, agency=agency)
     except psycopg.OperationalError as exc:
         raise fail(f"cannot reach the database: {exc}") from None
+    show_kpis(result, as_json)
+
+
+def show_kpis(result: dict[str, dict[str, object]], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result, default=str, ensure_ascii=False))
         return

@@ -5,7 +5,6 @@ data under one directory so that a second start reuses it.
 
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -119,15 +118,18 @@ class Broker(Server):
     name: str = "kafka"
 
     def signal(self, sig: int) -> None:
-        """To the whole process group: the `noida-db` script runs the server as its child."""
+        """To the whole process group, should the server ever run children of its own."""
         assert self.proc is not None
         os.killpg(self.proc.pid, sig)
 
     def command(self) -> list[str]:
-        exe = shutil.which("noida-db")
-        if exe is None:
-            raise _missing("noida-db")
-        return [exe, "start", "--only", "kafka", "--kafka-port", str(self.port),
+        try:
+            import noida_db
+        except ImportError as exc:
+            raise _missing("noida-db") from exc
+        # The server binary itself: the `noida-db` script would not forward our signals.
+        exe = Path(noida_db.__file__).parent / "noida-db"
+        return [str(exe), "start", "--only", "kafka", "--kafka-port", str(self.port),
                 "--data-dir", str(self.data_dir)]
 
 

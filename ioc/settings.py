@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(2000, ge=1)
     batch_seconds: float = Field(0.5, gt=0)
     due_soon_hours: float = Field(24, gt=0)
+    # The province this IOC serves (official two-digit code; 25 = Phú Thọ).
+    province_code: str = Field("25", pattern=r"^\d{2}$")
     # Dates given without a time zone (CLI options, imports) are local time here.
     timezone: str = "Asia/Ho_Chi_Minh"
     heartbeat_seconds: float = Field(5, gt=0)
