@@ -71,6 +71,30 @@ def demo(
 
 
 @app.command()
+def simulate(
+    seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same province traffic.")] = 0,
+    speed: Annotated[float, typer.Option(
+        help="Simulated seconds per real second until the clock reaches now.")] = 60,
+    rate: Annotated[float, typer.Option(help="Traffic volume (1 = a realistic province).")] = 1,
+    history_hours: Annotated[float, typer.Option(help="Start this far in the past.")] = 24,
+) -> None:
+    """Publish a realistic province's traffic to the configured broker (a demo source)."""
+    from datetime import UTC, datetime, timedelta
+
+    from connectors.simulator import Simulator, run
+
+    settings = get_settings()
+    simulator = Simulator(settings.province_code, seed=seed, speed=speed, rate=rate,
+                          start=datetime.now(UTC) - timedelta(hours=history_hours))
+    try:
+        asyncio.run(run(settings, simulator, seconds,
+                        on_tick=lambda stats: errors.print(stats.line(), highlight=False)))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
 def worker() -> None:
     """Run the Faust worker against the configured broker and database."""
     from streams.worker import run
