@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
@@ -290,6 +291,10 @@ class MonitorCollector(Collector):
         batch_max = GaugeMetricFamily("ioc_batch_write_seconds_max",
                                       "Longest batch write since the worker started",
                                       labels=["instance"])
+        freshness = HistogramMetricFamily(
+            "ioc_event_freshness_seconds",
+            "From the connector reading an event to the event visible in PostgreSQL",
+            labels=["instance"])
         for row in rows:
             labels = [row.instance]
             age.add_metric(labels, max(row.age, 0.0))
@@ -305,7 +310,12 @@ class MonitorCollector(Collector):
             longest = _number(row.counters.get("batch_write_seconds_max"))
             if longest is not None:
                 batch_max.add_metric(labels, longest)
-        yield from (age, up, started, *per_topic.values(), batch, batch_max)
+            buckets = list(_per_key(row.counters.get("freshness_buckets")))
+            if buckets:
+                buckets.sort(key=lambda b: float(b[0]))  # "+Inf" sorts last as inf
+                freshness.add_metric(labels, buckets,
+                                     _number(row.counters.get("freshness_seconds_sum")) or 0.0)
+        yield from (age, up, started, *per_topic.values(), batch, batch_max, freshness)
 
 
 class RequestCounter:

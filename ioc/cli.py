@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -87,11 +88,9 @@ def simulate(
     settings = get_settings()
     simulator = Simulator(settings.province_code, seed=seed, speed=speed, rate=rate,
                           start=datetime.now(UTC) - timedelta(hours=history_hours))
-    try:
+    with suppress(KeyboardInterrupt):
         asyncio.run(run(settings, simulator, seconds,
                         on_tick=lambda stats: errors.print(stats.line(), highlight=False)))
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command()

@@ -1,9 +1,11 @@
 """What this worker has done, written to `worker_status` as a heartbeat for the API."""
 
 import json
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import accumulate
 
 import psycopg
 import structlog
@@ -12,6 +14,11 @@ from ioc.db import connect_kwargs
 from streams.app import app, settings
 
 log = structlog.get_logger()
+
+
+# Upper bounds (seconds) of the freshness histogram: connector read to visible in PostgreSQL.
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+                     300.0, 3600.0)
 
 
 @dataclass
@@ -23,14 +30,28 @@ class WorkerCounters:
     batches: int = 0
     batch_write_seconds_sum: float = 0.0
     batch_write_seconds_max: float = 0.0
+    freshness: list[int] = field(default_factory=lambda: [0] * (len(FRESHNESS_BUCKETS) + 1))
+    freshness_seconds_sum: float = 0.0
 
     def batch_written(self, seconds: float) -> None:
         self.batches += 1
         self.batch_write_seconds_sum += seconds
         self.batch_write_seconds_max = max(self.batch_write_seconds_max, seconds)
 
+    def visible(self, ingested: list[datetime]) -> None:
+        """Events just committed: how long since their connector read them."""
+        now = datetime.now(UTC)
+        for at in ingested:
+            age = max((now - at).total_seconds(), 0.0)
+            self.freshness_seconds_sum += age
+            self.freshness[bisect_left(FRESHNESS_BUCKETS, age)] += 1
+
     def as_json(self) -> str:
-        return json.dumps(self.__dict__)
+        """The shape the API's /metrics reads; histogram buckets cumulative, as Prometheus's."""
+        values = {k: v for k, v in self.__dict__.items() if k != "freshness"}
+        values["freshness_buckets"] = dict(zip(
+            [*map(str, FRESHNESS_BUCKETS), "+Inf"], accumulate(self.freshness), strict=True))
+        return json.dumps(values)
 
 
 counters = WorkerCounters()

@@ -104,6 +104,7 @@ async def store_events(stream: StreamT, kind: Kind) -> None:
             started = time.perf_counter()
             written = await _write_or_split(store, kind, valid)
             counters.batch_written(time.perf_counter() - started)
+            counters.visible([event.ingested_at for _, event in valid])
             counters.events_stored[topic] += written.stored
             counters.duplicates[topic] += written.duplicates
     finally:

@@ -299,6 +299,8 @@ COUNTERS = {
     "batches": 7,
     "batch_write_seconds_sum": 1.75,
     "batch_write_seconds_max": 0.5,
+    "freshness_buckets": {"0.5": 3, "1.0": 5, "+Inf": 6},  # cumulative, as the worker writes
+    "freshness_seconds_sum": 4.5,
 }
 
 
@@ -327,6 +329,11 @@ def test_metrics_worker_status(
     assert sample(samples, "ioc_batch_write_seconds_count", **a) == 7
     assert sample(samples, "ioc_batch_write_seconds_sum", **a) == 1.75
     assert sample(samples, "ioc_batch_write_seconds_max", **a) == 0.5
+    assert sample(samples, "ioc_event_freshness_seconds_bucket", **a, le="0.5") == 3
+    assert sample(samples, "ioc_event_freshness_seconds_bucket", **a, le="1.0") == 5
+    assert sample(samples, "ioc_event_freshness_seconds_bucket", **a, le="+Inf") == 6
+    assert sample(samples, "ioc_event_freshness_seconds_count", **a) == 6
+    assert sample(samples, "ioc_event_freshness_seconds_sum", **a) == 4.5
 
     # Missing keys and non-numbers are left out, not guessed.
     b = [labels for name, labels in samples if ("instance", "w-b") in labels]
