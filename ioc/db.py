@@ -101,11 +101,18 @@ def apply_policies(conn: psycopg.Connection, settings: Settings) -> None:
         conn.execute(f"SELECT remove_{kind}_policy(%s, if_exists => true)", (table,))
         (name, value), = args.items()
         conn.execute(f"SELECT add_{kind}_policy(%s, {name} => %s::interval)", (table, value))
-    for view, start, end in (("event_counts_minute", "1 day", "1 minute"),
-                             ("event_counts_hour", "7 days", "1 hour")):
+    # The refresh window reaches back as far as raw events are kept: a late event of any kept
+    # day is counted at the next refresh (below the watermark real-time aggregation does not see
+    # it), and buckets whose raw chunks retention dropped are never re-computed (to zero).
+    # A batch is a day of minutes / a week of hours (TimescaleDB >= 2.19 defaults to one bucket
+    # per transaction: a first refresh of two years of minutes would take a million).
+    start = days(settings.retain_events_days)
+    for view, end, per_batch in (("event_counts_minute", "1 minute", 1440),
+                                 ("event_counts_hour", "1 hour", 168)):
         conn.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", (view,))
         conn.execute(
             "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"
-            " end_offset => %s::interval, schedule_interval => INTERVAL '1 minute')",
-            (view, start, end),
+            " end_offset => %s::interval, schedule_interval => INTERVAL '1 minute',"
+            " buckets_per_batch => %s)",
+            (view, start, end, per_batch),
         )

