@@ -24,6 +24,10 @@ schema_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
+Seconds = Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
+Seed = Annotated[int, typer.Option(help="Same seed, same province traffic.")]
+Rate = Annotated[float, typer.Option(help="Traffic volume (1 = a realistic province).")]
+
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -52,11 +56,11 @@ def up() -> None:
 
 @app.command()
 def demo(
-    seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    seed: Annotated[int, typer.Option(help="Same seed, same province traffic.")] = 0,
+    seconds: Seconds = None,
+    seed: Seed = 0,
     speed: Annotated[float, typer.Option(
         help="Simulated seconds per real second (8640: a day every 10 s).")] = 8640,
-    rate: Annotated[float, typer.Option(help="Traffic volume (1 = a realistic province).")] = 1,
+    rate: Rate = 1,
 ) -> None:
     """Embedded stack + province simulator + live terminal wall; final KPIs at the end."""
     from ioc.demo import run_demo
@@ -73,11 +77,11 @@ def demo(
 
 @app.command()
 def simulate(
-    seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    seed: Annotated[int, typer.Option(help="Same seed, same province traffic.")] = 0,
+    seconds: Seconds = None,
+    seed: Seed = 0,
     speed: Annotated[float, typer.Option(
         help="Simulated seconds per real second until the clock reaches now.")] = 60,
-    rate: Annotated[float, typer.Option(help="Traffic volume (1 = a realistic province).")] = 1,
+    rate: Rate = 1,
     history_hours: Annotated[float, typer.Option(help="Start this far in the past.")] = 24,
 ) -> None:
     """Publish a realistic province's traffic to the configured broker (a demo source)."""

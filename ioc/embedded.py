@@ -37,6 +37,18 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: 
     raise EmbeddedError(f"{proc.args[0]} did not open port {port} within {timeout:.0f}s; see {log}")
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
+    """SIGTERM, and SIGKILL if the process has not exited after `timeout` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -20,7 +20,7 @@ from types import FrameType
 
 import structlog
 
-from ioc.embedded import Broker, EmbeddedError, Postgres, port_in_use
+from ioc.embedded import Broker, EmbeddedError, Postgres, port_in_use, terminate
 from ioc.settings import Settings
 
 log = structlog.get_logger()
@@ -75,15 +75,8 @@ class Child:
             time.sleep(min(2 ** self.restarts, 30) / 10)
             self.start()
 
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def stop(self) -> None:
+        terminate(self.proc)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from ioc.db import connect
-from ioc.embedded import Broker, Postgres
+from ioc.embedded import Broker, Postgres, terminate
 from ioc.settings import Settings
 
 
@@ -80,13 +80,7 @@ class WorkerProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=30)
 
     def kill(self) -> None:
         assert self.proc is not None

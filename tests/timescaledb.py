@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ioc.embedded import terminate
 from tests.services import free_port
 
 PACKAGE = Path(__file__).parent / "timescale"
@@ -69,15 +70,8 @@ class TimescaleServer:
                                      f"see {self.log}")
             time.sleep(0.1)
 
-    def stop(self, timeout: float = 10) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def stop(self) -> None:
+        terminate(self.proc, timeout=10)
 
 
 @pytest.fixture(scope="session")
