@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Static group membership: a restarted worker takes its partitions back at once.
     worker_instance_id: str = Field(default_factory=socket.gethostname)
 
+    # An empty fetch answered sooner than this waits out the rest (see ioc/fetch_pacing.py).
+    empty_fetch_pause_ms: int = Field(100, ge=0)
+
     # Stream processing.
     batch_size: int = Field(2000, ge=1)
     batch_seconds: float = Field(0.5, gt=0)

@@ -2,9 +2,13 @@
 
 import faust
 
+from ioc.fetch_pacing import pace_empty_fetches
 from ioc.settings import get_settings
 
 settings = get_settings()
+pace_empty_fetches(settings.empty_fetch_pause_ms / 1000)
+FAUST_DIR = settings.state_dir / "faust"
+FAUST_DIR.mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     settings.app_id,
@@ -18,5 +22,6 @@ app = faust.App(
     consumer_group_instance_id=settings.worker_instance_id,
     broker_session_timeout=10,
     web_enabled=False,
+    datadir=str(FAUST_DIR / "{conf.name}"),  # faust's own files, not the working directory
     producer_acks=-1,
 )

@@ -65,14 +65,23 @@ SET started_at = excluded.started_at, heartbeat_at = now(), counters = excluded.
 """
 
 
-@app.timer(interval=settings.heartbeat_seconds)
-async def write_heartbeat() -> None:
+async def _status(query: str, *params: object) -> None:
     try:
         async with await psycopg.AsyncConnection.connect(
             settings.database_url, connect_timeout=3, autocommit=True, **connect_kwargs(settings)
         ) as conn:
-            await conn.execute(
-                HEARTBEAT, (settings.worker_instance_id, STARTED_AT, counters.as_json())
-            )
+            await conn.execute(query, (settings.worker_instance_id, *params))
     except psycopg.Error as exc:
-        log.warning("heartbeat not written", error=str(exc))
+        log.warning("worker status not written", error=str(exc))
+
+
+@app.timer(interval=settings.heartbeat_seconds)
+async def write_heartbeat() -> None:
+    await _status(HEARTBEAT, STARTED_AT, counters.as_json())
+
+
+@app.on_before_shutdown.connect
+async def forget_worker(app: object, **kwargs: object) -> None:
+    """A worker stopped on purpose is gone, not down: /readyz and /metrics stop counting it
+    (replicas get new host names, so their rows would otherwise stay forever)."""
+    await _status("DELETE FROM worker_status WHERE instance_id = %s")
