@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Stream processing.
     batch_size: int = Field(2000, ge=1)
     batch_seconds: float = Field(0.5, gt=0)
+    # How often consumed offsets are committed. Longer means more to re-read (and skip as
+    # duplicates) after a crash; the embedded broker rewrites its snapshot at each commit.
+    commit_seconds: float = Field(2.8, gt=0)
     due_soon_hours: float = Field(24, gt=0)
     # The province this IOC serves (official two-digit code; 25 = Phú Thọ).
     province_code: str = Field("25", pattern=r"^\d{2}$")

@@ -21,6 +21,7 @@ app = faust.App(
     # Static membership: a worker restarted after a crash takes its partitions back at once.
     consumer_group_instance_id=settings.worker_instance_id,
     broker_session_timeout=10,
+    broker_commit_interval=settings.commit_seconds,
     web_enabled=False,
     datadir=str(FAUST_DIR / "{conf.name}"),  # faust's own files, not the working directory
     producer_acks=-1,

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,14 +100,17 @@ def test_up_serves_kpis_stops_cleanly_and_keeps_data(running: Up,
 
 
 def test_port_in_use_is_a_clear_message(stack_env: dict[str, str]) -> None:
+    # A lock file left by a crashed `ioc up` (its pid long gone) does not stand in the way.
+    state = Path(stack_env["IOC_STATE_DIR"])
+    state.mkdir(parents=True)
+    (state / "ioc.lock").write_text("999999")
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", int(stack_env["IOC_EMBEDDED_POSTGRES_PORT"])))
         blocker.listen()
-        started = time.monotonic()
         result = ioc(stack_env, "up", timeout=60)
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert f"port {stack_env['IOC_EMBEDDED_POSTGRES_PORT']} for postgres is already in use" \
         in output
     assert "Traceback" not in output
-    assert time.monotonic() - started < 30
+    assert "in use by a running" not in output
