@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     # Stream processing.
     batch_size: int = Field(2000, ge=1)
-    batch_seconds: float = Field(0.5, gt=0)
+    batch_seconds: float = Field(0.2, gt=0)
     # How often consumed offsets are committed. Longer means more to re-read (and skip as
     # duplicates) after a crash; the embedded broker rewrites its snapshot at each commit.
     commit_seconds: float = Field(2.8, gt=0)
