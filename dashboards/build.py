@@ -1,0 +1,40 @@
+"""Generate the provisioned dashboards (dashboards/json/*.json) from the code, or check them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards import overview
+from dashboards.sdk import dumps
+
+JSON_DIR = Path(__file__).resolve().parent / "json"
+DASHBOARDS: dict[str, Callable[[], model.Dashboard]] = {"overview.json": overview.build}
+
+
+def generate() -> dict[str, str]:
+    """File name -> the JSON text the code generates (stable: sorted keys, fixed ids)."""
+    return {name: dumps(make()) for name, make in DASHBOARDS.items()}
+
+
+def build(directory: Path = JSON_DIR) -> list[Path]:
+    """Write every dashboard; returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in generate().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def check(directory: Path = JSON_DIR) -> list[Path]:
+    """The committed files that differ from what the code generates (or are missing)."""
+    stale = []
+    for name, text in generate().items():
+        path = directory / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            stale.append(path)
+    return stale

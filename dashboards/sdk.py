@@ -1,0 +1,145 @@
+"""grafana-foundation-sdk glue: a PostgreSQL `rawSql` dataquery and the shared panel builders.
+
+The SDK (11.6 build) has no PostgreSQL query type; `SqlQuery` fills the gap and is registered
+with the SDK's runtime so dashboards load back from JSON without losing a key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Self
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import stat, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import runtime as cogruntime
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+DATASOURCE_UID = "ioc-timescaledb"
+DATASOURCE_TYPE = "grafana-postgresql-datasource"
+DATASOURCE = model.DataSourceRef(type_val=DATASOURCE_TYPE, uid=DATASOURCE_UID)
+PanelBuilder = cogbuilder.Builder[model.Panel]
+
+
+class SqlQuery(cogvariants.Dataquery):
+    """A target of Grafana's PostgreSQL datasource in code (raw SQL) mode."""
+
+    def __init__(self, ref_id: str = "", raw_sql: str = "", format_val: str = "table",
+                 raw_query: bool = True, editor_mode: str = "code",
+                 datasource: model.DataSourceRef | None = None, hide: bool | None = None) -> None:
+        self.ref_id = ref_id
+        self.raw_sql = raw_sql
+        self.format_val = format_val
+        self.raw_query = raw_query
+        self.editor_mode = editor_mode
+        self.datasource = datasource
+        self.hide = hide
+
+    def to_json(self) -> dict[str, object]:
+        payload: dict[str, object] = {"refId": self.ref_id, "rawSql": self.raw_sql,
+                                      "format": self.format_val, "rawQuery": self.raw_query,
+                                      "editorMode": self.editor_mode}
+        if self.datasource is not None:
+            payload["datasource"] = self.datasource
+        if self.hide is not None:
+            payload["hide"] = self.hide
+        return payload
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        keys = {"refId": "ref_id", "rawSql": "raw_sql", "format": "format_val",
+                "rawQuery": "raw_query", "editorMode": "editor_mode", "hide": "hide"}
+        args: dict[str, Any] = {arg: data[key] for key, arg in keys.items() if key in data}
+        if "datasource" in data:
+            args["datasource"] = model.DataSourceRef.from_json(data["datasource"])
+        return cls(**args)
+
+
+class Sql(cogbuilder.Builder[SqlQuery]):
+    def __init__(self, raw_sql: str, ref_id: str = "A", format_val: str = "table") -> None:
+        self._internal = SqlQuery(ref_id=ref_id, raw_sql=raw_sql, format_val=format_val,
+                                  datasource=DATASOURCE)
+
+    def build(self) -> SqlQuery:
+        return self._internal
+
+
+def register() -> None:
+    register_default_plugins()
+    for identifier in (DATASOURCE_TYPE, "postgres"):
+        cogruntime.register_dataquery_variant(
+            cogruntime.DataqueryConfig(identifier=identifier, from_json_hook=SqlQuery.from_json))
+
+
+register()
+
+
+def to_dict(board: model.Dashboard) -> dict[str, Any]:
+    """The dashboard as plain JSON data (what Grafana reads from the provisioned file)."""
+    return json.loads(json.dumps(board, cls=JSONEncoder))
+
+
+def dumps(board: model.Dashboard) -> str:
+    return json.dumps(to_dict(board), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def grid(x: int, y: int, w: int, h: int) -> model.GridPos:
+    return model.GridPos(h=h, w=w, x=x, y=y)
+
+
+def thresholds(base: str, *steps: tuple[float, str]) -> db.ThresholdsConfig:
+    return (db.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE)
+            .steps([model.Threshold(value=None, color=base),
+                    *(model.Threshold(value=v, color=c) for v, c in steps)]))
+
+
+def big_number(panel_id: int, title: str, sql: str, pos: model.GridPos, *, unit: str = "none",
+               steps: db.ThresholdsConfig | None = None, description: str = "",
+               decimals: int = 0) -> stat.Panel:
+    """A wall tile: one big value from a one-row SQL result, coloured by its thresholds."""
+    panel = (stat.Panel().id(panel_id).title(title).datasource(DATASOURCE)
+             .with_target(Sql(sql)).grid_pos(pos).unit(unit).decimals(decimals)
+             .color_mode(common.BigValueColorMode.BACKGROUND)
+             .graph_mode(common.BigValueGraphMode.NONE)
+             .text_mode(common.BigValueTextMode.VALUE)
+             .justify_mode(common.BigValueJustifyMode.CENTER)
+             .reduce_options(common_reduce())
+             .color_scheme(db.FieldColor().mode(model.FieldColorModeId.THRESHOLDS))
+             .no_value("—"))
+    if description:
+        panel = panel.description(description)
+    return panel.thresholds(steps or thresholds("blue"))
+
+
+def common_reduce() -> cb.ReduceDataOptions:
+    return cb.ReduceDataOptions().values(False).calcs(["lastNotNull"])
+
+
+def series(panel_id: int, title: str, sql: str, pos: model.GridPos, *,
+           unit: str = "none") -> timeseries.Panel:
+    """A time series from a SQL result with a `time` column (format time_series)."""
+    return (timeseries.Panel().id(panel_id).title(title).datasource(DATASOURCE)
+            .with_target(Sql(sql, format_val="time_series")).grid_pos(pos).unit(unit)
+            .draw_style(common.GraphDrawStyle.BARS).fill_opacity(60).line_width(1)
+            .color_scheme(db.FieldColor().mode(model.FieldColorModeId.PALETTE_CLASSIC))
+            .legend(legend()))
+
+
+def legend() -> cb.VizLegendOptions:
+    return (cb.VizLegendOptions().show_legend(True)
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM))
+
+
+def query_variable(name: str, label: str, sql: str, *, all_value: str) -> db.QueryVariable:
+    """A single-choice variable from a SQL query, with "All" standing for `all_value`."""
+    return (db.QueryVariable(name).label(label).datasource(DATASOURCE).query(sql)
+            .refresh(model.VariableRefresh.ON_DASHBOARD_LOAD)
+            .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .include_all(True).all_value(all_value).multi(False).allow_custom_value(False)
+            .current(model.VariableOption(selected=True, text="All", value="$__all")))

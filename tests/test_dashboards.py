@@ -1,0 +1,336 @@
+"""Dashboards as code: structure, Grafana's macro expansion, and every panel and variable query
+run on real PostgreSQL and real TimescaleDB, with values checked against the scenario's ground
+truth (tests/scenario.py), not against the SQL itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards import build as builder
+from dashboards import overview
+from dashboards.macros import Context, MacroError, Variable, expand
+from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
+from ioc.db import connect, migrate
+from ioc.settings import Settings
+from tests import scenario
+from tests.timescaledb import TimescaleServer
+
+Board = dict[str, Any]
+
+# Which KPI each overview panel shows: (KPI family, key of the scenario's expected KPIs).
+OVERVIEW_TILES = {
+    "Tỷ lệ hồ sơ đúng hạn": ("dossiers", "on_time_rate"),
+    "Tỷ lệ nộp trực tuyến": ("dossiers", "online_rate"),
+    "Tỷ lệ số hóa hồ sơ": ("dossiers", "digitized_rate"),
+    "Tỷ lệ thanh toán trực tuyến": ("dossiers", "paid_online_rate"),
+    "Mức độ hài lòng": ("dossiers", "satisfaction_rate"),
+    "Hồ sơ tiếp nhận": ("dossiers", "received"),
+    "Tỷ lệ văn bản đi ký số": ("documents", "signed_rate"),
+    "Văn bản đi đã ký số": ("documents", "outgoing_signed"),
+    "Phản ánh đang xử lý": ("field_reports", "open"),
+    "Phản ánh quá hạn": ("field_reports", "overdue"),
+}
+OVERVIEW_SERIES = {"Hồ sơ tiếp nhận theo giờ"}
+WALL_ROWS = 26  # grid rows visible on a 1920×1080 wall in kiosk mode (30 px + 8 px margin)
+
+
+@pytest.fixture(scope="module")
+def board() -> Board:
+    return to_dict(overview.build())
+
+
+def walk(node: object) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def queries(board: Board) -> list[str]:
+    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
+
+
+# --- structure ----------------------------------------------------------------------------
+
+def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
+    assert builder.check() == []
+    written = builder.build(tmp_path)
+    assert [p.name for p in written] == ["overview.json"]
+    assert builder.check(tmp_path) == []
+    (tmp_path / "overview.json").write_text("{}", encoding="utf-8")
+    assert builder.check(tmp_path) == [tmp_path / "overview.json"]
+
+
+def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
+    panels = board["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for p in panels:
+        g = p["gridPos"]
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0
+        assert g["x"] + g["w"] <= 24, p["title"]
+        assert g["y"] + g["h"] <= WALL_ROWS, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"{p['title']} overlaps"
+        cells |= mine
+    assert len(cells) == 24 * WALL_ROWS - 24  # a full wall: only the last row is free
+
+
+def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
+    refs = [n["datasource"] for n in walk(board) if "datasource" in n]
+    assert len(refs) >= 2 * len(board["panels"]) + 1
+    assert all(r == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID} for r in refs)
+    provisioned = (Path(__file__).parents[1] / "dashboards/provisioning/datasources/ioc.yaml")
+    text = provisioned.read_text(encoding="utf-8")
+    assert f"uid: {DATASOURCE_UID}" in text and f"type: {DATASOURCE_TYPE}" in text
+
+
+def test_every_template_variable_is_used(board: Board) -> None:
+    names = [v["name"] for v in board["templating"]["list"]]
+    assert names == ["commune"]
+    sql = "\n".join(queries(board))
+    for name in names:
+        assert re.search(rf"\$\{{{name}(:\w+)?\}}|\${name}\b|\[\[{name}\]\]", sql), name
+    for panel in board["panels"]:  # every panel follows the chosen commune/ward
+        assert all("$commune" in t["rawSql"] for t in panel["targets"]), panel["title"]
+
+
+def test_load_and_resave_through_the_sdk_keeps_every_key(board: Board) -> None:
+    assert to_dict(model.Dashboard.from_json(board)) == board
+    typo = json.loads(json.dumps(board))
+    typo["panels"][0]["fieldConfig"]["defaults"]["tresholds"] = {"mode": "absolute"}
+    assert to_dict(model.Dashboard.from_json(typo)) != typo  # a typo does not survive
+
+
+def test_wall_settings_titles_and_no_personal_data(board: Board) -> None:
+    assert board["uid"] == "ioc-overview" and board["editable"] is False
+    assert board["refresh"] in ("10s", "15s", "20s", "30s")
+    titles = [board["title"], *(p["title"] for p in board["panels"])]
+    titles += [v["label"] for v in board["templating"]["list"]]
+    for title in titles:
+        assert unicodedata.is_normalized("NFC", title), title
+    assert {p["title"] for p in board["panels"]} == set(OVERVIEW_TILES) | OVERVIEW_SERIES
+    assert "Xã/phường" in titles and "Tỷ lệ hồ sơ đúng hạn" in titles
+    # Aggregates only: panels read the KPI functions and the rollups, nothing per person.
+    for sql in queries(board):
+        sources = set(re.findall(r"\bFROM\s+(\w+)", sql))
+        assert sources <= {"kpi_dossiers", "kpi_documents", "kpi_field_reports", "rollup_hour"}
+    online = next(p for p in board["panels"] if p["title"] == "Tỷ lệ nộp trực tuyến")
+    steps = online["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1] == {"color": "green", "value": 80}
+
+
+# --- Grafana's macros (cases from macros.go and its tests) -------------------------------
+
+FROM = datetime(2018, 4, 12, 18, 0, tzinfo=UTC)
+CTX = Context(FROM, FROM + timedelta(minutes=5), timescaledb=False)
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("WHERE $__timeFilter(time_column)",
+     "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'"),
+    ("select $__timeFrom()", "select '2018-04-12T18:00:00Z'"),
+    ("select $__timeTo()", "select '2018-04-12T18:05:00Z'"),
+    ("select $__time(time_column)", 'select time_column AS "time"'),
+    ("select $__timeEpoch(time)", 'select extract(epoch from time) as "time"'),
+    ("GROUP BY $__timeGroup(time_column,'5m')",
+     "GROUP BY floor(extract(epoch from time_column)/300)*300"),
+    ("GROUP BY $__timeGroup(time_column, '5m', NULL)",
+     "GROUP BY floor(extract(epoch from time_column)/300)*300"),
+    ("select $__timeGroup(time_column,'5m'), value",  # pre-5.3 style: aliased
+     "select floor(extract(epoch from time_column)/300)*300 AS \"time\", value"),
+    ("select $__timeGroupAlias(time_column,'5m')",
+     "select floor(extract(epoch from time_column)/300)*300 AS \"time\""),
+    ("select $__unixEpochFilter(time)", "select time >= 1523556000 AND time <= 1523556300"),
+    ("select $__unixEpochNanoFilter(time)",
+     "select time >= 1523556000000000000 AND time <= 1523556300000000000"),
+    ("select $__unixEpochNanoFrom(), $__unixEpochNanoTo()",
+     "select 1523556000000000000, 1523556300000000000"),
+    ("select $__unixEpochFrom(), $__unixEpochTo()", "select 1523556000, 1523556300"),
+    ("select $__unixEpochGroup(time_column,'5m')", "select floor((time_column)/300)*300"),
+    ("select $__unixEpochGroupAlias(time_column,'5m')",
+     "select floor((time_column)/300)*300 AS \"time\""),
+    ("select $__interval, $__interval_ms", "select 1m, 60000"),
+])
+def test_macros_expand_as_grafana_does(sql: str, expected: str) -> None:
+    assert expand(sql, CTX) == expected
+
+
+def test_timescaledb_group_fractions_and_time_zones() -> None:
+    ctx = Context(datetime(2026, 11, 22, 8, 15, 42, 120000, tzinfo=scenario.VIETNAM),
+                  datetime(2026, 11, 22, 9, 0, tzinfo=UTC), interval=timedelta(hours=2),
+                  timescaledb=True)
+    assert expand("$__timeGroupAlias(bucket, 1h)", ctx) == (
+        "time_bucket('3600.000s',bucket) AS \"time\"")
+    assert expand("$__timeGroup(t, 90s)", ctx) == "time_bucket('90.000s',t)"
+    assert expand("$__timeFilter(t)", ctx) == (  # UTC, trailing zeros of the fraction dropped
+        "t BETWEEN '2026-11-22T01:15:42.12Z' AND '2026-11-22T09:00:00Z'")
+    assert expand("$__interval $__interval_ms", ctx) == "2h 7200000"
+    for interval, text in ((timedelta(days=14), "14d"), (timedelta(days=400), "1y"),
+                           (timedelta(milliseconds=1500), "1s"), (timedelta(0), "1ms")):
+        assert expand("$__interval", Context(FROM, FROM, interval=interval)) == text
+    assert expand("$__timeGroup(t, 1h30m) $__timeGroup(t, '1w')", ctx) == (
+        "time_bucket('5400.000s',t) time_bucket('604800.000s',t)")
+    for bad in ("$__timeGroup(t)", "$__timeGroup(t, 5x)", "$__timeGroup(t, 1h5)", "$__nope(t)"):
+        with pytest.raises(MacroError):
+            expand(bad, ctx)
+
+
+def test_template_variables_formats() -> None:
+    one = Variable("commune", "07900", include_all=True, all_value="NULL")
+    everything = Variable("commune", None, include_all=True, all_value="NULL")
+    plain = Variable("agency", "O'Hara")
+    multi = Variable("units", ["a", "b'c"], multi=True)
+    all_options = Variable("units", None, options=["x", "y"], multi=True, include_all=True)
+
+    def run(sql: str, *variables: Variable) -> str:
+        return expand(sql, Context(FROM, FROM, variables={v.name: v for v in variables}))
+
+    assert run("f($commune::text)", one) == "f('07900'::text)"
+    assert run("f($commune::text)", everything) == "f(NULL::text)"
+    assert run("f(${commune})", one) == "f('07900')"
+    assert run("'$agency' [[agency]]", plain) == "'O''Hara' O''Hara"
+    assert run("IN ($units)", multi) == "IN ('a','b''c')"
+    assert run("${units:csv} ${units:sqlstring} ${units:raw}", multi) == (
+        "a,b'c 'a','b''c' a,b'c")
+    assert run("IN ($units)", all_options) == "IN ('x','y')"
+    assert run("$__timeFrom() $unknown", one) == "'2018-04-12T18:00:00Z' $unknown"
+
+
+# --- every query on real servers, values from the ground truth ----------------------------
+
+@pytest.fixture(scope="module")
+def sc() -> scenario.Scenario:
+    return scenario.build(seed=43, dossiers=70, documents=40, reports=30, malformed=False)
+
+
+def load(settings: Settings, sc: scenario.Scenario) -> None:
+    """The worker's own write path (ioc.store.Store), fed the scenario's events."""
+    from ioc.events import Kind, parse_event
+    from ioc.store import Store
+
+    topics = {"dossiers": Kind.DOSSIER, "documents": Kind.DOCUMENT,
+              "field_reports": Kind.FIELD_REPORT}
+
+    async def write_all() -> None:
+        store = Store(settings)
+        try:
+            for topic, kind in topics.items():
+                events = [parse_event(v, kind) for t, _, v in sc.messages if t == topic]
+                for i in range(0, len(events), 50):
+                    await store.write(kind, events[i:i + 50])
+        finally:
+            await store.close()
+
+    asyncio.run(write_all())
+
+
+def expected_tiles(sc: scenario.Scenario) -> dict[str, Any]:
+    kpis = {"dossiers": sc.expected_dossier_kpis(), "documents": sc.expected_document_kpis(),
+            "field_reports": sc.expected_report_kpis()}
+    return {title: kpis[family][key] for title, (family, key) in OVERVIEW_TILES.items()}
+
+
+def expected_per_hour(sc: scenario.Scenario, start: datetime,
+                      end: datetime) -> dict[datetime, int]:
+    """Dossiers received per UTC hour, for the hours `$__timeFilter(bucket)` keeps."""
+    hours = Counter(d.received_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+                    for d in sc.dossiers)
+    return {hour: n for hour, n in hours.items() if start <= hour <= end}
+
+
+def plain(value: object) -> object:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def as_time(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    assert isinstance(value, Decimal | float | int)  # epoch seconds (no TimescaleDB macro)
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def check_board(settings: Settings, board: Board, sc: scenario.Scenario) -> None:
+    """Run every variable and panel query as Grafana would: for "All" and for one ward, over
+    the whole scenario (anchors are 2 to 40 days old) and over its last ten days (a cohort)."""
+    end = sc.now + timedelta(minutes=5)
+    ranges = [sc.now - timedelta(days=41, microseconds=250_000),
+              sc.now - timedelta(days=10) + timedelta(minutes=17, seconds=3)]
+    with connect(settings) as conn:
+        for variable in board["templating"]["list"]:
+            rows = conn.execute(expand(variable["query"], Context(ranges[0], end))).fetchall()
+            assert [r[0] for r in rows] == sorted(
+                {d.commune for d in sc.dossiers} | {r.commune for r in sc.reports})
+        options = [r[0] for r in rows]
+        spec = board["templating"]["list"][0]
+        for start in ranges:
+            for ward in (None, options[1]):
+                commune = Variable("commune", ward, options=options, multi=spec["multi"],
+                                   include_all=spec["includeAll"], all_value=spec["allValue"])
+                tiles = expected_tiles(sc.subset(commune=ward, since=start))
+                per_hour = expected_per_hour(sc.subset(commune=ward), start, end)
+                assert sum(per_hour.values()) > 0
+                for timescaledb in (True, False):
+                    ctx = Context(start, end, interval=timedelta(hours=1),
+                                  timescaledb=timescaledb, variables={"commune": commune})
+                    for panel in board["panels"]:
+                        where = (panel["title"], start, ward, timescaledb)
+                        (target,) = panel["targets"]
+                        cursor = conn.execute(expand(target["rawSql"], ctx))
+                        rows = cursor.fetchall()
+                        if panel["title"] in OVERVIEW_SERIES:
+                            assert target["format"] == "time_series"
+                            assert next(c.name for c in cursor.description or []) == "time"
+                            assert {as_time(t): plain(v) for t, v in rows} == per_hour, where
+                        else:
+                            assert len(rows) == 1 and len(rows[0]) == 1, where
+                            assert plain(rows[0][0]) == tiles[panel["title"]], where
+
+
+def test_every_query_on_plain_postgresql(settings: Settings, board: Board,
+                                         sc: scenario.Scenario) -> None:
+    migrate(settings)
+    with connect(settings) as conn:
+        assert not conn.execute(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall()
+    load(settings, sc)
+    check_board(settings, board, sc)
+
+
+def test_every_query_on_timescaledb(timescale: TimescaleServer, board: Board,
+                                    sc: scenario.Scenario) -> None:
+    from tests.test_migrations_timescale import fresh_settings
+
+    ts = fresh_settings(timescale.url)
+    migrate(ts)
+    load(ts, sc)
+    with connect(ts) as conn:
+        assert conn.execute(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall() == [(1,)]
+    check_board(ts, board, sc)
+
+
+def test_cli_build_check() -> None:
+    from typer.testing import CliRunner
+
+    from dashboards.cli import app
+
+    result = CliRunner().invoke(app, ["build", "--check"])
+    assert result.exit_code == 0, result.output
