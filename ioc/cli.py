@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from connectors.cli import app as connectors_app
 from dashboards.cli import app as dashboards_app
 from ioc import logs
 from ioc.settings import get_settings
@@ -24,6 +25,7 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 schema_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(connectors_app, name="connectors")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
 Seconds = Annotated[float | None, typer.Option(help="Stop after this many seconds.")]

@@ -60,7 +60,7 @@ def _transient(exc: BaseException) -> bool:
 async def _write(store: Store, kind: Kind, events: Sequence[Event]) -> Written:
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(_transient),
-        wait=wait_exponential_jitter(initial=0.2, max=10),
+        wait=wait_exponential_jitter(multiplier=0.2, max=10),
         stop=stop_never,
         before_sleep=lambda state: log.warning(
             "database unavailable, retrying", kind=kind.value, attempt=state.attempt_number,

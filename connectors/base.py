@@ -1,0 +1,264 @@
+"""The connector SDK: a source system in, events on Kafka out, a durable cursor in PostgreSQL."""
+
+import asyncio
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+from ioc.db import connect
+from ioc.events import Event, Kind
+from ioc.settings import Settings
+
+
+class ConnectorError(Exception):
+    """Base of the errors a connector raises on purpose."""
+
+
+class TransientError(ConnectorError):
+    """Worth retrying: the source is down, overloaded (5xx, 429) or slow."""
+
+
+class PermanentError(ConnectorError):
+    """Retrying will not help (4xx, bad credentials, a wrong URL): the connector stops."""
+
+
+def http_error(status: int, what: str, detail: str = "") -> ConnectorError | None:
+    """The error for an HTTP status (None when it is a success), for connectors over HTTP."""
+    if status < 400:
+        return None
+    detail = f": {detail[:300]}" if detail else ""
+    if status in (408, 425, 429) or status >= 500:
+        return TransientError(f"{what} answered {status}{detail}")
+    hint = " (check the credentials)" if status in (401, 403) else ""
+    return PermanentError(f"{what} answered {status}{hint}{detail}")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one `fetch` read: source records, the cursor after them, more available at once."""
+
+    records: Sequence[Any]
+    cursor: str | None
+    more: bool = False
+
+
+class ConnectorOptions(BaseSettings):
+    """Options every connector has. A subclass adds its own fields (base_url, token...).
+
+    Each option comes from, in order: the `--config` file (JSON or TOML), the environment
+    variable `IOC_<CONNECTOR NAME>_<OPTION>` (e.g. `IOC_DVCQG_BATCH_SIZE=200`), the default.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    batch_size: int = Field(500, ge=1, description="Most records per batch (one cursor step).")
+    poll_seconds: float = Field(30.0, gt=0, description="Pause when the source has nothing new.")
+    retry_initial_seconds: float = Field(0.5, gt=0, description="First backoff (then doubled).")
+    retry_max_seconds: float = Field(60.0, gt=0, description="Longest backoff between retries.")
+    retry_attempts: int = Field(0, ge=0, description="Attempts per call; 0: retry forever.")
+    timeout_seconds: float = Field(30.0, gt=0, description="Per request to the source.")
+    fetch_timeout_seconds: float = Field(300.0, gt=0, description="Per fetch (all its pages).")
+
+
+class Connector(ABC):
+    """A connector reads one source system and publishes its records as IOC events.
+
+    A subclass (one file, `connectors/<name>.py`, registered in `connectors/registry.py`)
+    implements:
+
+    - `name` (short, the registry key and the events' `source`) and `kind` (`ioc.events.Kind`);
+    - `Options`: a `ConnectorOptions` subclass with its own fields, if it has any;
+    - `async open()` / `async close()`: create and release its client (HTTP session...);
+    - `async fetch(cursor)`: read the next records after `cursor` (None: from the start) and
+      return a `Batch` with the cursor to store once they are published. Raise
+      `TransientError` for what is worth retrying and `PermanentError` for what is not;
+      connection errors and timeouts count as transient;
+    - `map(record)`: one source record -> one event; raise `ValueError` with a clear reason
+      when the record cannot be mapped. Personal data never goes into the event;
+    - optionally `personal_fields` (top-level keys removed from a dead-lettered record) and
+      `record_key(record)` (the dead letter's key).
+
+    The base does the rest, in `run(once)`: load the cursor, fetch with retries (exponential
+    backoff with jitter), map, publish with an idempotent producer keyed by entity id and wait
+    for the broker's acks, dead-letter unmappable records (value: the record as JSON without
+    `personal_fields`; headers `ioc.reason`, `ioc.error`, `ioc.source.connector`), and only
+    then store the new cursor (table `connector_cursors`). Logs go through structlog; counters
+    live in `self.metrics` (a Prometheus registry of its own).
+
+    Settings used (`ioc.settings.Settings`): `IOC_KAFKA_BOOTSTRAP`, `IOC_TOPIC_PREFIX` (topics
+    `<prefix><kind>s` and `<prefix>dead_letters`), `IOC_DATABASE_URL`, `IOC_DATABASE_SCHEMA`
+    (the cursor table); options: see `ConnectorOptions`.
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    Options: ClassVar[type[ConnectorOptions]] = ConnectorOptions
+    personal_fields: ClassVar[frozenset[str]] = frozenset()
+    dead_letter_reason: ClassVar[str] = "unmappable"
+
+    def __init__(self, settings: Settings, options: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.options = self.Options(_env_prefix=f"IOC_{self.name.upper()}_",  # type: ignore[call-arg]
+                                    **dict(options or {}))
+        self.log = structlog.get_logger().bind(connector=self.name)
+        self.metrics = CollectorRegistry()
+        labels = ["connector"]
+        self._read = Counter("ioc_connector_records_read", "Records read from the source",
+                             labels, registry=self.metrics).labels(self.name)
+        self._published = Counter("ioc_connector_events_published",
+                                  "Events acknowledged by the broker", labels,
+                                  registry=self.metrics).labels(self.name)
+        self._rejected = Counter("ioc_connector_records_rejected",
+                                 "Records sent to the dead-letter topic", labels,
+                                 registry=self.metrics).labels(self.name)
+        self._last_success = Gauge("ioc_connector_last_success_timestamp_seconds",
+                                   "When a batch was last published and its cursor stored",
+                                   labels, registry=self.metrics).labels(self.name)
+        self._producer: AIOKafkaProducer | None = None
+
+    # --- what a subclass implements ------------------------------------------------------
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Create the source client."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the source client."""
+
+    @abstractmethod
+    async def fetch(self, cursor: str | None) -> Batch:
+        """The next records after `cursor`, and the cursor after them."""
+
+    @abstractmethod
+    def map(self, record: Any) -> Event:
+        """One record -> one event; ValueError (with the reason) when it cannot be mapped."""
+
+    def record_key(self, record: Any) -> str | None:
+        return None
+
+    # --- the cursor ------------------------------------------------------------------------
+    def load_cursor(self) -> str | None:
+        with connect(self.settings) as conn:
+            row = conn.execute("SELECT cursor FROM connector_cursors WHERE connector = %s",
+                               (self.name,)).fetchone()
+        return row[0] if row else None
+
+    def save_cursor(self, cursor: str) -> None:
+        with connect(self.settings) as conn:
+            conn.execute(
+                "INSERT INTO connector_cursors (connector, cursor, updated_at)"
+                " VALUES (%s, %s, now()) ON CONFLICT (connector)"
+                " DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                (self.name, cursor))
+
+    # --- the loop --------------------------------------------------------------------------
+    async def run(self, once: bool = False) -> None:
+        """Poll until cancelled; with `once`, stop when the source has nothing more."""
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                          enable_idempotence=True, linger_ms=5)
+        await self._producer.start()
+        try:
+            await self.open()
+            self.log.info("connector.start", kind=str(self.kind), once=once)
+            while True:
+                cursor = await asyncio.to_thread(self.load_cursor)
+                batch = await self._retrying(self.fetch, cursor)
+                await self.publish(batch.records)
+                if batch.cursor is not None and batch.cursor != cursor:
+                    await asyncio.to_thread(self.save_cursor, batch.cursor)
+                self._last_success.set(time.time())
+                self.log.info("connector.batch", records=len(batch.records), more=batch.more)
+                if batch.more:
+                    continue
+                if once:
+                    break
+                await asyncio.sleep(self.options.poll_seconds)
+        finally:
+            await self.close()
+            await self._producer.stop()
+            self._producer = None
+            self.log.info("connector.stop")
+
+    async def publish(self, records: Sequence[Any]) -> None:
+        """Map and send every record, dead-letter the unmappable, return once all are acked."""
+        assert self._producer is not None, "publish() runs inside run()"
+        self._read.inc(len(records))
+        topic, dead = self.settings.topic(f"{self.kind}s"), self.settings.topic("dead_letters")
+        pending, rejected = [], 0
+        for record in records:
+            try:
+                event = self.map(record)
+            except ValueError as exc:
+                rejected += 1
+                error, key = describe(exc), self.record_key(record)
+                self.log.warning("connector.rejected", error=error[:300], key=key)
+                headers = [("ioc.reason", self.dead_letter_reason.encode()),
+                           ("ioc.error", error[:4000].encode()),
+                           ("ioc.source.connector", self.name.encode())]
+                pending.append(await self._producer.send(
+                    dead, self._redacted(record), key=key.encode() if key else None,
+                    headers=headers))
+                continue
+            value = event.model_dump_json().encode()
+            pending.append(await self._producer.send(topic, value,
+                                                     key=event.entity_id.encode()))
+        await asyncio.gather(*pending)  # the broker's acks: only then may the cursor move
+        self._published.inc(len(records) - rejected)
+        self._rejected.inc(rejected)
+
+    def _redacted(self, record: Any) -> bytes:
+        if isinstance(record, Mapping):
+            record = {k: v for k, v in record.items() if k not in self.personal_fields}
+        return json.dumps(record, ensure_ascii=False, default=str).encode()
+
+    async def _retrying(self, call: Any, *args: Any) -> Any:
+        o = self.options
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_exponential_jitter(multiplier=o.retry_initial_seconds,
+                                         max=o.retry_max_seconds),
+            stop=stop_after_attempt(o.retry_attempts) if o.retry_attempts else stop_never,
+            before_sleep=self._log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                return await asyncio.wait_for(call(*args), o.fetch_timeout_seconds)
+        raise AssertionError("unreachable")
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.log.warning("connector.retry", attempt=state.attempt_number,
+                         error=f"{type(exc).__name__}: {exc}",
+                         wait=round(state.next_action.sleep, 2) if state.next_action else None)
+
+
+def describe(exc: ValueError) -> str:
+    """The reason a record was refused: which fields and why (no pydantic boilerplate)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}"
+                         for e in exc.errors(include_url=False))
+    return str(exc)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, PermanentError):
+        return False
+    if isinstance(exc, KafkaError):
+        return bool(getattr(exc, "retriable", False))
+    return isinstance(exc, TransientError | ConnectionError | TimeoutError | OSError)
