@@ -146,7 +146,7 @@ class Store:
 
     async def _update_state(self, conn: psycopg.AsyncConnection, spec: StateTable,
                             events: list[Event]) -> None:
-        rows = spec.fold(events)
+        rows = [json_ready(row) for row in spec.fold(events)]
         table, key = sql.Identifier(spec.table), sql.Identifier(spec.key)
         metrics = sql.Identifier(f"{spec.kind}_metrics")
         # New entities first: inserting takes their row locks, and an entity another worker
@@ -155,7 +155,7 @@ class Store:
             sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM jsonb_populate_recordset("
                     "NULL::{}, %s::jsonb) ON CONFLICT DO NOTHING RETURNING {}").format(
                 table, spec.column_list, spec.column_list, table, key),
-            (json.dumps([json_ready(r) for r in rows]),),
+            (json.dumps(rows),),
         )).fetchall()}
         existing = [r for r in rows if r[spec.key] not in created]
         await conn.execute(METRIC_DELTA)
@@ -165,7 +165,7 @@ class Store:
                                        " FOR UPDATE").format(table, key, key), (keys,))
             await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("-")),
                                (keys,))
-            await conn.execute(spec.upsert_sql(), (json.dumps([json_ready(r) for r in existing]),))
+            await conn.execute(spec.upsert_sql(), (json.dumps(existing),))
         await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("")),
                            ([r[spec.key] for r in rows],))
         for rollup, width in ROLLUPS.items():
