@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ioc.db import connect_kwargs
 from ioc.lag import BrokerUnavailable, broker_metadata, consumer_lag
+from ioc.open311 import open311_router
 from ioc.settings import Settings
 
 log = structlog.get_logger()
@@ -403,6 +404,7 @@ def create_app(settings: Settings) -> FastAPI:
             collector.snapshot = None
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(open311_router(settings))
     return app
 
 

@@ -1,0 +1,352 @@
+"""Open311 GeoReport v2 for citizens' field reports (phản ánh hiện trường).
+
+Services come from the province's catalogue; a POSTed request becomes a `FieldReportEvent`
+published to the field-reports topic (acknowledged before the answer), and requests are read
+back from the worker's `field_reports` table. The reporter's identity (e-mail, name, phone,
+device and account ids) is accepted as the spec says, then dropped: it never reaches an
+event, the database, a log line or an answer.
+"""
+
+import asyncio
+import json
+import math
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qsl
+
+import psycopg
+import structlog
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.province import Commune, Province, Service, load_province
+from ioc import open311_xml
+from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.settings import Settings
+
+log = structlog.get_logger()
+
+PREFIX = "/open311/v2"
+SOURCE = "open311-api"
+VIETNAM = timezone(timedelta(hours=7))
+MAX_BODY = 256 * 1024
+MAX_SPAN = timedelta(days=90)
+MAX_ROWS = 1000
+BOUNDS_MARGIN = 0.1  # degrees around the province's approximate bounding box
+PUBLISH_TIMEOUT = 15.0
+OPEN = {ReportStatus.OPEN, ReportStatus.INVESTIGATING, ReportStatus.IN_PROGRESS}
+STATUS_SETS = {"open": sorted(OPEN),
+               "closed": sorted(set(ReportStatus) - OPEN)}
+
+
+class Open311Error(Exception):
+    def __init__(self, status: int, *descriptions: str) -> None:
+        super().__init__(*descriptions)
+        self.status, self.descriptions = status, descriptions
+
+
+class NewRequest(BaseModel):
+    """POST requests.json fields; personal ones are checked, then never used."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, allow_inf_nan=False)
+
+    service_code: str = Field(min_length=1, max_length=64)
+    lat: float | None = Field(None, ge=-90, le=90)
+    long: float | None = Field(None, ge=-180, le=180)
+    address_string: str | None = Field(None, min_length=1, max_length=1024)
+    address_id: str | None = Field(None, max_length=256)
+    email: str | None = Field(None, max_length=254)
+    device_id: str | None = Field(None, max_length=256)
+    account_id: str | None = Field(None, max_length=256)
+    first_name: str | None = Field(None, max_length=256)
+    last_name: str | None = Field(None, max_length=256)
+    phone: str | None = Field(None, max_length=64)
+    description: str | None = Field(None, max_length=4000)
+    media_url: str | None = Field(None, max_length=2048)
+
+    @model_validator(mode="after")
+    def _location(self) -> "NewRequest":
+        if (self.lat is None) != (self.long is None):
+            raise ValueError("lat and long go together: give both or neither")
+        if self.lat is None and not self.address_string and not self.address_id:
+            raise ValueError("a location is required: lat and long, or address_string")
+        return self
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    out = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "location"
+        out.append(f"{field}: {error['msg'].removeprefix('Value error, ')}")
+    return out
+
+
+def service_row(service: Service) -> dict[str, Any]:
+    return {"service_code": service.code, "service_name": service.name,
+            "description": f"{service.name} (xử lý trong khoảng {service.hours:g} giờ)",
+            "metadata": False, "type": "realtime", "keywords": service.group.lower(),
+            "group": service.group}
+
+
+def nearest_commune(province: Province, lat: float, long: float) -> Commune:
+    """The commune whose (approximate) centre is nearest, on a local flat projection."""
+    scale = math.cos(math.radians(lat))
+    return min(province.communes,
+               key=lambda c: (c.lat - lat) ** 2 + ((c.long - long) * scale) ** 2)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(VIETNAM).isoformat() if value else None
+
+
+def request_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A `field_reports` row in the spec's shape; the detailed status goes to status_notes."""
+    detailed = row["status"]
+    return {"service_request_id": row["service_request_id"],
+            "status": "open" if detailed in OPEN else "closed",
+            "status_notes": detailed,
+            "service_name": row["service_name"], "service_code": row["service_code"],
+            "description": None,
+            "agency_responsible": row["agency_name"] or row["agency_code"],
+            "service_notice": None,
+            "requested_datetime": _iso(row["requested_datetime"]),
+            "updated_datetime": _iso(row["updated_datetime"]),
+            "expected_datetime": _iso(row["expected_datetime"]),
+            "address": None, "address_id": None, "zipcode": None,
+            "lat": row["lat"], "long": row["long"], "media_url": None}
+
+
+def _date(name: str, text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise Open311Error(400, f"{name}: not a w3 date-time, e.g. 2025-07-01T00:00:00Z") \
+            from None
+    if value.tzinfo is None:
+        raise Open311Error(400, f"{name}: a time zone is required (Z or +07:00)")
+    return value
+
+
+def _query_filters(params: dict[str, str]) -> tuple[str, list[Any]]:
+    """WHERE clause and parameters for GET requests (spec: ids override the rest)."""
+    ids = [i for i in params.get("service_request_id", "").split(",") if i]
+    if ids:
+        return "service_request_id = ANY(%s)", [ids[:MAX_ROWS]]
+    start = _date("start_date", params["start_date"]) if params.get("start_date") else None
+    end = _date("end_date", params["end_date"]) if params.get("end_date") else None
+    if start and end and end - start > MAX_SPAN:
+        raise Open311Error(400, "end_date: the span from start_date is limited to 90 days")
+    if start and end and end < start:
+        raise Open311Error(400, "end_date: before start_date")
+    end = end or (start + MAX_SPAN if start else datetime.now(UTC))
+    start = start or end - MAX_SPAN
+    clauses, args = ["anchor_at >= %s", "anchor_at <= %s"], [start, end]
+    if params.get("service_code"):
+        clauses.append("service_code = ANY(%s)")
+        args.append(params["service_code"].split(","))
+    if params.get("status"):
+        wanted = params["status"].split(",")
+        if any(s not in STATUS_SETS for s in wanted):
+            raise Open311Error(400, "status: open or closed (comma separated)")
+        clauses.append("status = ANY(%s)")
+        args.append([detailed for s in wanted for detailed in STATUS_SETS[s]])
+    return " AND ".join(clauses), args
+
+
+async def _parse_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise Open311Error(400, f"body: larger than {MAX_BODY} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Open311Error(400, "body: not UTF-8") from None
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json" or (not kind and text.lstrip().startswith("{")):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise Open311Error(400, "body: not valid JSON") from None
+        if not isinstance(data, dict):
+            raise Open311Error(400, "body: a JSON object is expected")
+        # JSON true/false is no number or text: left as text, the model rejects it.
+        return {k: str(v).lower() if isinstance(v, bool) else v for k, v in data.items()
+                if v is not None and v != ""}
+    if kind.startswith("multipart/"):
+        raise Open311Error(400, "body: send application/x-www-form-urlencoded (media_url for"
+                                " media)")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=False, strict_parsing=False)
+    except ValueError:
+        raise Open311Error(400, "body: not form-encoded") from None
+    fields: dict[str, Any] = {}
+    for key, value in pairs:
+        fields.setdefault(key, value)  # repeated fields: the first one counts
+    return fields
+
+
+def _fmt(fmt: str) -> str:
+    if fmt not in ("json", "xml"):
+        raise Open311Error(404, f"format: .{fmt[:20]} is not served; use .json or .xml")
+    return fmt
+
+
+def _errors(fmt: str, exc: Open311Error) -> Response:
+    if fmt == "xml":
+        return open311_xml.errors(exc.status, exc.descriptions)
+    return JSONResponse([{"code": exc.status, "description": d} for d in exc.descriptions],
+                        status_code=exc.status)
+
+
+def _list(fmt: str, root: str, item: str, rows: Sequence[dict[str, Any]]) -> Response:
+    if fmt == "xml":
+        return open311_xml.render(root, item, rows)
+    return JSONResponse(list(rows))
+
+
+def open311_router(settings: Settings) -> APIRouter:
+    """The GeoReport v2 routes under /open311/v2 for `settings.province_code`."""
+    province = load_province(settings.province_code)
+    services = {s.code: s for s in province.services}
+    producer: list[AIOKafkaProducer] = []  # started at the first POST: the API starts anyway
+    lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for p in producer:
+            await p.stop()
+
+    router = APIRouter(prefix=PREFIX, tags=["open311"], lifespan=lifespan)
+
+    async def publish(event: FieldReportEvent) -> None:
+        async with lock:
+            if not producer:
+                p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                     enable_idempotence=True, request_timeout_ms=10_000)
+                try:
+                    await p.start()
+                except BaseException:
+                    await p.stop()
+                    raise
+                producer.append(p)
+        await producer[0].send_and_wait(settings.topic("field_reports"),
+                                        event.model_dump_json().encode(),
+                                        key=event.entity_id.encode())
+
+    async def rows(request: Request, where: str, args: list[Any]) -> list[dict[str, Any]]:
+        sql = (f"SELECT * FROM field_reports WHERE {where}"  # clauses are ours, values bound
+               f" ORDER BY anchor_at DESC, service_request_id LIMIT {MAX_ROWS}")
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(sql, args)
+                return await cur.fetchall()
+
+        try:
+            return await request.app.state.database.run(run)
+        except Exception as exc:  # DatabaseDown, psycopg errors: never a 500
+            log.warning("open311: field_reports unreadable", error=type(exc).__name__)
+            raise Open311Error(503, "service requests cannot be read now; try again") from None
+
+    @router.get("/services.{fmt}")
+    async def list_services(fmt: str) -> Response:
+        try:
+            fmt = _fmt(fmt)
+        except Open311Error as exc:
+            return _errors("json", exc)
+        return _list(fmt, "services", "service", [service_row(s) for s in services.values()])
+
+    @router.get("/services/{service_code}.{fmt}")
+    async def service_definition(service_code: str, fmt: str) -> Response:
+        try:
+            fmt = _fmt(fmt)
+            if service_code not in services:
+                raise Open311Error(404, f"service_code: {service_code[:64]!r} is not a service")
+        except Open311Error as exc:
+            return _errors(fmt if fmt == "xml" else "json", exc)
+        body = {"service_code": service_code, "attributes": []}
+        if fmt == "xml":
+            return open311_xml.render_one("service_definition", body)
+        return JSONResponse(body)
+
+    @router.post("/requests.{fmt}")
+    async def create_request(request: Request, fmt: str) -> Response:
+        try:
+            fmt = _fmt(fmt)
+            try:
+                new = NewRequest.model_validate(await _parse_body(request))
+            except ValidationError as exc:
+                raise Open311Error(400, *_describe(exc)) from None
+            service = services.get(new.service_code)
+            if service is None:
+                raise Open311Error(400, f"service_code: {new.service_code!r} is not a service"
+                                        f" of this province (see services.json)")
+            commune = None
+            if new.lat is not None and new.long is not None:
+                if province.bounds:
+                    lat_min, lat_max, long_min, long_max = province.bounds
+                    if not (lat_min - BOUNDS_MARGIN <= new.lat <= lat_max + BOUNDS_MARGIN
+                            and long_min - BOUNDS_MARGIN <= new.long <= long_max
+                            + BOUNDS_MARGIN):
+                        raise Open311Error(400, f"lat/long: outside {province.name}")
+                commune = nearest_commune(province, new.lat, new.long)
+            now = datetime.now(UTC).replace(microsecond=0)
+            request_id = f"PAHT-{province.code}-{uuid.uuid4().hex[:12].upper()}"
+            agency = commune.agency if commune else province.committee
+            event = FieldReportEvent(
+                event_id=uuid.uuid4(), source=SOURCE, occurred_at=now, ingested_at=now,
+                unit=AdminUnit(province_code=province.code,
+                               commune_code=commune.code if commune else None),
+                agency=Agency(code=agency.code, name=agency.name),
+                payload=FieldReportPayload(
+                    service_request_id=request_id, service_code=service.code,
+                    service_name=service.name, group=service.group,
+                    status=ReportStatus.OPEN, lat=new.lat, long=new.long,
+                    requested_datetime=now, updated_datetime=now,
+                    expected_datetime=now + timedelta(hours=service.hours)))
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    await publish(event)
+            except Exception as exc:  # broker down or slow: the request was not taken
+                log.warning("open311: publish failed", error=type(exc).__name__)
+                raise Open311Error(503, "the request could not be queued; try again") from None
+        except Open311Error as exc:
+            return _errors(fmt if fmt == "xml" else "json", exc)
+        where = commune.name if commune else province.name
+        notice = (f"Đã tiếp nhận phản ánh, chuyển {agency.name} ({where}); dự kiến xử lý"
+                  f" trong {service.hours:g} giờ.")
+        log.info("open311: request queued", service_request_id=request_id,
+                 service_code=service.code, commune=commune.code if commune else None)
+        return _list(fmt, "service_requests", "request", [
+            {"service_request_id": request_id, "service_notice": notice, "account_id": None}])
+
+    @router.get("/requests.{fmt}")
+    async def list_requests(request: Request, fmt: str) -> Response:
+        try:
+            fmt = _fmt(fmt)
+            where, args = _query_filters(dict(request.query_params))
+            found = await rows(request, where, args)
+        except Open311Error as exc:
+            return _errors(fmt if fmt == "xml" else "json", exc)
+        return _list(fmt, "service_requests", "request", [request_row(r) for r in found])
+
+    @router.get("/requests/{service_request_id}.{fmt}")
+    async def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
+        try:
+            fmt = _fmt(fmt)
+            found = await rows(request, "service_request_id = %s", [service_request_id])
+            if not found:
+                raise Open311Error(404, f"service_request_id: {service_request_id[:64]!r}"
+                                        f" not found")
+        except Open311Error as exc:
+            return _errors(fmt if fmt == "xml" else "json", exc)
+        return _list(fmt, "service_requests", "request", [request_row(r) for r in found])
+
+    return router

@@ -1,0 +1,318 @@
+"""Open311 GeoReport v2 routes against the real broker, PostgreSQL and an `ioc worker`."""
+
+import asyncio
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+
+from connectors.province import load_province
+from ioc.api import create_app
+from ioc.db import migrate
+from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.kpis import read_kpis
+from ioc.open311 import nearest_commune
+from ioc.settings import Settings
+from ioc.topics import ensure_topics
+from tests.services import WorkerProcess, free_port, publish, query, wait_until
+
+try:  # parse what the server sends as an untrusted client would
+    from defusedxml.ElementTree import fromstring as parse_xml  # type: ignore[import-untyped]
+except ImportError:
+    parse_xml = ET.fromstring
+
+V2 = "/open311/v2"
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+VIET_TRI = (21.3227, 105.4019)  # Phú Thọ
+PERSONAL = {"first_name": "Thị Hoa-Reporter", "last_name": "Nguyễn-Reporter",
+            "email": "hoa.nguyen@example.vn", "phone": "0987654321", "device_id": "dev-5f3a9c",
+            "account_id": "acct-778899"}
+SERVICE_FIELDS = ["service_code", "service_name", "description", "metadata", "type", "keywords",
+                  "group"]
+REQUEST_FIELDS = ["service_request_id", "status", "status_notes", "service_name", "service_code",
+                  "description", "agency_responsible", "service_notice", "requested_datetime",
+                  "updated_datetime", "expected_datetime", "address", "address_id", "zipcode",
+                  "lat", "long", "media_url"]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Settings], httpx.Client]]:
+    """The monitor's app (Open311 router included), on a free port (lifespan included)."""
+    running: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
+
+    def start(settings: Settings) -> httpx.Client:
+        app = create_app(settings)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                               access_log=False, lifespan="on"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn stopped during startup"
+            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+            time.sleep(0.02)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        running.append((server, thread, client))
+        return client
+
+    yield start
+    for server, thread, client in running:
+        client.close()
+        server.should_exit = True
+        thread.join(15)
+        assert not thread.is_alive(), "uvicorn did not shut down"
+
+
+@pytest.fixture
+def prepared(settings: Settings) -> Settings:
+    migrate(settings)
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+def assert_error(response: httpx.Response, status: int, field: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body, list) and body, body
+    assert all(set(e) == {"code", "description"} and e["code"] == status for e in body), body
+    assert any(field in e["description"] for e in body), body
+
+
+async def topic_bytes(settings: Settings, count: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(settings.topic("field_reports"),
+                                bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found: list[bytes] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(found) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [r.key + b"|" + r.value for r in records]
+    finally:
+        await consumer.stop()
+    return found
+
+
+def fixed_event(settings: Settings, request_id: str) -> bytes:
+    """The worker's row for `request_id` moved to status fixed, as a later event."""
+    [(commune, agency, code, lat, long)] = query(
+        settings, "SELECT commune_code, agency_code, service_code, lat, long FROM field_reports"
+        " WHERE service_request_id = %s", (request_id,))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    return FieldReportEvent(
+        event_id=uuid.uuid4(), source="test-agency", occurred_at=now,
+        unit=AdminUnit(province_code="25", commune_code=commune), agency=Agency(code=agency),
+        payload=FieldReportPayload(service_request_id=request_id, service_code=code,
+                                   status=ReportStatus.FIXED, lat=lat, long=long,
+                                   updated_datetime=now)).model_dump_json().encode()
+
+
+# --- services --------------------------------------------------------------------------------
+
+def test_services_match_the_catalogue(
+    serve: Callable[[Settings], httpx.Client], settings: Settings
+) -> None:
+    api = serve(settings)
+    catalogue = load_province(settings.province_code).services
+    response = api.get(f"{V2}/services.json")
+    assert response.status_code == 200
+    services = response.json()
+    assert [s["service_code"] for s in services] == [s.code for s in catalogue]
+    for row, service in zip(services, catalogue, strict=True):
+        assert list(row) == SERVICE_FIELDS
+        assert (row["service_name"], row["group"]) == (service.name, service.group)
+        assert row["metadata"] is False and row["type"] == "realtime"
+
+    definition = api.get(f"{V2}/services/{catalogue[0].code}.json")
+    assert definition.status_code == 200
+    assert definition.json() == {"service_code": catalogue[0].code, "attributes": []}
+    assert_error(api.get(f"{V2}/services/XX-99.json"), 404, "service_code")
+    assert_error(api.get(f"{V2}/services.csv"), 404, "format")
+
+    xml = api.get(f"{V2}/services.xml")
+    assert xml.status_code == 200 and xml.headers["content-type"].startswith("text/xml")
+    assert xml.content.startswith(b"<?xml version='1.0' encoding='utf-8'?>")
+    root = parse_xml(xml.content)
+    assert root.tag == "services"
+    elements = root.findall("service")
+    assert [e.findtext("service_code") for e in elements] == [s.code for s in catalogue]
+    assert [child.tag for child in elements[0]] == SERVICE_FIELDS
+    assert elements[0].findtext("service_name") == catalogue[0].name  # UTF-8 Vietnamese
+    assert elements[0].findtext("metadata") == "false"
+
+    missing = api.get(f"{V2}/services/XX-99.xml")
+    assert missing.status_code == 404
+    errors = parse_xml(missing.content)
+    assert errors.tag == "errors"
+    assert errors.find("error/code").text == "404"  # type: ignore[union-attr]
+    assert "service_code" in (errors.findtext("error/description") or "")
+
+
+# --- a request, end to end -------------------------------------------------------------------
+
+def test_request_reaches_the_kpis_without_personal_data(
+    serve: Callable[[Settings], httpx.Client], prepared: Settings, tmp_path: Path
+) -> None:
+    worker = WorkerProcess(prepared, tmp_path / "worker.log").start()
+    try:
+        api = serve(prepared)
+        lat, long = VIET_TRI
+        description = "Ổ gà lớn trước số nhà 12, liên hệ 0987654321"
+        response = api.post(f"{V2}/requests.json", headers=FORM, data={
+            "service_code": "GT-01", "lat": str(lat), "long": str(long),
+            "description": description, "api_key": "ignored", **PERSONAL})
+        assert response.status_code == 200, response.text
+        [answer] = response.json()
+        request_id = answer["service_request_id"]
+        assert request_id.startswith("PAHT-25-") and answer["service_notice"]
+
+        # JSON bodies too; each POST gets its own id.
+        second = api.post(f"{V2}/requests.json", json={
+            "service_code": "MT-01", "lat": lat, "long": long, "email": PERSONAL["email"]})
+        assert second.status_code == 200, second.text
+        assert second.json()[0]["service_request_id"] != request_id
+
+        wait_until(lambda: query(prepared, "SELECT count(*) FROM field_reports")[0][0] == 2, 60,
+                   "both reports in field_reports", worker.log)
+        [(commune, agency, status)] = query(
+            prepared, "SELECT commune_code, agency_code, status FROM field_reports"
+            " WHERE service_request_id = %s", (request_id,))
+        nearest = nearest_commune(load_province("25"), lat, long)
+        assert (commune, agency, status) == (nearest.code, nearest.agency.code, "open")
+        assert read_kpis(prepared)["field_reports"]["open"] == 2
+
+        # An agency fixes the second one (a status event as a connector would send it).
+        fixed_id = second.json()[0]["service_request_id"]
+        asyncio.run(publish(prepared, [("field_reports", fixed_id.encode(),
+                                        fixed_event(prepared, fixed_id))]))
+        wait_until(lambda: read_kpis(prepared)["field_reports"]["open"] == 1, 60,
+                   "the fixed report to leave the open count", worker.log)
+    finally:
+        worker.stop()
+
+    sent = asyncio.run(topic_bytes(prepared, 3))  # two POSTs and the agency's update
+    assert sum(b'"source":"open311-api"' in value for value in sent) == 2
+    for value in sent:
+        for secret in (*PERSONAL.values(), description, "ignored"):
+            assert secret.encode() not in value, secret
+            assert secret.encode("unicode_escape") not in value, secret
+    leaked = "SELECT count(*) FROM events WHERE body::text ~* 'email|phone|reporter|dev-5f3a9c'"
+    assert query(prepared, leaked) == [(0,)]
+
+    got = api.get(f"{V2}/requests/{request_id}.json")
+    assert got.status_code == 200
+    [row] = got.json()
+    assert list(row) == REQUEST_FIELDS
+    assert (row["status"], row["status_notes"], row["service_code"]) == ("open", "open", "GT-01")
+    assert row["agency_responsible"] == nearest.agency.name
+    assert (row["lat"], row["long"]) == (lat, long)
+    assert row["requested_datetime"].endswith("+07:00")
+    assert not set(PERSONAL) & set(row)
+
+    listed = api.get(f"{V2}/requests.json").json()
+    assert {r["service_request_id"] for r in listed} == {request_id, fixed_id}
+    opened = api.get(f"{V2}/requests.json", params={"status": "open"}).json()
+    assert [r["service_request_id"] for r in opened] == [request_id]
+    [closed] = api.get(f"{V2}/requests.json", params={"status": "closed"}).json()
+    assert (closed["service_request_id"], closed["status"], closed["status_notes"]) == \
+        (fixed_id, "closed", "fixed")
+    assert len(api.get(f"{V2}/requests.json", params={"status": "open,closed"}).json()) == 2
+    only = api.get(f"{V2}/requests.json", params={"service_code": "GT-01"}).json()
+    assert [r["service_request_id"] for r in only] == [request_id]
+    by_id = api.get(f"{V2}/requests.json", params={"service_request_id": f"{request_id},nope"})
+    assert [r["service_request_id"] for r in by_id.json()] == [request_id]
+
+    xml = api.get(f"{V2}/requests.xml")
+    root = parse_xml(xml.content)
+    assert root.tag == "service_requests"
+    assert sorted(r.findtext("service_request_id") or "" for r in root.findall("request")) == \
+        sorted(r["service_request_id"] for r in listed)
+    assert [c.tag for c in root.find("request")] == REQUEST_FIELDS  # type: ignore[union-attr]
+
+    assert_error(api.get(f"{V2}/requests/PAHT-25-NOPE.json"), 404, "service_request_id")
+
+
+# --- bad input: 400 in the spec's format, naming the field; never a 500 -------------------------
+
+def test_bad_requests_answer_400_naming_the_field(
+    serve: Callable[[Settings], httpx.Client], prepared: Settings
+) -> None:
+    api = serve(prepared)
+    url = f"{V2}/requests.json"
+    lat, long = (str(v) for v in VIET_TRI)
+    ok = {"service_code": "GT-01", "lat": lat, "long": long}
+    cases = [
+        ({"lat": lat, "long": long}, "service_code"),
+        ({"service_code": "GT-01"}, "location"),
+        ({"service_code": "GT-01", "lat": lat}, "lat and long"),
+        ({**ok, "lat": "91"}, "lat"),
+        ({**ok, "long": "-181"}, "long"),
+        ({**ok, "lat": "abc"}, "lat"),
+        ({**ok, "lat": "nan"}, "lat"),
+        ({**ok, "lat": "10.8", "long": "106.6"}, "lat/long"),  # Hồ Chí Minh City, not Phú Thọ
+        ({**ok, "description": "x" * 4001}, "description"),
+        ({**ok, "service_code": "XX-99"}, "service_code"),
+        ({**ok, "email": "e" * 300}, "email"),
+    ]
+    for data, field in cases:
+        assert_error(api.post(url, headers=FORM, data=data), 400, field)
+    assert api.post(url, headers=FORM, data={**ok, "description": "x" * 4000}).status_code == 200
+    assert api.post(url, headers=FORM, data={"service_code": "GT-01",
+                                             "address_string": "Phố Hòa Phong"}).status_code \
+        == 200
+
+    malformed: list[tuple[bytes, str]] = [
+        (b"", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded"),
+        (b"service_code=GT-01&lat=%ZZ&long=1", "application/x-www-form-urlencoded"),
+        (b"&&&===", "application/x-www-form-urlencoded"),
+        (b'{"service_code": "GT-01", "lat": ', "application/json"),
+        (b'["service_code", "GT-01"]', "application/json"),
+        (b'{"service_code": ["GT-01"], "lat": {}, "long": true}', "application/json"),
+        (b'{"service_code": "GT-01", "lat": 1e999, "long": 105}', "application/json"),
+        (b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--x--",
+         "multipart/form-data; boundary=x"),
+        (b"service_code=GT-01&" + b"a" * 300_000, "application/x-www-form-urlencoded"),
+        (b"<xml/>", "text/xml"),
+        (b'{"service_code": "GT-01", "lat": true, "long": false}', "application/json"),
+    ]
+    for body, kind in malformed:
+        response = api.post(url, content=body, headers={"content-type": kind})
+        assert response.status_code == 400, (body[:60], response.text)
+        assert response.json()[0]["code"] == 400
+
+    xml = api.post(f"{V2}/requests.xml", headers=FORM, data={"lat": lat, "long": long})
+    assert xml.status_code == 400
+    assert "service_code" in (parse_xml(xml.content).findtext("error/description") or "")
+
+    lists = f"{V2}/requests.json"
+    assert_error(api.get(lists, params={"start_date": "2025-01-01T00:00:00Z",
+                                        "end_date": "2025-06-01T00:00:00Z"}), 400, "90 days")
+    assert_error(api.get(lists, params={"start_date": "yesterday"}), 400, "start_date")
+    assert_error(api.get(lists, params={"end_date": "2025-01-01T00:00:00"}), 400, "time zone")
+    assert_error(api.get(lists, params={"status": "fixed"}), 400, "status")
+    assert api.get(lists, params={"start_date": "2025-01-01T00:00:00+07:00"}).json() == []
+
+
+def test_dependencies_down_answer_503_not_500(
+    serve: Callable[[Settings], httpx.Client], settings: Settings
+) -> None:
+    api = serve(settings.model_copy(update={
+        "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+        "database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/ioc"}))
+    lat, long = (str(v) for v in VIET_TRI)
+    response = api.post(f"{V2}/requests.json", headers=FORM,
+                        data={"service_code": "GT-01", "lat": lat, "long": long})
+    assert_error(response, 503, "queued")
+    assert_error(api.get(f"{V2}/requests.json"), 503, "cannot be read")
+    assert api.get(f"{V2}/services.json").status_code == 200  # the catalogue needs neither
