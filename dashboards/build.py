@@ -7,11 +7,12 @@ from pathlib import Path
 
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import overview
+from dashboards import overview, pipeline, ranking
 from dashboards.sdk import dumps
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
-DASHBOARDS: dict[str, Callable[[], model.Dashboard]] = {"overview.json": overview.build}
+DASHBOARDS: dict[str, Callable[[], model.Dashboard]] = {
+    "overview.json": overview.build, "ranking.json": ranking.build, "pipeline.json": pipeline.build}
 
 
 def generate() -> dict[str, str]:
