@@ -7,6 +7,7 @@ COPY ioc /src/ioc
 COPY streams /src/streams
 COPY connectors /src/connectors
 COPY dashboards /src/dashboards
+COPY alerts /etc/ioc/alerts
 RUN pip install --no-cache-dir /src \
     && rm -rf /src \
     && useradd --system --home-dir /var/lib/ioc --create-home ioc
@@ -16,6 +17,7 @@ RUN pip install --no-cache-dir /src \
 WORKDIR /var/lib/ioc
 USER ioc
 ENV IOC_LOG_JSON=true \
+    IOC_ALERT_RULES=/etc/ioc/alerts/rules \
     PYTHONUNBUFFERED=1
 ENTRYPOINT ["ioc"]
 CMD ["--help"]

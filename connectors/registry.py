@@ -14,6 +14,7 @@ from connectors.base import Connector
 ENTRY_POINT_GROUP = "ioc.connectors"
 BUILTIN: dict[str, str] = {
     "dvcqg": "connectors.dvcqg:DvcqgConnector",
+    "edxml": "connectors.edxml:EdxmlInboxConnector",
 }
 
 

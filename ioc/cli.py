@@ -16,6 +16,7 @@ from rich.text import Text
 from connectors.cli import app as connectors_app
 from dashboards.cli import app as dashboards_app
 from ioc import logs
+from ioc.alerts.cli import app as alerts_app
 from ioc.settings import get_settings
 
 app = typer.Typer(help="Streaming monitor of a provincial Intelligent Operations Center.",
@@ -26,6 +27,7 @@ schema_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(connectors_app, name="connectors")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
 Seconds = Annotated[float | None, typer.Option(help="Stop after this many seconds.")]

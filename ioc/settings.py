@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     embedded_kafka_port: int = 19092
     embedded_postgres_port: int = 15432
 
+    # Alert rule files (*.yaml), a directory or one file.
+    alert_rules: Path = Path("alerts/rules")
+
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -63,7 +63,7 @@ def test_migrate_twice_creates_hypertables_caggs_and_policies(
             "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
             " WHERE hypertable_schema = %s", (schema,)
         ).fetchall())
-        assert hypertables == {"events": True, "rollup_minute": False}
+        assert hypertables == {"events": True, "rollup_minute": False, "alerts": False}
         caggs = dict(conn.execute(
             "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
             " WHERE view_schema = %s", (schema,)

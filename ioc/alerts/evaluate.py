@@ -1,0 +1,194 @@
+"""Evaluation of alert rules through the KPI functions, and the state transitions it makes.
+
+Per (rule, scope key) the state is the newest row of the `alerts` table (none or `resolved`:
+ok). At each evaluation, with the condition `value <comparison> threshold`:
+
+    ok       + true   -> pending  (firing at once when `for` is 0)
+    pending  + true   -> firing   once true for at least `for` since the pending row
+    pending  + false  -> resolved (never fired)
+    firing   + false  -> resolved
+
+Only transitions are written, each with its value and threshold: evaluating twice at the same
+`now` writes nothing the second time. A scope that has no value any more (no data in the
+window, a NULL rate) counts as false.
+
+Late / due soon / overdue inside the KPI functions compare with the database's now(); the
+window bounds come from `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg import sql
+
+from ioc.alerts.rules import Rule
+from ioc.db import connect
+from ioc.settings import Settings
+
+EVALUATE_LOCK = 72_114_006  # pg_advisory_xact_lock key: one evaluator writes at a time
+
+SCOPE_COLUMN = {"each_agency": "agency_code", "each_commune": "commune_code"}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    rule: Rule
+    scope: str  # province | agency:CODE | commune:CODE
+    value: Decimal | None
+
+    @property
+    def breached(self) -> bool:
+        return self.rule.breached(self.value)
+
+
+@dataclass(frozen=True)
+class Transition:
+    at: datetime
+    rule: str
+    scope: str
+    state: str  # pending | firing | resolved
+    previous: str  # ok | pending | firing
+    value: Decimal | None
+    threshold: Decimal
+    comparison: str
+    severity: str
+    recipients: tuple[str, ...]
+    notify_after: datetime | None
+
+    def __str__(self) -> str:
+        value = "no data" if self.value is None else f"{self.value}"
+        return (f"{self.rule} [{self.scope}] {self.previous} -> {self.state}: "
+                f"{value} {self.comparison} {self.threshold}")
+
+
+@dataclass(frozen=True)
+class Current:
+    state: str
+    at: datetime
+
+
+def measure(conn: psycopg.Connection, rule: Rule, now: datetime, tz: ZoneInfo,
+            ) -> list[Measurement]:
+    """The rule's metric for each of its scope keys at `now`."""
+    function, column, table = rule.kpi
+    since, until = rule.window.bounds(now, tz)
+    fn, col = sql.Identifier(function), sql.Identifier(column)
+    scope = rule.scope
+    if scope.kind in SCOPE_COLUMN:
+        key = sql.Identifier(SCOPE_COLUMN[scope.kind])
+        unit_arg, agency_arg = ((sql.SQL("s.key"), sql.SQL("NULL"))
+                                if scope.kind == "each_commune"
+                                else (sql.SQL("NULL"), sql.SQL("s.key")))
+        query = sql.SQL(
+            "SELECT s.key, k.{col} FROM (SELECT DISTINCT {key} AS key FROM {table}"
+            " WHERE anchor_at >= %(since)s AND anchor_at < %(until)s AND {key} <> '') s,"
+            " LATERAL {fn}(%(since)s, %(until)s, {unit}, {agency}) k ORDER BY s.key"
+        ).format(col=col, key=key, table=sql.Identifier(table), fn=fn, unit=unit_arg,
+                 agency=agency_arg)
+        prefix = "agency" if scope.kind == "each_agency" else "commune"
+        rows = conn.execute(query, {"since": since, "until": until}).fetchall()
+        return [Measurement(rule, f"{prefix}:{k}", _number(v)) for k, v in rows]
+    query = sql.SQL("SELECT k.{col} FROM {fn}(%(since)s, %(until)s, %(unit)s, %(agency)s) k"
+                    ).format(col=col, fn=fn)
+    params = {"since": since, "until": until,
+              "unit": scope.code if scope.kind == "commune" else None,
+              "agency": scope.code if scope.kind == "agency" else None}
+    row = conn.execute(query, params).fetchone()
+    key = "province" if scope.kind == "province" else f"{scope.kind}:{scope.code}"
+    return [Measurement(rule, key, _number(row[0] if row else None))]
+
+
+def _number(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def current_states(conn: psycopg.Connection, rules: Iterable[str] | None = None,
+                   ) -> dict[tuple[str, str], Current]:
+    """The newest row of each (rule, scope) that is not resolved."""
+    names = None if rules is None else list(rules)
+    rows = conn.execute(
+        "SELECT DISTINCT ON (rule, scope) rule, scope, state, at FROM alerts"
+        " WHERE %(names)s::text[] IS NULL OR rule = ANY(%(names)s::text[])"
+        " ORDER BY rule, scope, at DESC, seq DESC",
+        {"names": names},
+    ).fetchall()
+    return {(r, s): Current(state, at) for r, s, state, at in rows if state != "resolved"}
+
+
+def plan(rules: Sequence[Rule], measurements: Iterable[Measurement],
+         states: dict[tuple[str, str], Current], now: datetime, tz: ZoneInfo,
+         ) -> list[Transition]:
+    """The transitions these measurements make from these states (pure: writes nothing)."""
+    by_name = {rule.name: rule for rule in rules}
+    seen: set[tuple[str, str]] = set()
+    transitions = []
+
+    def make(rule: Rule, scope: str, state: str, previous: str,
+             value: Decimal | None) -> Transition:
+        return Transition(
+            at=now, rule=rule.name, scope=scope, state=state, previous=previous, value=value,
+            threshold=rule.threshold, comparison=rule.comparison, severity=rule.severity,
+            recipients=tuple(rule.recipients),
+            notify_after=rule.notify_after(now, tz) if state == "firing" else None,
+        )
+
+    for m in measurements:
+        key = (m.rule.name, m.scope)
+        seen.add(key)
+        current = states.get(key)
+        state = current.state if current else "ok"
+        if m.breached:
+            if state == "ok":
+                target = "firing" if m.rule.for_.total_seconds() == 0 else "pending"
+                transitions.append(make(m.rule, m.scope, target, state, m.value))
+            elif state == "pending" and current and now - current.at >= m.rule.for_:
+                transitions.append(make(m.rule, m.scope, "firing", state, m.value))
+        elif state != "ok":
+            transitions.append(make(m.rule, m.scope, "resolved", state, m.value))
+    # Scopes with a state but no value any more (no data in the window): the condition is false.
+    for (name, scope), current in states.items():
+        if name in by_name and (name, scope) not in seen:
+            transitions.append(make(by_name[name], scope, "resolved", current.state, None))
+    return transitions
+
+
+def evaluate(settings: Settings, rules: Sequence[Rule], now: datetime, *,
+             write: bool = True) -> list[Transition]:
+    """Evaluate the rules at `now` (timezone-aware), write the transitions (unless `write` is
+    false) and return them."""
+    if now.tzinfo is None:
+        raise ValueError("now must have a time zone")
+    tz = ZoneInfo(settings.timezone)
+    with connect(settings) as conn, conn.transaction():
+        if write:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVALUATE_LOCK,))
+        states = current_states(conn, [r.name for r in rules])
+        measurements = [m for rule in rules for m in measure(conn, rule, now, tz)]
+        transitions = plan(rules, measurements, states, now, tz)
+        if write and transitions:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO alerts (at, rule, scope, state, value, threshold, comparison,"
+                    " severity, recipients, notify_after)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [(t.at, t.rule, t.scope, t.state, t.value, t.threshold, t.comparison,
+                      t.severity, list(t.recipients), t.notify_after) for t in transitions],
+                )
+    return transitions
+
+
+def measure_all(settings: Settings, rules: Sequence[Rule], now: datetime,
+                ) -> list[Measurement]:
+    """Every rule's values at `now`, read-only (for `ioc alerts test`)."""
+    tz = ZoneInfo(settings.timezone)
+    with connect(settings) as conn:
+        conn.read_only = True
+        return [m for rule in rules for m in measure(conn, rule, now, tz)]
