@@ -7,12 +7,13 @@ from pathlib import Path
 
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import overview, pipeline, ranking
+from dashboards import dossiers, overview, pipeline, ranking
 from dashboards.sdk import dumps
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 DASHBOARDS: dict[str, Callable[[], model.Dashboard]] = {
-    "overview.json": overview.build, "ranking.json": ranking.build, "pipeline.json": pipeline.build}
+    "overview.json": overview.build, "ranking.json": ranking.build, "pipeline.json": pipeline.build,
+    "dossiers.json": dossiers.build}
 
 
 def generate() -> dict[str, str]:

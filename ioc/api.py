@@ -32,9 +32,11 @@ from prometheus_client.registry import Collector
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from ioc.auth import BodySizeLimit
 from ioc.db import connect_kwargs
 from ioc.lag import BrokerUnavailable, broker_metadata, consumer_lag
 from ioc.open311 import open311_router
+from ioc.open311_updates import status_updates_router
 from ioc.settings import Settings
 
 log = structlog.get_logger()
@@ -370,6 +372,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.database = db
     app.state.registry = registry
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(RequestCounter, counter=requests)
 
     @app.get("/healthz")
@@ -405,6 +408,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(open311_router(settings))
+    app.include_router(status_updates_router(settings))
     return app
 
 

@@ -17,6 +17,7 @@ from connectors.cli import app as connectors_app
 from dashboards.cli import app as dashboards_app
 from ioc import logs
 from ioc.alerts.cli import app as alerts_app
+from ioc.keys_cli import app as keys_app
 from ioc.settings import get_settings
 
 app = typer.Typer(help="Streaming monitor of a provincial Intelligent Operations Center.",
@@ -28,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(keys_app, name="keys")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
 Seconds = Annotated[float | None, typer.Option(help="Stop after this many seconds.")]

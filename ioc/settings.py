@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Bodies over this answer 413; write keys get this many requests a minute (per process).
+    api_max_body_bytes: int = Field(64 * 1024, ge=1024)
+    api_rate_per_minute: float = Field(120, gt=0)
 
     # Embedded stack (`ioc up`).
     state_dir: Path = Path(".ioc")

@@ -70,7 +70,8 @@ def queries(board: Board) -> list[str]:
 def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
     assert builder.check() == []
     written = builder.build(tmp_path)
-    assert sorted(p.name for p in written) == ["overview.json", "pipeline.json", "ranking.json"]
+    assert sorted(p.name for p in written) == [
+        "dossiers.json", "overview.json", "pipeline.json", "ranking.json"]
     assert builder.check(tmp_path) == []
     (tmp_path / "overview.json").write_text("{}", encoding="utf-8")
     assert builder.check(tmp_path) == [tmp_path / "overview.json"]

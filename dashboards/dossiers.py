@@ -1,0 +1,208 @@
+"""Administrative-procedure dossiers (hồ sơ TTHC), drill-down: per agency, per commune/ward, per
+day, and the dossiers that are late or due soon.
+
+Every KPI comes from `kpi_dossiers(since, until, unit, agency)` and the `dossier_facts` flags of
+ioc/migrations/0003_kpis.sql, for the dashboard's time range (a cohort: dossiers received in the
+period), the chosen commune/ward (`$commune`) and the chosen agency (`$agency`); "All" is SQL
+NULL for both. Late / due soon compare with the database's now() (due soon: within the
+`due_soon_horizon` setting, 24 h by default), as the KPI functions do.
+
+"Dossiers received per day" sums the hourly rollup (`rollup_hour`, metric 'received') per
+calendar day in Vietnam, `date_trunc('day', bucket, 'Asia/Ho_Chi_Minh')`: the same on plain
+PostgreSQL and TimescaleDB, and local midnights (Grafana's `$__timeGroup(bucket, '1d')` would cut
+days at UTC midnight, 07:00 in Vietnam). Hours are kept by `$__timeFilter(bucket)`, so the first
+and last day of the range may be partial.
+
+The list of late and due-soon dossiers shows codes, agency and dates only (the database holds
+no personal data, and the panel would show none): ordered by deadline, at most 50 rows.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import table
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards.overview import commune_variable, rate_steps
+from dashboards.sdk import (
+    DATASOURCE,
+    PanelBuilder,
+    Sql,
+    big_number,
+    grid,
+    query_variable,
+    series,
+    thresholds,
+)
+
+UID = "ioc-dossiers"
+TITLE = "IOC — Hồ sơ TTHC"
+PERIOD = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
+SCOPE = f"{PERIOD}, $commune::text, $agency::text"
+LIST_LIMIT = 50
+TILE_H, TABLE_H, SERIES_H, LIST_H = 5, 9, 8, 12
+
+AGENCIES = """SELECT agency_code AS __value,
+       coalesce(max(agency_name), agency_code) || ' (' || agency_code || ')' AS __text
+FROM dossiers
+GROUP BY agency_code
+ORDER BY 1"""
+
+# The selection, as a filter on `dossier_facts` (same rule as kpi_dossiers).
+SELECTION = """anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
+  AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+  AND ($agency::text IS NULL OR agency_code = $agency::text)"""
+
+# Column title -> kpi_dossiers column, after the name column(s) of the tables.
+COLUMNS = {
+    "Hồ sơ tiếp nhận": "received",
+    "Tỷ lệ đúng hạn": "on_time_rate",
+    "Tỷ lệ trực tuyến": "online_rate",
+    "Đang giải quyết quá hạn": "late_in_process",
+    "Sắp đến hạn": "due_soon",
+}
+RATES = [title for title, column in COLUMNS.items() if column.endswith("_rate")]
+
+
+def kpi(column: str) -> str:
+    return f"SELECT {column} AS value FROM kpi_dossiers({SCOPE})"
+
+
+def agency_variable() -> db.QueryVariable:
+    return query_variable("agency", "Cơ quan", AGENCIES, all_value="NULL")
+
+
+def indent(condition: str) -> str:
+    """`condition` with its continuation lines indented for a subquery."""
+    return condition.replace("\n", "\n      ")
+
+
+def breakdown(names: dict[str, str], groups: str, unit: str, agency: str) -> str:
+    """kpi_dossiers per group of the selection (`groups`: a query of the group's columns)."""
+    columns = {**{t: f"g.{c}" for t, c in names.items()},
+               **{t: f"k.{c}" for t, c in COLUMNS.items()}}
+    lines = ",\n       ".join(f'{column} AS "{title}"' for title, column in columns.items())
+    first = next(iter(names.values()))
+    return (f"SELECT {lines}\nFROM ({groups}) g,\n"
+            f"     LATERAL kpi_dossiers({PERIOD}, {unit}, {agency}) k\nORDER BY g.{first}")
+
+
+BY_AGENCY = breakdown(
+    {"Mã cơ quan": "agency_code", "Cơ quan": "agency_name"},
+    f"SELECT agency_code, max(agency_name) AS agency_name\n      FROM dossier_facts\n"
+    f"      WHERE {indent(SELECTION)}\n      GROUP BY agency_code",
+    "$commune::text", "g.agency_code")
+BY_COMMUNE = breakdown(
+    {"Mã xã/phường": "commune_code"},
+    f"SELECT DISTINCT commune_code\n      FROM dossier_facts\n"
+    f"      WHERE commune_code <> ''\n        AND {indent(SELECTION)}",
+    "g.commune_code", "$agency::text")
+
+RECEIVED_PER_DAY = """SELECT date_trunc('day', bucket, 'Asia/Ho_Chi_Minh') AS "time",
+       sum(value) AS "Hồ sơ tiếp nhận"
+FROM rollup_hour
+WHERE $__timeFilter(bucket) AND kind = 'dossier' AND metric = 'received'
+  AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+  AND ($agency::text IS NULL OR agency_code = $agency::text)
+GROUP BY 1
+ORDER BY 1"""
+
+LATE_STATE, SOON_STATE = "Quá hạn", "Sắp đến hạn"
+HOURS_LEFT = "Số giờ còn lại (âm: quá hạn)"
+LATE_AND_DUE_SOON = f"""SELECT dossier_code AS "Mã hồ sơ",
+       procedure_code AS "Mã thủ tục",
+       agency_code AS "Mã cơ quan",
+       agency_name AS "Cơ quan",
+       due_at AS "Hạn giải quyết",
+       CASE WHEN late_in_process THEN '{LATE_STATE}' ELSE '{SOON_STATE}' END AS "Tình trạng",
+       round((extract(epoch FROM due_at - now()) / 3600)::numeric, 1) AS "{HOURS_LEFT}"
+FROM dossier_facts
+WHERE (late_in_process OR due_soon)
+  AND {SELECTION}
+ORDER BY due_at, dossier_code
+LIMIT {LIST_LIMIT}"""
+
+
+def tile(panel_id: int, title: str, column: str, x: int, **options: object) -> PanelBuilder:
+    return big_number(panel_id, title, kpi(column), grid(x, 0, 4, TILE_H), **options)
+
+
+def tiles() -> list[PanelBuilder]:
+    return [
+        tile(1, "Hồ sơ tiếp nhận", "received", 0),
+        tile(2, "Hồ sơ phải giải quyết", "to_handle", 4),
+        tile(3, "Tỷ lệ đúng hạn", "on_time_rate", 8, unit="percent", decimals=1,
+             steps=rate_steps(99, 95), description="Chỉ tiêu: ≥ 99 %"),
+        tile(4, "Đang giải quyết quá hạn", "late_in_process", 12,
+             steps=thresholds("green", (1, "red"))),
+        tile(5, "Sắp đến hạn", "due_soon", 16, steps=thresholds("green", (1, "orange")),
+             description="Còn hạn, đến hạn trong 24 giờ tới"),
+        tile(6, "Chưa đến hạn", "not_yet_due", 20),
+    ]
+
+
+def listing(panel_id: int, title: str, sql: str, pos: model.GridPos,
+            description: str) -> table.Panel:
+    return (table.Panel().id(panel_id).title(title).description(description)
+            .datasource(DATASOURCE).with_target(Sql(sql)).grid_pos(pos)
+            .show_header(True).cell_height(common.TableCellHeight.SM)
+            .align(common.FieldTextAlignment.AUTO).inspect(False).filterable(False)
+            .footer(cb.TableFooterOptions().show(False).reducer(["sum"]))
+            .no_value("—"))
+
+
+def kpi_table(panel_id: int, title: str, sql: str, pos: model.GridPos,
+              description: str) -> table.Panel:
+    panel = listing(panel_id, title, sql, pos, description)
+    for rate in RATES:
+        panel = panel.override_by_name(rate, [
+            model.DynamicConfigValue(id_val="unit", value="percent"),
+            model.DynamicConfigValue(id_val="decimals", value=2)])
+    return panel
+
+
+def by_agency() -> PanelBuilder:
+    return kpi_table(7, "Theo cơ quan", BY_AGENCY, grid(0, TILE_H, 12, TABLE_H),
+                     "Hồ sơ tiếp nhận trong khoảng thời gian, theo cơ quan giải quyết.")
+
+
+def by_commune() -> PanelBuilder:
+    return kpi_table(8, "Theo xã/phường", BY_COMMUNE, grid(12, TILE_H, 12, TABLE_H),
+                     "Hồ sơ tiếp nhận trong khoảng thời gian, theo xã/phường.")
+
+
+def received_per_day() -> PanelBuilder:
+    return series(9, "Hồ sơ tiếp nhận theo ngày", RECEIVED_PER_DAY,
+                  grid(0, TILE_H + TABLE_H, 24, SERIES_H))
+
+
+def late_and_due_soon() -> PanelBuilder:
+    return (listing(10, "Hồ sơ quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
+                    grid(0, TILE_H + TABLE_H + SERIES_H, 24, LIST_H),
+                    f"Hồ sơ đang giải quyết, theo hạn giải quyết (tối đa {LIST_LIMIT}). "
+                    "Chỉ mã hồ sơ, mã thủ tục, cơ quan và thời hạn: không có dữ liệu cá nhân.")
+            .override_by_name(HOURS_LEFT, [
+                model.DynamicConfigValue(id_val="decimals", value=1),
+                model.DynamicConfigValue(id_val="custom.cellOptions",
+                                         value={"type": "color-text"}),
+                model.DynamicConfigValue(id_val="color", value={"mode": "thresholds"}),
+                model.DynamicConfigValue(id_val="thresholds", value={
+                    "mode": "absolute", "steps": [{"color": "red", "value": None},
+                                                  {"color": "orange", "value": 0}]})]))
+
+
+TABLES = (by_agency, by_commune, received_per_day, late_and_due_soon)
+
+
+def build() -> model.Dashboard:
+    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "tthc"]).timezone("Asia/Ho_Chi_Minh")
+             .time("now-30d", "now").refresh("1m").week_start("monday").readonly()
+             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
+             .with_variable(commune_variable()).with_variable(agency_variable()))
+    for panel in tiles():
+        board = board.with_panel(panel)
+    for make in TABLES:
+        board = board.with_panel(make())
+    return board.build()

@@ -1,0 +1,167 @@
+"""Status updates of Open311 service requests by the handling agency (an API key's write).
+
+POST /open311/v2/requests/{id}/status.json with `status` and optionally `status_notes` and
+`expected_datetime` (form or JSON). The answer comes after the broker acknowledged a
+`FieldReportEvent`: the current `field_reports` row with the change, `updated_datetime` now.
+The worker then applies it like any other event (the table and the KPIs follow).
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import psycopg
+import structlog
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from psycopg.rows import dict_row
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from ioc.auth import RateLimiter, require_key
+from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.keys import ApiKey
+from ioc.open311 import (
+    PREFIX,
+    PUBLISH_TIMEOUT,
+    Open311Error,
+    _describe,
+    _errors,
+    _parse_body,
+    request_row,
+)
+from ioc.settings import Settings
+
+log = structlog.get_logger()
+
+SOURCE = "open311-agency"
+SCOPE = "reports:update"
+
+
+class StatusUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    status: ReportStatus
+    status_notes: str | None = Field(None, max_length=4000)
+    expected_datetime: AwareDatetime | None = None
+
+
+class Open311Route(APIRoute):
+    """Errors of dependencies and validation in the spec's shape: [{"code", "description"}]."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                return JSONResponse([{"code": exc.status_code, "description": str(exc.detail)}],
+                                    status_code=exc.status_code, headers=exc.headers)
+            except RequestValidationError as exc:
+                described = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+                return JSONResponse([{"code": 400, "description": d} for d in described],
+                                    status_code=400)
+
+        return route
+
+
+def snapshot(row: dict[str, Any], update: StatusUpdate, now: datetime) -> FieldReportEvent:
+    """The report as the row has it, with the agency's change, as a newer event."""
+    # Strictly after what the worker holds, so the row's clock takes this event as newer.
+    occurred = max(now, row["last_occurred_at"] + timedelta(microseconds=1))
+    return FieldReportEvent(
+        event_id=uuid.uuid4(), source=SOURCE, occurred_at=occurred, ingested_at=now,
+        unit=AdminUnit(province_code=row["province_code"],
+                       commune_code=row["commune_code"] or None),
+        agency=Agency(code=row["agency_code"], name=row["agency_name"]),
+        payload=FieldReportPayload(
+            service_request_id=row["service_request_id"], service_code=row["service_code"],
+            service_name=row["service_name"], group=row["service_group"],
+            status=update.status, lat=row["lat"], long=row["long"],
+            requested_datetime=row["requested_datetime"], updated_datetime=now,
+            expected_datetime=update.expected_datetime or row["expected_datetime"]))
+
+
+def status_updates_router(settings: Settings, limiter: RateLimiter | None = None) -> APIRouter:
+    """POST {PREFIX}/requests/{id}/status.json for keys with the `reports:update` scope."""
+    producer: list[AIOKafkaProducer] = []
+    lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for p in producer:
+            await p.stop()
+
+    router = APIRouter(prefix=PREFIX, tags=["open311"], lifespan=lifespan,
+                       route_class=Open311Route)
+
+    async def publish(event: FieldReportEvent) -> None:
+        async with lock:
+            if not producer:
+                p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                     enable_idempotence=True, request_timeout_ms=10_000)
+                try:
+                    await p.start()
+                except BaseException:
+                    await p.stop()
+                    raise
+                producer.append(p)
+        await producer[0].send_and_wait(settings.topic("field_reports"),
+                                        event.model_dump_json().encode(),
+                                        key=event.entity_id.encode())
+
+    async def current(request: Request, request_id: str) -> dict[str, Any] | None:
+        async def run(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any] | None:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute("SELECT * FROM field_reports WHERE service_request_id = %s",
+                                  (request_id,))
+                return await cur.fetchone()
+
+        try:
+            return await request.app.state.database.run(run)
+        except Exception as exc:  # DatabaseDown, psycopg errors: never a 500
+            log.warning("open311: field_reports unreadable", error=type(exc).__name__)
+            raise Open311Error(503, "service requests cannot be read now; try again") from None
+
+    authorized = Annotated[ApiKey, Depends(require_key(SCOPE, limiter))]
+
+    @router.post("/requests/{request_id}/status.json")
+    async def update_status(request: Request, request_id: str, key: authorized) -> Response:
+        try:
+            try:
+                update = StatusUpdate.model_validate(await _parse_body(request))
+            except ValidationError as exc:
+                raise Open311Error(400, *_describe(exc)) from None
+            row = await current(request, request_id[:256])
+            if row is None:
+                raise Open311Error(404, f"service_request_id: {request_id[:64]!r} is not a"
+                                        " known request")
+            now = datetime.now(UTC)
+            try:
+                event = snapshot(row, update, now)
+            except ValidationError as exc:  # a stored row the contract refuses
+                raise Open311Error(409, *_describe(exc)) from None
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    await publish(event)
+            except Exception as exc:
+                log.warning("open311: status publish failed", error=type(exc).__name__)
+                raise Open311Error(503, "the update could not be queued; try again") from None
+        except Open311Error as exc:
+            return _errors("json", exc)
+        log.info("open311: status updated", service_request_id=request_id, key=key.name,
+                 status=update.status.value, notes=bool(update.status_notes))
+        answer = request_row({**row, "status": update.status.value, "updated_datetime": now,
+                              "expected_datetime": event.payload.expected_datetime})
+        if update.status_notes:
+            answer["status_notes"] = update.status_notes
+        return JSONResponse([answer])
+
+    return router

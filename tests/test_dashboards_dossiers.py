@@ -1,0 +1,270 @@
+"""The dossier drill-down (dashboards/dossiers.py): structure, and every panel and variable query
+expanded as Grafana would and run on real PostgreSQL and real TimescaleDB for "All" and for one
+commune/ward and one agency, with values computed here from the scenario's dossiers (never from
+the SQL under test)."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards import build as builder
+from dashboards import dossiers
+from dashboards.macros import Context, Variable, expand
+from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
+from ioc.db import connect, migrate
+from ioc.settings import Settings
+from tests import scenario
+from tests.test_dashboards import as_time, load, plain, walk
+from tests.timescaledb import TimescaleServer
+
+Board = dict[str, Any]
+TILES = {  # panel title -> key of the scenario's expected dossier KPIs
+    "Hồ sơ tiếp nhận": "received",
+    "Hồ sơ phải giải quyết": "to_handle",
+    "Tỷ lệ đúng hạn": "on_time_rate",
+    "Đang giải quyết quá hạn": "late_in_process",
+    "Sắp đến hạn": "due_soon",
+    "Chưa đến hạn": "not_yet_due",
+}
+AGENCY_TABLE, COMMUNE_TABLE = "Theo cơ quan", "Theo xã/phường"
+PER_DAY, LATE_LIST = "Hồ sơ tiếp nhận theo ngày", "Hồ sơ quá hạn và sắp đến hạn"
+KPI_COLUMNS = ["Hồ sơ tiếp nhận", "Tỷ lệ đúng hạn", "Tỷ lệ trực tuyến",
+               "Đang giải quyết quá hạn", "Sắp đến hạn"]
+KPI_KEYS = ["received", "on_time_rate", "online_rate", "late_in_process", "due_soon"]
+LIST_COLUMNS = ["Mã hồ sơ", "Mã thủ tục", "Mã cơ quan", "Cơ quan", "Hạn giải quyết",
+                "Tình trạng", "Số giờ còn lại (âm: quá hạn)"]
+PROCEDURE = "1.001234"  # the procedure code of every scenario dossier
+
+
+@pytest.fixture(scope="module")
+def board() -> Board:
+    return to_dict(dossiers.build())
+
+
+def queries(board: Board) -> list[str]:
+    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
+
+
+# --- structure ----------------------------------------------------------------------------
+
+def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
+    assert "dossiers.json" in builder.DASHBOARDS
+    builder.build(tmp_path)
+    committed = builder.JSON_DIR / "dossiers.json"
+    assert committed.read_text(encoding="utf-8") == (tmp_path / "dossiers.json").read_text("utf-8")
+    (tmp_path / "dossiers.json").write_text("{}", encoding="utf-8")
+    assert builder.check(tmp_path) == [tmp_path / "dossiers.json"]
+
+
+def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
+    panels = board["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for p in panels:
+        g = p["gridPos"]
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0
+        assert g["x"] + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"{p['title']} overlaps"
+        cells |= mine
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
+    assert len(cells) == 24 * bottom  # no holes
+
+
+def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
+    refs = [n["datasource"] for n in walk(board) if "datasource" in n]
+    assert len(refs) >= 2 * len(board["panels"]) + len(board["templating"]["list"])
+    assert all(r == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID} for r in refs)
+
+
+def test_every_template_variable_is_used_by_every_panel(board: Board) -> None:
+    variables = board["templating"]["list"]
+    assert [v["name"] for v in variables] == ["commune", "agency"]
+    for v in variables:  # "All" is SQL NULL, one choice at a time
+        assert (v["includeAll"], v["allValue"], v["multi"]) == (True, "NULL", False)
+    for panel in board["panels"]:
+        for name in ("commune", "agency"):
+            assert all(re.search(rf"\${name}::text\b", t["rawSql"]) for t in panel["targets"]), (
+                panel["title"], name)
+
+
+def test_load_and_resave_through_the_sdk_keeps_every_key(board: Board) -> None:
+    assert to_dict(model.Dashboard.from_json(board)) == board
+    typo = json.loads(json.dumps(board))
+    typo["panels"][0]["fieldConfig"]["defaults"]["tresholds"] = {"mode": "absolute"}
+    assert to_dict(model.Dashboard.from_json(typo)) != typo
+
+
+def test_settings_titles_and_no_personal_data(board: Board) -> None:
+    assert board["uid"] == dossiers.UID and board["editable"] is False
+    assert board["title"].endswith("Hồ sơ TTHC") and board["timezone"] == "Asia/Ho_Chi_Minh"
+    titles = [board["title"], *(p["title"] for p in board["panels"])]
+    titles += [v["label"] for v in board["templating"]["list"]]
+    for title in titles:
+        assert unicodedata.is_normalized("NFC", title), title
+    assert {p["title"] for p in board["panels"]} == {*TILES, AGENCY_TABLE, COMMUNE_TABLE,
+                                                     PER_DAY, LATE_LIST}
+    for sql in queries(board):
+        sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
+        assert sources <= {"kpi_dossiers", "dossier_facts", "rollup_hour"}, sql
+    late = next(p for p in board["panels"] if p["title"] == LATE_LIST)
+    sql = late["targets"][0]["rawSql"]
+    # Codes, agency and dates only: the select list reads no other column.
+    listed = re.sub(r"'[^']*'|\"[^\"]*\"", "", sql.split("FROM dossier_facts")[0])
+    assert set(re.findall(r"\b[a-z_]+\b", listed)) == {
+        "dossier_code", "procedure_code", "agency_code", "agency_name", "due_at",
+        "late_in_process", "round", "extract", "epoch", "now", "numeric"}
+    assert re.search(r"ORDER BY due_at\b.*\nLIMIT 50$", sql)
+    assert late["type"] == "table"
+
+
+# --- ground truth -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sc() -> scenario.Scenario:
+    return scenario.build(seed=43, dossiers=70, documents=40, reports=30, malformed=False)
+
+
+def selection(sc: scenario.Scenario, ward: str | None, agency: str | None,
+              since: datetime | None) -> scenario.Scenario:
+    sub = sc.subset(commune=ward, since=since)
+    return scenario.Scenario(now=sc.now, dossiers=[d for d in sub.dossiers
+                                                   if agency is None or d.agency == agency])
+
+
+def kpi_row(sc: scenario.Scenario, ds: list[scenario.Dossier]) -> list[Any]:
+    k = scenario.Scenario(now=sc.now, dossiers=ds).expected_dossier_kpis()
+    return [k[key] for key in KPI_KEYS]
+
+
+def by(sel: scenario.Scenario, key: str) -> dict[str, list[scenario.Dossier]]:
+    groups: dict[str, list[scenario.Dossier]] = defaultdict(list)
+    for d in sel.dossiers:
+        groups[getattr(d, key)].append(d)
+    return dict(sorted(groups.items()))
+
+
+def per_day(sel: scenario.Scenario, start: datetime, end: datetime) -> dict[datetime, int]:
+    """Received per Vietnamese calendar day, over the UTC hours `$__timeFilter(bucket)` keeps."""
+    days: Counter[datetime] = Counter()
+    for d in sel.dossiers:
+        hour = d.received_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        if start <= hour <= end:
+            local = hour.astimezone(scenario.VIETNAM)
+            days[local.replace(hour=0).astimezone(UTC)] += 1
+    return dict(days)
+
+
+def late_list(sel: scenario.Scenario) -> list[tuple[str, str, str, str, datetime, str, float]]:
+    now = sel.now
+    rows = [d for d in sel.dossiers if d.in_process and d.due_at < now + scenario.DUE_SOON]
+    rows.sort(key=lambda d: (d.due_at, d.code))
+    return [(d.code, PROCEDURE, d.agency, f"Cơ quan {d.agency}", d.due_at,
+             "Quá hạn" if d.due_at < now else "Sắp đến hạn",
+             (d.due_at - now).total_seconds() / 3600) for d in rows[:dossiers.LIST_LIMIT]]
+
+
+# --- every query on real servers ----------------------------------------------------------
+
+def run(conn: psycopg.Connection, sql: str, ctx: Context) -> tuple[list[str], list[tuple]]:
+    cursor = conn.execute(expand(sql, ctx))
+    rows = cursor.fetchall()
+    return [c.name for c in cursor.description or []], rows
+
+
+def check_board(settings: Settings, sc: scenario.Scenario) -> None:
+    board = to_dict(dossiers.build())
+    panels = {p["title"]: p for p in board["panels"]}
+    end = sc.now + timedelta(minutes=5)
+    ranges = [sc.now - timedelta(days=41, microseconds=250_000),
+              sc.now - timedelta(days=10) + timedelta(minutes=17, seconds=3)]
+    specs = {v["name"]: v for v in board["templating"]["list"]}
+    with connect(settings) as conn:
+        rows = conn.execute(expand(specs["commune"]["query"], Context(ranges[0], end))).fetchall()
+        communes = [r[0] for r in rows]
+        assert communes == sorted({d.commune for d in sc.dossiers}
+                                  | {r.commune for r in sc.reports})
+        columns, rows = run(conn, specs["agency"]["query"], Context(ranges[0], end))
+        assert columns == ["__value", "__text"]
+        assert rows == [(a, f"Cơ quan {a} ({a})") for a in sorted({d.agency for d in sc.dossiers})]
+        agencies = [r[0] for r in rows]
+        selections = [(None, None), (communes[1], None), (None, agencies[0]),
+                      (communes[1], agencies[1])]
+        seen = Counter[str]()
+        for start in ranges:
+            for ward, agency in selections:
+                sel = selection(sc, ward, agency, start)
+                expected_kpis = sel.expected_dossier_kpis()
+                agency_rows = [(code, f"Cơ quan {code}", *kpi_row(sc, ds))
+                               for code, ds in by(sel, "agency").items()]
+                commune_rows = [(code, *kpi_row(sc, ds)) for code, ds in by(sel, "commune").items()]
+                days = per_day(selection(sc, ward, agency, None), start, end)
+                late = late_list(sel)
+                seen.update(agency_rows=len(agency_rows), days=len(days), late=len(late))
+                variables = {"commune": (ward, communes), "agency": (agency, agencies)}
+                values = {name: Variable(name, value, options=options, multi=specs[name]["multi"],
+                                         include_all=specs[name]["includeAll"],
+                                         all_value=specs[name]["allValue"])
+                          for name, (value, options) in variables.items()}
+                for timescaledb in (True, False):
+                    ctx = Context(start, end, interval=timedelta(hours=1),
+                                  timescaledb=timescaledb, variables=values)
+                    where = (start, ward, agency, timescaledb)
+                    for title, key in TILES.items():
+                        _, rows = run(conn, panels[title]["targets"][0]["rawSql"], ctx)
+                        assert len(rows) == 1 and len(rows[0]) == 1, (title, *where)
+                        assert plain(rows[0][0]) == expected_kpis[key], (title, *where)
+                    columns, rows = run(conn, panels[AGENCY_TABLE]["targets"][0]["rawSql"], ctx)
+                    assert columns == ["Mã cơ quan", "Cơ quan", *KPI_COLUMNS]
+                    assert [tuple(map(plain, r)) for r in rows] == agency_rows, where
+                    columns, rows = run(conn, panels[COMMUNE_TABLE]["targets"][0]["rawSql"], ctx)
+                    assert columns == ["Mã xã/phường", *KPI_COLUMNS]
+                    assert [tuple(map(plain, r)) for r in rows] == commune_rows, where
+                    target = panels[PER_DAY]["targets"][0]
+                    assert target["format"] == "time_series"
+                    columns, rows = run(conn, target["rawSql"], ctx)
+                    assert columns[0] == "time"
+                    assert [as_time(r[0]) for r in rows] == sorted(as_time(r[0]) for r in rows)
+                    assert {as_time(t): plain(v) for t, v in rows} == days, where
+                    columns, rows = run(conn, panels[LATE_LIST]["targets"][0]["rawSql"], ctx)
+                    assert columns == LIST_COLUMNS
+                    # the database's now() is a little after the scenario's now
+                    drift = (datetime.now(UTC) - sc.now).total_seconds() / 3600
+                    assert [r[:6] for r in rows] == [e[:6] for e in late], where
+                    for row, want in zip(rows, late, strict=True):
+                        assert want[6] - drift - 0.05 <= plain(row[6]) <= want[6] + 0.05, where
+    # the selections are not empty: every panel had something to compare
+    assert all(seen[k] > 0 for k in ("agency_rows", "days", "late")), seen
+
+
+def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:
+    migrate(settings)
+    with connect(settings) as conn:
+        assert not conn.execute(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall()
+    load(settings, sc)
+    check_board(settings, sc)
+
+
+def test_every_query_on_timescaledb(timescale: TimescaleServer, sc: scenario.Scenario) -> None:
+    from tests.test_migrations_timescale import fresh_settings
+
+    ts = fresh_settings(timescale.url)
+    migrate(ts)
+    load(ts, sc)
+    with connect(ts) as conn:
+        assert conn.execute(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall() == [(1,)]
+    check_board(ts, sc)
