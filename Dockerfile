@@ -18,6 +18,7 @@ WORKDIR /var/lib/ioc
 USER ioc
 ENV IOC_LOG_JSON=true \
     IOC_ALERT_RULES=/etc/ioc/alerts/rules \
+    IOC_ALERT_RECIPIENTS=/etc/ioc/alerts/recipients.yaml \
     PYTHONUNBUFFERED=1
 ENTRYPOINT ["ioc"]
 CMD ["--help"]

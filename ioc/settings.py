@@ -70,6 +70,18 @@ class Settings(BaseSettings):
 
     # Alert rule files (*.yaml), a directory or one file.
     alert_rules: Path = Path("alerts/rules")
+    alert_evaluate_seconds: float = Field(15, gt=0)
+    # Role or name -> e-mail addresses (YAML).
+    alert_recipients: Path = Path("alerts/recipients.yaml")
+    # Alert e-mail; with smtp_host empty no e-mail is sent.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    smtp_from: str = "ioc@localhost"
+    # Base URL of the dashboards, linked from alert messages.
+    dashboard_url: str = ""
 
     log_level: str = "INFO"
     log_json: bool = False

@@ -2,11 +2,12 @@
 
 import faust
 
-from streams import status, store_documents, store_dossiers, store_field_reports
+from streams import evaluate_alerts, status, store_documents, store_dossiers, store_field_reports
 from streams.app import app, settings
 
 AGENTS = (store_dossiers.store_dossiers, store_documents.store_documents,
-          store_field_reports.store_field_reports, status.write_heartbeat)
+          store_field_reports.store_field_reports, status.write_heartbeat,
+          evaluate_alerts.evaluate_alerts)
 
 
 def run() -> None:

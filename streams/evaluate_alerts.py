@@ -1,0 +1,51 @@
+"""Alert rules evaluated by the worker: a timer every `alert_evaluate_seconds` (default 15)
+loads the rules (settings.alert_rules, re-read each time so edits take effect), evaluates them
+(ioc.alerts.evaluate, in a thread: psycopg is blocking) and logs the transitions. When e-mail
+is configured (smtp_host), it then queues the new transitions and sends what is due
+(ioc.alerts.deliver). Nothing raised escapes: a failed round is logged and the next one runs.
+"""
+
+import asyncio
+from datetime import UTC, datetime
+
+import structlog
+
+from ioc.alerts.deliver import enqueue_and_deliver
+from ioc.alerts.email import SmtpConfig
+from ioc.alerts.evaluate import evaluate
+from ioc.alerts.rules import RuleFileError, load_rules
+from streams.app import app, settings
+
+log = structlog.get_logger()
+
+
+EVALUATE_SECONDS = settings.alert_evaluate_seconds
+
+
+def evaluate_once(now: datetime) -> None:
+    """One round (blocking): evaluate, log transitions, queue and send e-mails."""
+    if not settings.alert_rules.exists():
+        log.debug("no alert rules", path=str(settings.alert_rules))
+        return
+    try:
+        rules = load_rules(settings.alert_rules)
+    except RuleFileError as exc:
+        log.error("alert rules not loaded", errors=[str(e) for e in exc.errors])
+        return
+    if not rules:
+        return
+    for t in evaluate(settings, rules, now):
+        log.info("alert transition", rule=t.rule, scope=t.scope, previous=t.previous,
+                 state=t.state, value=None if t.value is None else str(t.value),
+                 threshold=str(t.threshold), severity=t.severity)
+    config = SmtpConfig.from_settings(settings)
+    if config.host:
+        enqueue_and_deliver(settings, config, now, rules)
+
+
+@app.timer(interval=EVALUATE_SECONDS)
+async def evaluate_alerts() -> None:
+    try:
+        await asyncio.to_thread(evaluate_once, datetime.now(UTC))
+    except Exception as exc:  # the timer must keep running
+        log.exception("alert evaluation failed", error=str(exc))
