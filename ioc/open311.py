@@ -19,7 +19,6 @@ from urllib.parse import parse_qsl
 
 import psycopg
 import structlog
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg.rows import dict_row
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from connectors.province import Commune, Province, Service, load_province
 from ioc import open311_xml
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.publisher import EventPublisher
 from ioc.settings import Settings
 
 log = structlog.get_logger()
@@ -214,31 +214,15 @@ def open311_router(settings: Settings) -> APIRouter:
     """The GeoReport v2 routes under /open311/v2 for `settings.province_code`."""
     province = load_province(settings.province_code)
     services = {s.code: s for s in province.services}
-    producer: list[AIOKafkaProducer] = []  # started at the first POST: the API starts anyway
-    lock = asyncio.Lock()
+    publisher = EventPublisher(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        for p in producer:
-            await p.stop()
+        await publisher.stop()
 
     router = APIRouter(prefix=PREFIX, tags=["open311"], lifespan=lifespan)
-
-    async def publish(event: FieldReportEvent) -> None:
-        async with lock:
-            if not producer:
-                p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                     enable_idempotence=True, request_timeout_ms=10_000)
-                try:
-                    await p.start()
-                except BaseException:
-                    await p.stop()
-                    raise
-                producer.append(p)
-        await producer[0].send_and_wait(settings.topic("field_reports"),
-                                        event.model_dump_json().encode(),
-                                        key=event.entity_id.encode())
+    publish = publisher.publish
 
     async def rows(request: Request, where: str, args: list[Any]) -> list[dict[str, Any]]:
         sql = (f"SELECT * FROM field_reports WHERE {where}"  # clauses are ours, values bound

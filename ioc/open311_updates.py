@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import psycopg
 import structlog
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -35,6 +34,7 @@ from ioc.open311 import (
     _parse_body,
     request_row,
 )
+from ioc.publisher import EventPublisher
 from ioc.settings import Settings
 
 log = structlog.get_logger()
@@ -90,32 +90,16 @@ def snapshot(row: dict[str, Any], update: StatusUpdate, now: datetime) -> FieldR
 
 def status_updates_router(settings: Settings, limiter: RateLimiter | None = None) -> APIRouter:
     """POST {PREFIX}/requests/{id}/status.json for keys with the `reports:update` scope."""
-    producer: list[AIOKafkaProducer] = []
-    lock = asyncio.Lock()
+    publisher = EventPublisher(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        for p in producer:
-            await p.stop()
+        await publisher.stop()
 
     router = APIRouter(prefix=PREFIX, tags=["open311"], lifespan=lifespan,
                        route_class=Open311Route)
-
-    async def publish(event: FieldReportEvent) -> None:
-        async with lock:
-            if not producer:
-                p = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                     enable_idempotence=True, request_timeout_ms=10_000)
-                try:
-                    await p.start()
-                except BaseException:
-                    await p.stop()
-                    raise
-                producer.append(p)
-        await producer[0].send_and_wait(settings.topic("field_reports"),
-                                        event.model_dump_json().encode(),
-                                        key=event.entity_id.encode())
+    publish = publisher.publish
 
     async def current(request: Request, request_id: str) -> dict[str, Any] | None:
         async def run(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ import pytest
 
 from ioc.embedded import Broker, Postgres
 from ioc.settings import Settings
-from tests.services import isolated_settings, start_broker, start_postgres
+from tests.services import ServedApps, isolated_settings, start_broker, start_postgres
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +25,14 @@ def postgres(services_root: Path) -> Iterator[Postgres]:
     server = start_postgres(services_root)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def serve_app() -> Iterator[ServedApps]:
+    """`serve_app(app)` -> an httpx client of the app on a real port; stopped after the test."""
+    apps = ServedApps()
+    yield apps
+    apps.stop()
 
 
 @pytest.fixture

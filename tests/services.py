@@ -9,11 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import httpx
+import uvicorn
 from aiokafka import AIOKafkaProducer
 
 from ioc.db import connect
@@ -120,3 +123,32 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
 def query(settings: Settings, text: str, params: object = None) -> list[tuple]:
     with connect(settings) as conn:
         return conn.execute(text, params).fetchall()  # type: ignore[arg-type]
+
+
+class ServedApps:
+    """ASGI apps served by uvicorn on free ports, in threads: real HTTP, lifespan included."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
+
+    def __call__(self, app: object) -> httpx.Client:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                               access_log=False, lifespan="on"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive(), "uvicorn stopped during startup"
+            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+            time.sleep(0.02)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.running.append((server, thread, client))
+        return client
+
+    def stop(self) -> None:
+        for server, thread, client in self.running:
+            client.close()
+            server.should_exit = True
+            thread.join(15)
+            assert not thread.is_alive(), "uvicorn did not shut down"

@@ -8,15 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,7 +23,7 @@ from ioc.api import create_app
 from ioc.db import connect, migrate
 from ioc.lag import SOURCE_TOPICS, BrokerUnavailable, consumer_lag
 from ioc.settings import Settings
-from tests.services import free_port, start_postgres
+from tests.services import ServedApps, free_port, start_postgres
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -117,32 +115,9 @@ def with_topics(migrated: Settings) -> Settings:
 
 
 @pytest.fixture
-def serve_api() -> Iterator[Callable[[Settings], httpx.Client]]:
-    """Start the app on a free port in a thread (a real HTTP server, lifespan included)."""
-    running: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
-
-    def start(settings: Settings) -> httpx.Client:
-        port = free_port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                log_config=None, access_log=False, lifespan="on")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-            time.sleep(0.02)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        running.append((server, thread, client))
-        return client
-
-    yield start
-    for server, thread, client in running:
-        client.close()
-        server.should_exit = True
-        thread.join(15)
-        assert not thread.is_alive(), "uvicorn did not shut down"
+def serve_api(serve_app: ServedApps) -> Callable[[Settings], httpx.Client]:
+    """The API for some settings on a real port (a real HTTP server, lifespan included)."""
+    return lambda settings: serve_app(create_app(settings))
 
 
 # --- /healthz and /readyz ------------------------------------------------------------------------

@@ -3,14 +3,11 @@
 import asyncio
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from ioc.api import create_app
@@ -19,7 +16,7 @@ from ioc.keys import create_key, revoke_key, verify
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
 from ioc.topics import ensure_topics
-from tests.services import WorkerProcess, free_port, query, settings_env, wait_until
+from tests.services import ServedApps, WorkerProcess, query, settings_env, wait_until
 
 V2 = "/open311/v2"
 VIET_TRI = (21.3227, 105.4019)  # Phú Thọ
@@ -33,30 +30,8 @@ def build_app(settings: Settings, rate_per_minute: float = 600) -> FastAPI:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[FastAPI], httpx.Client]]:
-    running: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
-
-    def start(app: FastAPI) -> httpx.Client:
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                               access_log=False, lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-            time.sleep(0.02)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        running.append((server, thread, client))
-        return client
-
-    yield start
-    for server, thread, client in running:
-        client.close()
-        server.should_exit = True
-        thread.join(15)
-        assert not thread.is_alive(), "uvicorn did not shut down"
+def serve(serve_app: ServedApps) -> ServedApps:
+    return serve_app
 
 
 @pytest.fixture

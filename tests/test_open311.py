@@ -1,17 +1,14 @@
 """Open311 GeoReport v2 routes against the real broker, PostgreSQL and an `ioc worker`."""
 
 import asyncio
-import threading
-import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 
 from connectors.province import load_province
@@ -22,7 +19,7 @@ from ioc.kpis import read_kpis
 from ioc.open311 import nearest_commune
 from ioc.settings import Settings
 from ioc.topics import ensure_topics
-from tests.services import WorkerProcess, free_port, publish, query, wait_until
+from tests.services import ServedApps, WorkerProcess, free_port, publish, query, wait_until
 
 try:  # parse what the server sends as an untrusted client would
     from defusedxml.ElementTree import fromstring as parse_xml  # type: ignore[import-untyped]
@@ -44,32 +41,9 @@ REQUEST_FIELDS = ["service_request_id", "status", "status_notes", "service_name"
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Settings], httpx.Client]]:
+def serve(serve_app: ServedApps) -> Callable[[Settings], httpx.Client]:
     """The monitor's app (Open311 router included), on a free port (lifespan included)."""
-    running: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
-
-    def start(settings: Settings) -> httpx.Client:
-        app = create_app(settings)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                               access_log=False, lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-            time.sleep(0.02)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        running.append((server, thread, client))
-        return client
-
-    yield start
-    for server, thread, client in running:
-        client.close()
-        server.should_exit = True
-        thread.join(15)
-        assert not thread.is_alive(), "uvicorn did not shut down"
+    return lambda settings: serve_app(create_app(settings))
 
 
 @pytest.fixture
