@@ -21,6 +21,7 @@ import psycopg
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -133,11 +134,11 @@ def _date(name: str, text: str) -> datetime:
     return value
 
 
-def _query_filters(params: dict[str, str]) -> tuple[str, list[Any]]:
+def _query_filters(params: dict[str, str]) -> tuple[sql.Composable, list[Any]]:
     """WHERE clause and parameters for GET requests (spec: ids override the rest)."""
     ids = [i for i in params.get("service_request_id", "").split(",") if i]
     if ids:
-        return "service_request_id = ANY(%s)", [ids[:MAX_ROWS]]
+        return sql.SQL("service_request_id = ANY(%s)"), [ids[:MAX_ROWS]]
     start = _date("start_date", params["start_date"]) if params.get("start_date") else None
     end = _date("end_date", params["end_date"]) if params.get("end_date") else None
     if start and end and end - start > MAX_SPAN:
@@ -156,7 +157,7 @@ def _query_filters(params: dict[str, str]) -> tuple[str, list[Any]]:
             raise Open311Error(400, "status: open or closed (comma separated)")
         clauses.append("status = ANY(%s)")
         args.append([detailed for s in wanted for detailed in STATUS_SETS[s]])
-    return " AND ".join(clauses), args
+    return sql.SQL(" AND ").join(map(sql.SQL, clauses)), args
 
 
 async def _parse_body(request: Request) -> dict[str, Any]:
@@ -224,13 +225,14 @@ def open311_router(settings: Settings) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["open311"], lifespan=lifespan)
     publish = publisher.publish
 
-    async def rows(request: Request, where: str, args: list[Any]) -> list[dict[str, Any]]:
-        sql = (f"SELECT * FROM field_reports WHERE {where}"  # clauses are ours, values bound
-               f" ORDER BY anchor_at DESC, service_request_id LIMIT {MAX_ROWS}")
+    async def rows(request: Request, where: sql.Composable,
+                   args: list[Any]) -> list[dict[str, Any]]:
+        query = sql.SQL("SELECT * FROM field_reports WHERE {} ORDER BY anchor_at DESC,"
+                        " service_request_id LIMIT {}").format(where, sql.Literal(MAX_ROWS))
 
         async def run(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
             async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(sql, args)
+                await cur.execute(query, args)
                 return await cur.fetchall()
 
         try:
@@ -325,7 +327,7 @@ def open311_router(settings: Settings) -> APIRouter:
     async def get_request(request: Request, service_request_id: str, fmt: str) -> Response:
         try:
             fmt = _fmt(fmt)
-            found = await rows(request, "service_request_id = %s", [service_request_id])
+            found = await rows(request, sql.SQL("service_request_id = %s"), [service_request_id])
             if not found:
                 raise Open311Error(404, f"service_request_id: {service_request_id[:64]!r}"
                                         f" not found")
