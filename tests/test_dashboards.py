@@ -77,7 +77,9 @@ def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
     assert builder.check(tmp_path) == [tmp_path / "overview.json"]
 
 
-def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
+def covered_cells(board: Board, max_rows: int | None = None) -> set[tuple[int, int]]:
+    """The grid cells the panels cover, checking unique ids, 24 columns, no overlap and,
+    with `max_rows`, the height."""
     panels = board["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
@@ -86,11 +88,16 @@ def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -
         g = p["gridPos"]
         assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0
         assert g["x"] + g["w"] <= 24, p["title"]
-        assert g["y"] + g["h"] <= WALL_ROWS, p["title"]
+        assert max_rows is None or g["y"] + g["h"] <= max_rows, p["title"]
         mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
                 for y in range(g["y"], g["y"] + g["h"])}
         assert not cells & mine, f"{p['title']} overlaps"
         cells |= mine
+    return cells
+
+
+def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
+    cells = covered_cells(board, WALL_ROWS)
     assert len(cells) == 24 * WALL_ROWS - 24  # a full wall: only the last row is free
 
 

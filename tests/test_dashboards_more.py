@@ -26,7 +26,7 @@ from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect, migrate
 from ioc.settings import Settings
 from tests import scenario
-from tests.test_dashboards import WALL_ROWS, as_time, load, plain, walk
+from tests.test_dashboards import WALL_ROWS, as_time, covered_cells, load, plain, walk
 from tests.timescaledb import TimescaleServer
 
 Board = dict[str, Any]
@@ -61,19 +61,7 @@ def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
 
 
 def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
-    panels = board["panels"]
-    ids = [p["id"] for p in panels]
-    assert len(ids) == len(set(ids))
-    cells: set[tuple[int, int]] = set()
-    for p in panels:
-        g = p["gridPos"]
-        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0
-        assert g["x"] + g["w"] <= 24, p["title"]
-        assert g["y"] + g["h"] <= WALL_ROWS, p["title"]
-        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
-                for y in range(g["y"], g["y"] + g["h"])}
-        assert not cells & mine, f"{p['title']} overlaps"
-        cells |= mine
+    cells = covered_cells(board, WALL_ROWS)
     assert len(cells) == 24 * WALL_ROWS - 24  # a full wall: only the last row is free
 
 
