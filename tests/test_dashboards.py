@@ -312,27 +312,31 @@ def check_board(settings: Settings, board: Board, sc: scenario.Scenario) -> None
                             assert plain(rows[0][0]) == tiles[panel["title"]], where
 
 
-def test_every_query_on_plain_postgresql(settings: Settings, board: Board,
-                                         sc: scenario.Scenario) -> None:
+def loaded(settings: Settings, sc: scenario.Scenario, timescaledb: bool) -> Settings:
+    """A migrated schema holding the scenario, on the kind of database the test says."""
     migrate(settings)
     with connect(settings) as conn:
-        assert not conn.execute(
+        found = conn.execute(
             "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall()
+    assert bool(found) == timescaledb
     load(settings, sc)
-    check_board(settings, board, sc)
+    return settings
+
+
+def on_timescaledb(server: TimescaleServer, sc: scenario.Scenario) -> Settings:
+    from tests.test_migrations_timescale import fresh_settings
+
+    return loaded(fresh_settings(server.url), sc, timescaledb=True)
+
+
+def test_every_query_on_plain_postgresql(settings: Settings, board: Board,
+                                         sc: scenario.Scenario) -> None:
+    check_board(loaded(settings, sc, timescaledb=False), board, sc)
 
 
 def test_every_query_on_timescaledb(timescale: TimescaleServer, board: Board,
                                     sc: scenario.Scenario) -> None:
-    from tests.test_migrations_timescale import fresh_settings
-
-    ts = fresh_settings(timescale.url)
-    migrate(ts)
-    load(ts, sc)
-    with connect(ts) as conn:
-        assert conn.execute(
-            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall() == [(1,)]
-    check_board(ts, board, sc)
+    check_board(on_timescaledb(timescale, sc), board, sc)
 
 
 def test_cli_build_check() -> None:

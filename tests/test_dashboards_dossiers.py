@@ -21,10 +21,10 @@ from dashboards import build as builder
 from dashboards import dossiers
 from dashboards.macros import Context, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
-from ioc.db import connect, migrate
+from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
-from tests.test_dashboards import as_time, covered_cells, load, plain, walk
+from tests.test_dashboards import as_time, covered_cells, loaded, on_timescaledb, plain, walk
 from tests.timescaledb import TimescaleServer
 
 Board = dict[str, Any]
@@ -240,21 +240,8 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
 
 
 def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:
-    migrate(settings)
-    with connect(settings) as conn:
-        assert not conn.execute(
-            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall()
-    load(settings, sc)
-    check_board(settings, sc)
+    check_board(loaded(settings, sc, timescaledb=False), sc)
 
 
 def test_every_query_on_timescaledb(timescale: TimescaleServer, sc: scenario.Scenario) -> None:
-    from tests.test_migrations_timescale import fresh_settings
-
-    ts = fresh_settings(timescale.url)
-    migrate(ts)
-    load(ts, sc)
-    with connect(ts) as conn:
-        assert conn.execute(
-            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall() == [(1,)]
-    check_board(ts, sc)
+    check_board(on_timescaledb(timescale, sc), sc)

@@ -23,10 +23,18 @@ from dashboards import build as builder
 from dashboards import pipeline, ranking
 from dashboards.macros import Context, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
-from ioc.db import connect, migrate
+from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
-from tests.test_dashboards import WALL_ROWS, as_time, covered_cells, load, plain, walk
+from tests.test_dashboards import (
+    WALL_ROWS,
+    as_time,
+    covered_cells,
+    loaded,
+    on_timescaledb,
+    plain,
+    walk,
+)
 from tests.timescaledb import TimescaleServer
 
 Board = dict[str, Any]
@@ -298,26 +306,15 @@ def check_points_function(settings: Settings) -> None:
     assert points(85.71, 90, 22) == Decimal("20.95")
 
 
-def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:
-    migrate(settings)
-    with connect(settings) as conn:
-        assert not conn.execute(
-            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall()
-    load(settings, sc)
+def check_all(settings: Settings, sc: scenario.Scenario) -> None:
     check_points_function(settings)
     check_ranking(settings, sc)
     check_pipeline(settings, sc)
 
 
-def test_every_query_on_timescaledb(timescale: TimescaleServer, sc: scenario.Scenario) -> None:
-    from tests.test_migrations_timescale import fresh_settings
+def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:
+    check_all(loaded(settings, sc, timescaledb=False), sc)
 
-    ts = fresh_settings(timescale.url)
-    migrate(ts)
-    load(ts, sc)
-    with connect(ts) as conn:
-        assert conn.execute(
-            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchall() == [(1,)]
-    check_points_function(ts)
-    check_ranking(ts, sc)
-    check_pipeline(ts, sc)
+
+def test_every_query_on_timescaledb(timescale: TimescaleServer, sc: scenario.Scenario) -> None:
+    check_all(on_timescaledb(timescale, sc), sc)
