@@ -12,7 +12,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import (
     AsyncRetrying,
@@ -24,7 +24,7 @@ from tenacity import (
 )
 
 from ioc.db import connect
-from ioc.events import Event, Kind
+from ioc.events import AdminUnit, Agency, Event, Kind
 from ioc.settings import Settings
 
 
@@ -60,6 +60,14 @@ class Batch:
     more: bool = False
 
 
+class AgencyUnit(BaseModel):
+    """Where an agency sits: its province and, for a commune's, the commune."""
+
+    province_code: str | None = Field(None, pattern=r"^\d{2}$")
+    commune_code: str | None = Field(None, pattern=r"^\d{5}$")
+    name: str | None = None
+
+
 class ConnectorOptions(BaseSettings):
     """Options every connector has. A subclass adds its own fields (base_url, token...).
 
@@ -76,6 +84,10 @@ class ConnectorOptions(BaseSettings):
     retry_attempts: int = Field(0, ge=0, description="Attempts per call; 0: retry forever.")
     timeout_seconds: float = Field(30.0, gt=0, description="Per request to the source.")
     fetch_timeout_seconds: float = Field(300.0, gt=0, description="Per fetch (all its pages).")
+    # Agency code -> unit; an agency not listed is a province-level one of `province_code`.
+    agencies: dict[str, AgencyUnit] = Field(default_factory=dict)
+    province_code: str | None = Field(None, pattern=r"^\d{2}$",
+                                      description="Default: IOC_PROVINCE_CODE.")
 
 
 class Connector(ABC):
@@ -113,6 +125,13 @@ class Connector(ABC):
     Options: ClassVar[type[ConnectorOptions]] = ConnectorOptions
     personal_fields: ClassVar[frozenset[str]] = frozenset()
     dead_letter_reason: ClassVar[str] = "unmappable"
+
+    def place(self, agency_code: str, name: str | None = None) -> tuple[AdminUnit, Agency]:
+        """An event's unit and agency, from the `agencies` option (for `map`)."""
+        where = self.options.agencies.get(agency_code, AgencyUnit())
+        unit = AdminUnit(province_code=where.province_code or self.options.province_code
+                         or self.settings.province_code, commune_code=where.commune_code)
+        return unit, Agency(code=agency_code, name=where.name or name)
 
     def __init__(self, settings: Settings, options: Mapping[str, Any] | None = None) -> None:
         self.settings = settings

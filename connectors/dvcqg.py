@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from uuid import UUID, uuid5
 
 import aiohttp
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from connectors.base import (
     Batch,
@@ -38,8 +38,6 @@ from connectors.base import (
     http_error,
 )
 from ioc.events import (
-    AdminUnit,
-    Agency,
     Channel,
     DossierEvent,
     DossierPayload,
@@ -53,24 +51,12 @@ EVENT_IDS = UUID("4f7d1c1e-8a0b-5d8e-9c39-6b2f0f1d2a77")  # UUIDv5 namespace of 
 PERSONAL = frozenset({"ChuHoSo", "SoGiayToChuHoSo", "LoaiDoiTuong"})
 
 
-class AgencyUnit(BaseModel):
-    """Where an agency (`DonViXuLy`) sits: its province and, for a commune's, the commune."""
-
-    province_code: str | None = Field(None, pattern=r"^\d{2}$")
-    commune_code: str | None = Field(None, pattern=r"^\d{5}$")
-    name: str | None = None
-
-
 class DvcqgOptions(ConnectorOptions):
     """Environment: `IOC_DVCQG_BASE_URL`, `IOC_DVCQG_TOKEN`, `IOC_DVCQG_PAGE_SIZE`..."""
 
     base_url: str = Field(description="Root of the sync endpoint, e.g. https://dvc.example/api")
     token: SecretStr | None = Field(None, description="Bearer token, if the endpoint wants one.")
     page_size: int = Field(100, ge=1, le=10_000)
-    # DonViXuLy -> unit; an agency not listed is a province-level one of `province_code`.
-    agencies: dict[str, AgencyUnit] = Field(default_factory=dict)
-    province_code: str | None = Field(None, pattern=r"^\d{2}$",
-                                      description="Default: IOC_PROVINCE_CODE.")
 
 
 class DvcqgConnector(Connector):
@@ -154,10 +140,7 @@ class DvcqgConnector(Connector):
             raise ValueError(f"a record is a JSON object, not {type(record).__name__}")
         agency_code = _text(record, "DonViXuLy", required=True)
         assert agency_code is not None
-        where = self.options.agencies.get(agency_code, AgencyUnit())
-        unit = AdminUnit(province_code=where.province_code or self.options.province_code
-                         or self.settings.province_code, commune_code=where.commune_code)
-        agency = Agency(code=agency_code, name=where.name)
+        unit, agency = self.place(agency_code)  # DonViXuLy
         status = _int(record, "TrangThaiHoSo", required=True)
         if status not in self.statuses:
             raise ValueError(f"TrangThaiHoSo: {status} is not a dossier status (1-10)")

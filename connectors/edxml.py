@@ -64,10 +64,7 @@ from defusedxml.ElementTree import fromstring
 from pydantic import Field
 
 from connectors.base import Batch, Connector, ConnectorOptions, PermanentError, describe
-from connectors.dvcqg import AgencyUnit
 from ioc.events import (
-    AdminUnit,
-    Agency,
     Direction,
     DocumentEvent,
     DocumentPayload,
@@ -91,10 +88,6 @@ class EdxmlOptions(ConnectorOptions):
     processed_dir: Path | None = Field(None, description="Default: <inbox>/processed.")
     failed_dir: Path | None = Field(None, description="Default: <inbox>/failed.")
     max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Larger files are refused.")
-    # OrganId -> unit; an agency not listed is a province-level one of `province_code`.
-    agencies: dict[str, AgencyUnit] = Field(default_factory=dict)
-    province_code: str | None = Field(None, pattern=r"^\d{2}$",
-                                      description="Default: IOC_PROVINCE_CODE.")
 
 
 class EdxmlInboxConnector(Connector):
@@ -244,10 +237,7 @@ class EdxmlInboxConnector(Connector):
         if not f.get("document_id"):
             raise ValueError("DocumentId: missing")
         entity = f["document_id"] if copy == "outgoing" else f"{f['document_id']}@{owner}"
-        where = self.options.agencies.get(owner, AgencyUnit())
-        unit = AdminUnit(province_code=where.province_code or self.options.province_code
-                         or self.settings.province_code, commune_code=where.commune_code)
-        agency = Agency(code=owner, name=where.name or f.get("owner_name"))
+        unit, agency = self.place(owner, f.get("owner_name"))  # OrganId
         if record["message"] == "status":
             code = f.get("status")
             if code not in self.statuses:
