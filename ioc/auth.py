@@ -109,11 +109,9 @@ async def lookup(request: Request, presented: str) -> ApiKey | None:
     return keys.as_key(row)
 
 
-def require_key(scope: str, limiter: RateLimiter | None = None
-                ) -> Callable[[Request], Awaitable[ApiKey]]:
-    """Dependency: the verified key holding `scope`, within its rate, or an HTTPException.
-
-    Without `limiter`, one per app is made from `settings.api_rate_per_minute`."""
+def require_key(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """Dependency: the verified key holding `scope`, within its rate (one limiter per app,
+    from `settings.api_rate_per_minute`), or an HTTPException."""
 
     async def dependency(request: Request) -> ApiKey:
         presented = presented_key(request)
@@ -129,7 +127,7 @@ def require_key(scope: str, limiter: RateLimiter | None = None
             raise _unauthorized("the API key is not valid (unknown, malformed or revoked)")
         if scope not in key.scopes:
             raise HTTPException(403, f"the API key {key.name!r} lacks the scope {scope!r}")
-        bucket = limiter or _state(request, "key_rate_limiter", lambda: RateLimiter(
+        bucket = _state(request, "key_rate_limiter", lambda: RateLimiter(
             request.app.state.settings.api_rate_per_minute))
         wait = bucket.take(key.key_id)
         if wait > 0:

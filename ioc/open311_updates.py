@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from psycopg.rows import dict_row
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from ioc.auth import RateLimiter, require_key
+from ioc.auth import require_key
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
 from ioc.keys import ApiKey
 from ioc.open311 import (
@@ -88,7 +88,7 @@ def snapshot(row: dict[str, Any], update: StatusUpdate, now: datetime) -> FieldR
             expected_datetime=update.expected_datetime or row["expected_datetime"]))
 
 
-def status_updates_router(settings: Settings, limiter: RateLimiter | None = None) -> APIRouter:
+def status_updates_router(settings: Settings) -> APIRouter:
     """POST {PREFIX}/requests/{id}/status.json for keys with the `reports:update` scope."""
     publisher = EventPublisher(settings)
 
@@ -114,7 +114,7 @@ def status_updates_router(settings: Settings, limiter: RateLimiter | None = None
             log.warning("open311: field_reports unreadable", error=type(exc).__name__)
             raise Open311Error(503, "service requests cannot be read now; try again") from None
 
-    authorized = Annotated[ApiKey, Depends(require_key(SCOPE, limiter))]
+    authorized = Annotated[ApiKey, Depends(require_key(SCOPE))]
 
     @router.post("/requests/{request_id}/status.json")
     async def update_status(request: Request, request_id: str, key: authorized) -> Response:
