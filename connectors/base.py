@@ -1,17 +1,20 @@
 """The connector SDK: a source system in, events on Kafka out, a durable cursor in PostgreSQL."""
 
 import asyncio
+import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import psycopg
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import (
@@ -23,6 +26,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from connectors.ratelimit import RateLimiter
+from connectors.status import (
+    TOPIC,
+    ConnectorStatusEvent,
+    Health,
+    StatusChange,
+    StatusRow,
+    load_statuses,
+    save_status,
+)
 from ioc.db import connect
 from ioc.events import AdminUnit, Agency, Event, Kind
 from ioc.settings import Settings
@@ -84,6 +97,10 @@ class ConnectorOptions(BaseSettings):
     retry_attempts: int = Field(0, ge=0, description="Attempts per call; 0: retry forever.")
     timeout_seconds: float = Field(30.0, gt=0, description="Per request to the source.")
     fetch_timeout_seconds: float = Field(300.0, gt=0, description="Per fetch (all its pages).")
+    max_requests_per_second: float = Field(0.0, ge=0, description=(
+        "Requests to the source a second, spaced evenly (see `throttle()`); 0: no limit."))
+    silence_seconds: float = Field(3600.0, ge=0, description=(
+        "No new record for longer: status `silent` and one `connector_silent` event; 0: never."))
     # Agency code -> unit; an agency not listed is a province-level one of `province_code`.
     agencies: dict[str, AgencyUnit] = Field(default_factory=dict)
     province_code: str | None = Field(None, pattern=r"^\d{2}$",
@@ -105,19 +122,31 @@ class Connector(ABC):
       connection errors and timeouts count as transient;
     - `map(record)`: one source record -> one event; raise `ValueError` with a clear reason
       when the record cannot be mapped. Personal data never goes into the event;
-    - optionally `personal_fields` (top-level keys removed from a dead-lettered record) and
-      `record_key(record)` (the dead letter's key).
+    - optionally `personal_fields` (top-level keys removed from a dead-lettered record),
+      `record_key(record)` (the dead letter's key) and `source_time(record, event)` (when the
+      source changed the record, for the lag metric; default: the event's `occurred_at`).
+
+    Call `await self.throttle()` before each request to the source: it spaces requests to
+    honour the `max_requests_per_second` option.
 
     The base does the rest, in `run(once)`: load the cursor, fetch with retries (exponential
     backoff with jitter), map, publish with an idempotent producer keyed by entity id and wait
     for the broker's acks, dead-letter unmappable records (value: the record as JSON without
     `personal_fields`; headers `ioc.reason`, `ioc.error`, `ioc.source.connector`), and only
-    then store the new cursor (table `connector_cursors`). Logs go through structlog; counters
-    live in `self.metrics` (a Prometheus registry of its own).
+    then store the new cursor (table `connector_cursors`). Logs go through structlog; metrics
+    live in `self.metrics` (a Prometheus registry of its own: records read, published,
+    rejected, lag behind the source, last success, health), served with `/healthz` by
+    `ioc connectors run --metrics-port`.
+
+    Health (`health()`, table `connector_status`, see `connectors/status.py`): `ok`,
+    `degraded` while a transient error is retried, `silent` when no record arrived for longer
+    than `silence_seconds` (announced once as a `connector_silent` event on the topic
+    `<prefix>connector_status`, then `connector_resumed` when records flow again), `stopped`
+    with the reason.
 
     Settings used (`ioc.settings.Settings`): `IOC_KAFKA_BOOTSTRAP`, `IOC_TOPIC_PREFIX` (topics
-    `<prefix><kind>s` and `<prefix>dead_letters`), `IOC_DATABASE_URL`, `IOC_DATABASE_SCHEMA`
-    (the cursor table); options: see `ConnectorOptions`.
+    `<prefix><kind>s`, `<prefix>dead_letters`, `<prefix>connector_status`), `IOC_DATABASE_URL`,
+    `IOC_DATABASE_SCHEMA` (the cursor and status tables); options: see `ConnectorOptions`.
     """
 
     name: ClassVar[str]
@@ -151,7 +180,31 @@ class Connector(ABC):
         self._last_success = Gauge("ioc_connector_last_success_timestamp_seconds",
                                    "When a batch was last published and its cursor stored",
                                    labels, registry=self.metrics).labels(self.name)
+        self._last_record = Gauge("ioc_connector_last_record_timestamp_seconds",
+                                  "When a record last arrived from the source",
+                                  labels, registry=self.metrics).labels(self.name)
+        self._newest_source = Gauge("ioc_connector_newest_source_timestamp_seconds",
+                                    "The newest source time of a record read", labels,
+                                    registry=self.metrics).labels(self.name)
+        lag = Gauge("ioc_connector_source_lag_seconds",
+                    "Now minus the newest source time read (NaN before the first record)",
+                    labels, registry=self.metrics).labels(self.name)
+        lag.set_function(self._lag_seconds)
+        self._health = Enum("ioc_connector_health", "ok, degraded (retrying), silent or stopped",
+                            labels, states=[h.value for h in Health],
+                            registry=self.metrics).labels(self.name)
         self._producer: AIOKafkaProducer | None = None
+        self._limiter = RateLimiter(self.options.max_requests_per_second)
+        self._silence_lock = asyncio.Lock()
+        self._save_lock = asyncio.Lock()  # rows stored in the order the states happened
+        # What the health is made of (times in UTC); loaded from connector_status at start.
+        self._first_run_at = datetime.now(UTC)
+        self._last_success_at: datetime | None = None
+        self._last_record_at: datetime | None = None
+        self._newest_source_at: datetime | None = None
+        self._silent_since: datetime | None = None
+        self._error: str | None = None  # the transient error being retried
+        self._stopped: str | None = None
 
     # --- what a subclass implements ------------------------------------------------------
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -171,6 +224,107 @@ class Connector(ABC):
     def record_key(self, record: Any) -> str | None:
         return None
 
+    def source_time(self, record: Any, event: Event) -> datetime | None:
+        """When the source changed this record (the lag metric); None when unknown."""
+        return event.occurred_at
+
+    async def throttle(self) -> None:
+        """Wait until the next request to the source is allowed (`max_requests_per_second`)."""
+        await self._limiter.wait()
+
+    # --- health ------------------------------------------------------------------------------
+    def health(self) -> tuple[Health, str | None]:
+        """The status now and why."""
+        if self._stopped is not None:
+            return Health.STOPPED, self._stopped
+        retrying = f"retrying: {self._error}" if self._error else None
+        if self._silent_since is not None:
+            quiet = f"no new record since {self._silent_since.isoformat(timespec='seconds')}"
+            return Health.SILENT, f"{quiet}; {retrying}" if retrying else quiet
+        if retrying:
+            return Health.DEGRADED, retrying
+        return Health.OK, None
+
+    def status_row(self) -> StatusRow:
+        health, reason = self.health()
+        return StatusRow(self.name, str(self.kind), health, reason, self._first_run_at,
+                         self._last_success_at, self._last_record_at, self._newest_source_at,
+                         self._silent_since, self.options.silence_seconds)
+
+    def _lag_seconds(self) -> float:
+        newest = self._newest_source_at
+        return time.time() - newest.timestamp() if newest else float("nan")
+
+    def _load_status(self) -> None:
+        """Carry the last run's times over, so a silence spans restarts."""
+        try:
+            row = load_statuses(self.settings, self.name).get(self.name)
+        except psycopg.Error as exc:
+            self.log.warning("connector.status_not_loaded", error=str(exc)[:300])
+            return
+        if row is not None:
+            self._first_run_at, self._last_success_at = row.first_run_at, row.last_success_at
+            self._last_record_at, self._newest_source_at = row.last_record_at, row.newest_source_at
+            self._silent_since = row.silent_since
+            for gauge, at in ((self._last_success, row.last_success_at),
+                              (self._last_record, row.last_record_at),
+                              (self._newest_source, row.newest_source_at)):
+                if at is not None:
+                    gauge.set(at.timestamp())
+
+    async def _save_status(self, event: ConnectorStatusEvent | None = None) -> None:
+        """Update the health metric and the `connector_status` row (with `event`, or raise)."""
+        self._health.state(self.health()[0].value)  # at once; the row may wait for the lock
+        async with self._save_lock:
+            row = self.status_row()
+            try:
+                await asyncio.to_thread(save_status, self.settings, row, event)
+            except psycopg.Error as exc:
+                if event is not None:
+                    raise
+                self.log.warning("connector.status_not_saved", error=str(exc)[:300])
+
+    async def _check_silence(self) -> None:
+        """Announce a silence longer than `silence_seconds`, and its end, once each."""
+        async with self._silence_lock:
+            now, threshold = datetime.now(UTC), self.options.silence_seconds
+            if self._silent_since is None:
+                since = self._last_record_at or self._first_run_at
+                if not threshold or (now - since).total_seconds() <= threshold:
+                    return
+                change, silent_since = StatusChange.SILENT, since
+            elif self._last_record_at is not None and self._last_record_at > self._silent_since:
+                change, silent_since = StatusChange.RESUMED, self._silent_since
+            else:
+                return
+            event = ConnectorStatusEvent.of(change, self.name, self.kind, silent_since,
+                                            threshold, now)
+            previous = self._silent_since
+            try:
+                assert self._producer is not None, "runs inside run()"
+                await self._producer.send_and_wait(self.settings.topic(TOPIC),
+                                                   event.model_dump_json().encode(),
+                                                   key=self.name.encode())
+                self._silent_since = silent_since if change is StatusChange.SILENT else None
+                await self._save_status(event)
+            except (KafkaError, psycopg.Error, OSError) as exc:  # tried again at the next check
+                self._silent_since = previous
+                self._health.state(self.health()[0].value)
+                self.log.error("connector.status_event_failed", type=str(change),
+                               error=f"{type(exc).__name__}: {exc}"[:300])
+                return
+            log = self.log.warning if change is StatusChange.SILENT else self.log.info
+            log(f"connector.{'silent' if change is StatusChange.SILENT else 'resumed'}",
+                silent_since=silent_since.isoformat(), threshold=threshold,
+                event_id=str(event.event_id))
+
+    async def _watch_silence(self) -> None:
+        """Check for silence between batches too: a source that hangs or keeps failing."""
+        tick = min(max(self.options.silence_seconds / 10, 0.05), 60.0)
+        while True:
+            await asyncio.sleep(tick)
+            await self._check_silence()
+
     # --- the cursor ------------------------------------------------------------------------
     def load_cursor(self) -> str | None:
         with connect(self.settings) as conn:
@@ -189,35 +343,59 @@ class Connector(ABC):
     # --- the loop --------------------------------------------------------------------------
     async def run(self, once: bool = False) -> None:
         """Poll until cancelled; with `once`, stop when the source has nothing more."""
+        self._stopped, self._error = None, None
+        await asyncio.to_thread(self._load_status)
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
                                           enable_idempotence=True, linger_ms=5)
         await self._producer.start()
+        watch: asyncio.Task[None] | None = None
+        reason = "finished: nothing more to read (--once)"
         try:
             await self.open()
             self.log.info("connector.start", kind=str(self.kind), once=once)
+            await self._save_status()
+            watch = asyncio.create_task(self._watch_silence())
             while True:
                 cursor = await asyncio.to_thread(self.load_cursor)
                 batch = await self._retrying(self.fetch, cursor)
                 await self.publish(batch.records)
                 if batch.cursor is not None and batch.cursor != cursor:
                     await asyncio.to_thread(self.save_cursor, batch.cursor)
-                self._last_success.set(time.time())
+                self._last_success_at, self._error = datetime.now(UTC), None
+                self._last_success.set(self._last_success_at.timestamp())
+                await self._check_silence()
+                await self._save_status()
                 self.log.info("connector.batch", records=len(batch.records), more=batch.more)
                 if batch.more:
                     continue
                 if once:
                     break
                 await asyncio.sleep(self.options.poll_seconds)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            reason = "cancelled"
+            raise
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:1000]
+            raise
         finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+            self._stopped = reason
+            await self._save_status()
             await self.close()
             await self._producer.stop()
             self._producer = None
-            self.log.info("connector.stop")
+            self.log.info("connector.stop", reason=reason)
 
     async def publish(self, records: Sequence[Any]) -> None:
         """Map and send every record, dead-letter the unmappable, return once all are acked."""
         assert self._producer is not None, "publish() runs inside run()"
         self._read.inc(len(records))
+        if records:
+            self._last_record_at = datetime.now(UTC)
+            self._last_record.set(self._last_record_at.timestamp())
         topic, dead = self.settings.topic(f"{self.kind}s"), self.settings.topic("dead_letters")
         pending, rejected = [], 0
         for record in records:
@@ -234,6 +412,11 @@ class Connector(ABC):
                     dead, self._redacted(record), key=key.encode() if key else None,
                     headers=headers))
                 continue
+            when = self.source_time(record, event)
+            if when is not None and (self._newest_source_at is None
+                                     or when > self._newest_source_at):
+                self._newest_source_at = when
+                self._newest_source.set(when.timestamp())
             value = event.model_dump_json().encode()
             pending.append(await self._producer.send(topic, value,
                                                      key=event.entity_id.encode()))
@@ -257,14 +440,18 @@ class Connector(ABC):
             reraise=True,
         ):
             with attempt:
-                return await asyncio.wait_for(call(*args), o.fetch_timeout_seconds)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that lands as the fetch completes, and the connector would not stop.
+                async with asyncio.timeout(o.fetch_timeout_seconds):
+                    return await call(*args)
         raise AssertionError("unreachable")
 
-    def _log_retry(self, state: RetryCallState) -> None:
+    async def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        self.log.warning("connector.retry", attempt=state.attempt_number,
-                         error=f"{type(exc).__name__}: {exc}",
+        self._error = f"{type(exc).__name__}: {exc}"[:1000]
+        self.log.warning("connector.retry", attempt=state.attempt_number, error=self._error,
                          wait=round(state.next_action.sleep, 2) if state.next_action else None)
+        await self._save_status()
 
 
 def describe(exc: ValueError) -> str:

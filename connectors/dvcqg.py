@@ -112,6 +112,7 @@ class DvcqgConnector(Connector):
         params = {"page": str(page), "page_size": str(self.options.page_size)}
         if since is not None:
             params["updated_since"] = since
+        await self.throttle()
         try:
             async with self._session.get(url, params=params) as response:
                 body = await response.text()

@@ -176,7 +176,11 @@ class EdxmlInboxConnector(Connector):
             return []  # taken away since the inbox was listed
         except OSError as exc:
             return [{**base, "error": f"cannot be read: {type(exc).__name__}: {exc}"}]
-        base["sha256"] = hashlib.sha256(data).hexdigest()
+        return self.read_bytes(data, base)
+
+    def read_bytes(self, data: bytes, base: dict[str, Any]) -> list[dict[str, Any]]:
+        """The records of one message's bytes (a file's, or a request body's)."""
+        base = {**base, "sha256": hashlib.sha256(data).hexdigest()}
         try:
             root = fromstring(data, forbid_dtd=True, forbid_entities=True,
                               forbid_external=True)
@@ -190,28 +194,35 @@ class EdxmlInboxConnector(Connector):
 
     def parse(self, root: Element) -> list[dict[str, Any]]:
         """A parsed message -> its records (metadata of the copies of ours)."""
-        own = set(self.options.own_organ_ids)
         if local(root.tag) == "edXML":
             header = path_of(root, "edXMLEnvelope", "edXMLHeader", "MessageHeader")
             if header is None:
                 raise ValueError("edXMLEnvelope/edXMLHeader/MessageHeader: missing")
-            fields = document_fields(root, header)
-            copies = [("outgoing", fields["from_organ_id"])] \
-                if fields["from_organ_id"] in own else []
-            copies += [("incoming", to) for to in fields.pop("to") if to in own]
-            if not copies:
-                raise ValueError(f"neither From ({fields['from_organ_id']}) nor To is one of"
-                                 " own_organ_ids")
-            names = fields.pop("names")
-            return [{"message": "document", "copy": copy, "owner": owner,
-                     "fields": {**fields, "owner_name": names.get(owner),
-                                "to_organ_id": owner if copy == "incoming"
-                                else fields["to_organ_id"]}} for copy, owner in copies]
+            return self.document_records(document_fields(root, header))
         status = first(root, "Status") if local(root.tag) == "Envelope" else None
         if status is None:
             raise ValueError(f"<{local(root.tag)}> is neither an edXML document message nor a"
                              " SOAP status message")
-        fields = status_fields(status)
+        return self.status_records(status_fields(status))
+
+    def document_records(self, fields: dict[str, Any]) -> list[dict[str, Any]]:
+        """A document message's fields -> one record per copy of ours (see the module doc)."""
+        own = set(self.options.own_organ_ids)
+        copies = [("outgoing", fields["from_organ_id"])] \
+            if fields["from_organ_id"] in own else []
+        copies += [("incoming", to) for to in fields.pop("to") if to in own]
+        if not copies:
+            raise ValueError(f"neither From ({fields['from_organ_id']}) nor To is one of"
+                             " own_organ_ids")
+        names = fields.pop("names")
+        return [{"message": "document", "copy": copy, "owner": owner,
+                 "fields": {**fields, "owner_name": names.get(owner),
+                            "to_organ_id": owner if copy == "incoming"
+                            else fields["to_organ_id"]}} for copy, owner in copies]
+
+    def status_records(self, fields: dict[str, Any]) -> list[dict[str, Any]]:
+        """A status message's fields -> the record of the copy of ours it is about."""
+        own = set(self.options.own_organ_ids)
         if fields["from_organ_id"] in own:
             copy, owner = "incoming", fields["from_organ_id"]
         elif fields["sender_organ_id"] in own:

@@ -157,11 +157,15 @@ class Simulator:
     event is ever in the future. `rate` scales every volume (1.0 = a realistic province).
     The `*_share` options are per valid event: re-sent hours/days late, re-sent with the
     same event_id, or followed by a malformed sibling that the contracts must reject.
+    `arrivals_until`: no new dossier, document or report after this simulated time; those
+    already begun live on to their end (a closed cohort: run the clock on and every dossier
+    is decided, so its on-time rate no longer changes with the clock).
     """
 
     def __init__(self, province_code: str = "25", seed: int = 0, speed: float = 60.0,
                  rate: float = 1.0, start: datetime | None = None, late_share: float = 0.02,
-                 duplicate_share: float = 0.01, malformed_share: float = 0.005) -> None:
+                 duplicate_share: float = 0.01, malformed_share: float = 0.005,
+                 arrivals_until: datetime | None = None) -> None:
         for name, share in (("late_share", late_share), ("duplicate_share", duplicate_share),
                             ("malformed_share", malformed_share)):
             if not 0 <= share <= 1:
@@ -176,6 +180,7 @@ class Simulator:
         self.start = math.floor(start.timestamp())
         self.now = float(self.start)  # the simulated time reached
         self._next_slot = float(self.start)
+        self._arrivals_end = math.inf if arrivals_until is None else arrivals_until.timestamp()
         self._anchor: float | None = None  # real time of the first due()
         self._queue: list[tuple[float, int, Entity, int, int, float, str | None]] = []
         self._seq = 0
@@ -200,7 +205,7 @@ class Simulator:
     def advance(self, until: datetime) -> list[Message]:
         """Run the simulated clock to `until` (never past the real now); return what happened."""
         end = min(until.timestamp(), time.time())
-        while self._next_slot <= end:
+        while self._next_slot <= end and self._next_slot < self._arrivals_end:
             self._slot(self._next_slot)
             self._next_slot += 60
         out: list[Message] = []

@@ -7,18 +7,28 @@ from pathlib import Path
 
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import dossiers, overview, pipeline, ranking
+from dashboards import (
+    alerting,
+    annotations,
+    documents,
+    dossiers,
+    field_reports,
+    overview,
+    pipeline,
+    ranking,
+)
 from dashboards.sdk import dumps
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 DASHBOARDS: dict[str, Callable[[], model.Dashboard]] = {
     "overview.json": overview.build, "ranking.json": ranking.build, "pipeline.json": pipeline.build,
-    "dossiers.json": dossiers.build}
+    "dossiers.json": dossiers.build, "documents.json": documents.build,
+    "field_reports.json": field_reports.build}
 
 
 def generate() -> dict[str, str]:
     """File name -> the JSON text the code generates (stable: sorted keys, fixed ids)."""
-    return {name: dumps(make()) for name, make in DASHBOARDS.items()}
+    return {name: dumps(annotations.add(make())) for name, make in DASHBOARDS.items()}
 
 
 def build(directory: Path = JSON_DIR) -> list[Path]:
@@ -40,3 +50,13 @@ def check(directory: Path = JSON_DIR) -> list[Path]:
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             stale.append(path)
     return stale
+
+
+def build_all() -> list[Path]:
+    """`ioc dashboards build`: the dashboards and the Grafana alert rules."""
+    return [*build(), alerting.build()]
+
+
+def check_all() -> list[Path]:
+    """`ioc dashboards build --check`: every stale dashboard or alert-rule file."""
+    return [*check(), *alerting.check()]

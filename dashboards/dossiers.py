@@ -1,17 +1,21 @@
 """Administrative-procedure dossiers (hồ sơ TTHC), drill-down: per agency, per commune/ward, per
 day, and the dossiers that are late or due soon.
 
-Every KPI comes from `kpi_dossiers(since, until, unit, agency)` and the `dossier_facts` flags of
-ioc/migrations/0003_kpis.sql, for the dashboard's time range (a cohort: dossiers received in the
-period), the chosen commune/ward (`$commune`) and the chosen agency (`$agency`); "All" is SQL
-NULL for both. Late / due soon compare with the database's now() (due soon: within the
-`due_soon_horizon` setting, 24 h by default), as the KPI functions do.
+Every KPI comes from `kpi_dossiers(since, until, unit, agency, former_district)` and the
+`dossier_facts` flags of ioc/migrations/0003_kpis.sql, for the dashboard's time range (a
+cohort: dossiers received in the period), the chosen commune/ward (`$commune`), agency
+(`$agency`) and former district (`$former_district`, dashboards/former_district.py; the
+five-argument function of migration 0016); "All" is SQL NULL for each. Late / due soon compare
+with the database's now() (due soon: within the `due_soon_horizon` setting, 24 h by default),
+as the KPI functions do. The per-agency and per-commune/ward tables read
+`kpi_dossiers_by` (migration 0017): the same KPIs for every group in one pass.
 
 "Dossiers received per day" sums the hourly rollup (`rollup_hour`, metric 'received') per
 calendar day in Vietnam, `date_trunc('day', bucket, 'Asia/Ho_Chi_Minh')`: the same on plain
 PostgreSQL and TimescaleDB, and local midnights (Grafana's `$__timeGroup(bucket, '1d')` would cut
 days at UTC midnight, 07:00 in Vietnam). Hours are kept by `$__timeFilter(bucket)`, so the first
-and last day of the range may be partial.
+and last day of the range may be partial. The rollup has no former district: with one chosen,
+the panel counts the chosen dossiers per hour of their anchor time instead (the same buckets).
 
 The list of late and due-soon dossiers shows codes, agency and dates only (the database holds
 no personal data, and the panel would show none): ordered by deadline, at most 50 rows.
@@ -25,35 +29,33 @@ from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.overview import commune_variable, rate_steps
+from dashboards import former_district
+from dashboards.overview import rate_steps
 from dashboards.sdk import (
     DATASOURCE,
     PanelBuilder,
     Sql,
     big_number,
     grid,
-    query_variable,
     series,
     thresholds,
 )
+from dashboards.variables import agency_variable, commune_variable
 
 UID = "ioc-dossiers"
 TITLE = "IOC — Hồ sơ TTHC"
 PERIOD = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
-SCOPE = f"{PERIOD}, $commune::text, $agency::text"
+DISTRICT = "$former_district::text"
+SCOPE = f"{PERIOD}, $commune::text, $agency::text, {DISTRICT}"
 LIST_LIMIT = 50
 TILE_H, TABLE_H, SERIES_H, LIST_H = 5, 9, 8, 12
 
-AGENCIES = """SELECT agency_code AS __value,
-       coalesce(max(agency_name), agency_code) || ' (' || agency_code || ')' AS __text
-FROM dossiers
-GROUP BY agency_code
-ORDER BY 1"""
 
 # The selection, as a filter on `dossier_facts` (same rule as kpi_dossiers).
-SELECTION = """anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
+SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
   AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
-  AND ($agency::text IS NULL OR agency_code = $agency::text)"""
+  AND ($agency::text IS NULL OR agency_code = $agency::text)
+  AND {former_district.CONDITION}"""
 
 # Column title -> kpi_dossiers column, after the name column(s) of the tables.
 COLUMNS = {
@@ -70,42 +72,37 @@ def kpi(column: str) -> str:
     return f"SELECT {column} AS value FROM kpi_dossiers({SCOPE})"
 
 
-def agency_variable() -> db.QueryVariable:
-    return query_variable("agency", "Cơ quan", AGENCIES, all_value="NULL")
-
-
 def indent(condition: str) -> str:
     """`condition` with its continuation lines indented for a subquery."""
     return condition.replace("\n", "\n      ")
 
 
-def breakdown(names: dict[str, str], groups: str, unit: str, agency: str) -> str:
-    """kpi_dossiers per group of the selection (`groups`: a query of the group's columns)."""
-    columns = {**{t: f"g.{c}" for t, c in names.items()},
-               **{t: f"k.{c}" for t, c in COLUMNS.items()}}
+def breakdown(names: dict[str, str], group_by: str, where: str = "") -> str:
+    """kpi_dossiers per group of the selection, in one pass (`kpi_dossiers_by`, migration 0017;
+    `names`: column title -> group_code / group_name)."""
+    columns = {**names, **COLUMNS}
     lines = ",\n       ".join(f'{column} AS "{title}"' for title, column in columns.items())
-    first = next(iter(names.values()))
-    return (f"SELECT {lines}\nFROM ({groups}) g,\n"
-            f"     LATERAL kpi_dossiers({PERIOD}, {unit}, {agency}) k\nORDER BY g.{first}")
+    return (f"SELECT {lines}\nFROM kpi_dossiers_by({PERIOD}, '{group_by}', $commune::text, "
+            f"$agency::text, {DISTRICT})\n{where}ORDER BY group_code")
 
 
-BY_AGENCY = breakdown(
-    {"Mã cơ quan": "agency_code", "Cơ quan": "agency_name"},
-    f"SELECT agency_code, max(agency_name) AS agency_name\n      FROM dossier_facts\n"
-    f"      WHERE {indent(SELECTION)}\n      GROUP BY agency_code",
-    "$commune::text", "g.agency_code")
-BY_COMMUNE = breakdown(
-    {"Mã xã/phường": "commune_code"},
-    f"SELECT DISTINCT commune_code\n      FROM dossier_facts\n"
-    f"      WHERE commune_code <> ''\n        AND {indent(SELECTION)}",
-    "g.commune_code", "$agency::text")
+BY_AGENCY = breakdown({"Mã cơ quan": "group_code", "Cơ quan": "group_name"}, "agency")
+BY_COMMUNE = breakdown({"Mã xã/phường": "group_code"}, "commune", "WHERE group_code <> ''\n")
 
-RECEIVED_PER_DAY = """SELECT date_trunc('day', bucket, 'Asia/Ho_Chi_Minh') AS "time",
+CHOSEN = """($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+        AND ($agency::text IS NULL OR agency_code = $agency::text)"""
+RECEIVED_PER_DAY = f"""SELECT date_trunc('day', bucket, 'Asia/Ho_Chi_Minh') AS "time",
        sum(value) AS "Hồ sơ tiếp nhận"
-FROM rollup_hour
-WHERE $__timeFilter(bucket) AND kind = 'dossier' AND metric = 'received'
-  AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
-  AND ($agency::text IS NULL OR agency_code = $agency::text)
+FROM (SELECT bucket, value
+      FROM rollup_hour
+      WHERE {DISTRICT} IS NULL AND kind = 'dossier' AND metric = 'received'
+        AND {CHOSEN}
+      UNION ALL
+      SELECT time_bucket(INTERVAL '1 hour', anchor_at), 1
+      FROM dossier_facts
+      WHERE former_district_code = {DISTRICT}
+        AND {CHOSEN}) AS received
+WHERE $__timeFilter(bucket)
 GROUP BY 1
 ORDER BY 1"""
 
@@ -200,7 +197,8 @@ def build() -> model.Dashboard:
     board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "tthc"]).timezone("Asia/Ho_Chi_Minh")
              .time("now-30d", "now").refresh("1m").week_start("monday").readonly()
              .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
-             .with_variable(commune_variable()).with_variable(agency_variable()))
+             .with_variable(commune_variable()).with_variable(agency_variable())
+            .with_variable(former_district.variable("dossiers")))
     for panel in tiles():
         board = board.with_panel(panel)
     for make in TABLES:

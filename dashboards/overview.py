@@ -2,7 +2,9 @@
 
 Every number comes from the KPI functions of ioc/migrations/0003_kpis.sql for the dashboard's
 time range (a cohort: what was received in the period) and the chosen commune/ward
-(`$commune`; "All" is SQL NULL, the whole province). Aggregates only: no personal data.
+(`$commune`) and agency (`$agency`); "All" is SQL NULL (the whole province, every agency).
+Aggregates only, and the map of field reports (dashboards/reportmap.py): codes, category,
+status and place, no personal data.
 """
 
 from __future__ import annotations
@@ -10,17 +12,15 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.sdk import PanelBuilder, big_number, grid, query_variable, series, thresholds
+from dashboards.reportmap import map_panel, points_sql
+from dashboards.sdk import PanelBuilder, big_number, grid, series, thresholds
+from dashboards.variables import agency_variable, commune_variable
 
 UID = "ioc-overview"
 TITLE = "IOC — Tổng quan toàn tỉnh"
-SCOPE = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz, $commune::text"
-TILE_H, ROW2_H, SERIES_H = 7, 6, 12
+SCOPE = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz, $commune::text, $agency::text"
+TILE_H, ROW2_H, SERIES_H, SERIES_W = 7, 6, 12, 14
 
-COMMUNES = """SELECT commune_code FROM dossiers WHERE commune_code <> ''
-UNION
-SELECT commune_code FROM field_reports WHERE commune_code <> ''
-ORDER BY 1"""
 
 
 def kpi(function: str, column: str) -> str:
@@ -30,10 +30,6 @@ def kpi(function: str, column: str) -> str:
 def rate_steps(target: float, warn: float) -> db.ThresholdsConfig:
     """Red below `warn`, orange up to the target, green from the target on."""
     return thresholds("red", (warn, "orange"), (target, "green"))
-
-
-def commune_variable() -> db.QueryVariable:
-    return query_variable("commune", "Xã/phường", COMMUNES, all_value="NULL")
 
 
 def on_time() -> PanelBuilder:
@@ -97,24 +93,36 @@ RECEIVED_PER_HOUR = """SELECT $__timeGroupAlias(bucket, 1h), sum(value) AS "Hồ
 FROM rollup_hour
 WHERE $__timeFilter(bucket) AND kind = 'dossier' AND metric = 'received'
   AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+  AND ($agency::text IS NULL OR agency_code = $agency::text)
 GROUP BY 1
 ORDER BY 1"""
+REPORT_POINTS = points_sql(
+    """anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
+  AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+  AND ($agency::text IS NULL OR agency_code = $agency::text)""")
 
 
 def received_per_hour() -> PanelBuilder:
     return series(11, "Hồ sơ tiếp nhận theo giờ", RECEIVED_PER_HOUR,
-                  grid(0, TILE_H + ROW2_H, 24, SERIES_H))
+                  grid(0, TILE_H + ROW2_H, SERIES_W, SERIES_H))
+
+
+def reports_map() -> PanelBuilder:
+    return map_panel(12, "Bản đồ phản ánh hiện trường", REPORT_POINTS,
+                     grid(SERIES_W, TILE_H + ROW2_H, 24 - SERIES_W, SERIES_H),
+                     "Phản ánh tiếp nhận trong khoảng thời gian; màu theo tình trạng (đỏ: quá "
+                     "hạn), lĩnh vực khi trỏ vào điểm.")
 
 
 PANELS = (on_time, online, digitized, paid_online, satisfaction, received, signed_rate, signed,
-          reports_open, reports_overdue, received_per_hour)
+          reports_open, reports_overdue, received_per_hour, reports_map)
 
 
 def build() -> model.Dashboard:
     board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "wall"]).timezone("Asia/Ho_Chi_Minh")
              .time("now-30d", "now").refresh("30s").week_start("monday").readonly()
              .timepicker(db.TimePicker().refresh_intervals(["10s", "30s", "1m", "5m"]))
-             .with_variable(commune_variable()))
+             .with_variable(commune_variable()).with_variable(agency_variable()))
     for panel in PANELS:
         board = board.with_panel(panel())
     return board.build()

@@ -1,12 +1,25 @@
-"""Pipeline health: is the stream flowing, and are the workers alive?
+"""Pipeline health: is the stream flowing, are the workers and connectors alive, what was refused?
 
-Event counts come from `event_counts_minute` (ioc/migrations/0002_timeseries.*.sql: a table the
-worker keeps on plain PostgreSQL, a real-time continuous aggregate on TimescaleDB), bucketed by
-the events' `occurred_at`. Rates are events per minute averaged over Grafana's `$__interval`
-(at least one minute). Workers come from `worker_status` (the heartbeat each worker writes,
-streams/status.py); a worker counts as alive while its heartbeat is younger than 15 s (the API's
-`heartbeat_limit` with the default 5 s heartbeat). Dead letters themselves are not stored in the
-database yet: only the workers' counters since they started are shown.
+Event counts come from `event_counts_minute` and `event_counts_hour` (ioc/migrations/
+0002_timeseries.*.sql: tables the worker keeps on plain PostgreSQL, real-time continuous
+aggregates on TimescaleDB), bucketed by the events' `occurred_at`, through `event_counts`
+(migration 0017): the minutes of the time range, the whole hours read from the hourly counts
+when the panel's buckets are whole hours (long ranges: 60 times fewer rows, the same sums).
+Rates are events per minute averaged over Grafana's `$__interval` (at least one minute).
+Workers come from `worker_status` (the heartbeat each worker writes, streams/status.py); a
+worker counts as alive while its heartbeat is younger than 15 s (the API's `heartbeat_limit`
+with the default 5 s heartbeat). Restarts: `worker_status` keeps only the running processes'
+start times (no history), so the tile counts the workers whose current process started within
+the time range (a worker restarted twice counts once).
+
+Dead letters come from the `dead_letters` table (migration 0016, written by the worker's
+store_dead_letters agent): every dead letter of the workers, the connectors and `ioc import`,
+once, by when it was dead-lettered within the time range; per reason and origin (the source
+topic or connector) with the exact last time, and the most recent ones with their error and
+key. Never the payload: the table does not hold it.
+
+Connectors come from `connector_status` (ioc/migrations/0013_connector_status.sql, written by
+each connector, connectors/status.py): health, why, last success, last record, silent since.
 """
 
 from __future__ import annotations
@@ -21,29 +34,49 @@ from dashboards.sdk import DATASOURCE, PanelBuilder, Sql, big_number, grid, seri
 UID = "ioc-pipeline"
 TITLE = "IOC — Sức khỏe hệ thống"
 HEARTBEAT_LIMIT_S = 15
-STAT_H, SERIES_H, TABLE_H = 5, 10, 10
+STAT_W, STAT_H, SERIES_H, TABLE_H, REASONS_W = 4, 5, 10, 9, 10
+RECENT_LIMIT = 50
+# Dead-letter reasons: streams/storing.py's and the connectors' (connectors/base.py).
+REASONS = {"invalid_json": "JSON không hợp lệ", "invalid_event": "Sự kiện không hợp lệ",
+           "rejected_by_database": "CSDL từ chối", "unmappable": "Không chuyển đổi được"}
+# connectors/status.py's health.
+HEALTH = {"ok": "Bình thường", "degraded": "Đang thử lại", "silent": "Im lặng",
+          "stopped": "Đã dừng"}
+KINDS = {"dossier": "Hồ sơ", "document": "Văn bản", "field_report": "Phản ánh"}
+PLACE = "Phân vùng/offset trên chủ đề thư lỗi"
+HEALTH_COLORS = {"ok": "green", "degraded": "orange", "silent": "orange", "stopped": "red"}
+
+
+# The minute counts of the time range, `event_counts` (migration 0017): whole hours from
+# `event_counts_hour` when the buckets are whole hours (or for a total), the same sums.
+RANGE = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
+COUNTED = f"event_counts({RANGE}, $__interval_ms % 3600000 = 0)"
 
 
 def per_minute(column: str) -> str:
     """Events per minute per `column` (kind, source), averaged over `$__interval` buckets."""
     return f"""SELECT $__timeGroupAlias(bucket, $__interval), {column} AS metric,
        round(sum(events) * 60000.0 / greatest($__interval_ms, 60000), 2) AS value
-FROM event_counts_minute
-WHERE $__timeFilter(bucket)
+FROM {COUNTED}
 GROUP BY 1, 2
 ORDER BY 1, 2"""
 
 
-EVENTS_TOTAL = """SELECT coalesce(sum(events), 0) AS value
-FROM event_counts_minute
-WHERE $__timeFilter(bucket)"""
+EVENTS_TOTAL = f"""SELECT coalesce(sum(events), 0) AS value
+FROM event_counts({RANGE}, true)"""
 WORKERS_ALIVE = f"""SELECT count(*) FILTER (
            WHERE heartbeat_at > now() - INTERVAL '{HEARTBEAT_LIMIT_S} seconds') AS value
 FROM worker_status"""
 HEARTBEAT_AGE = """SELECT round(extract(epoch FROM now() - max(heartbeat_at))::numeric, 1) AS value
 FROM worker_status"""
-DEAD_LETTERS = """SELECT coalesce(sum(n::bigint), 0) AS value
-FROM worker_status, jsonb_each_text(counters -> 'dead_letters') AS e(topic, n)"""
+DEAD_LETTERS = """SELECT count(*) AS value
+FROM dead_letters
+WHERE $__timeFilter(at)"""
+STARTED = """SELECT count(*) AS value
+FROM worker_status
+WHERE $__timeFilter(started_at)"""
+CONNECTORS_NOT_OK = """SELECT count(*) FILTER (WHERE health <> 'ok') AS value
+FROM connector_status"""
 WORKERS = f"""SELECT w.instance_id AS "Tiến trình",
        w.started_at AS "Khởi động lúc",
        w.heartbeat_at AS "Nhịp tim gần nhất",
@@ -58,29 +91,85 @@ FROM worker_status w
 ORDER BY w.instance_id"""
 
 
+def case(column: str, labels: dict[str, str]) -> str:
+    """`column`'s Vietnamese label (the code itself when unknown)."""
+    whens = "\n".join(f"            WHEN '{code}' THEN '{label}'" for code, label in labels.items())
+    return f"CASE {column}\n{whens}\n            ELSE {column} END"
+
+
+DEAD_LETTER_REASONS = f"""SELECT reason AS "Mã lý do",
+       {case("reason", REASONS)} AS "Lý do",
+       origin AS "Nguồn",
+       count(*) AS "Thư lỗi",
+       max(at) AS "Gần nhất"
+FROM dead_letters
+WHERE $__timeFilter(at)
+GROUP BY reason, origin
+ORDER BY 4 DESC, 1, 3"""
+RECENT_DEAD_LETTERS = f"""SELECT at AS "Thời điểm",
+       origin AS "Nguồn",
+       {case("reason", REASONS)} AS "Lý do",
+       error AS "Lỗi",
+       message_key AS "Khóa",
+       payload_bytes AS "Kích thước (byte)",
+       dead_letter_partition || '/' || dead_letter_offset AS "{PLACE}"
+FROM dead_letters
+WHERE $__timeFilter(at)
+ORDER BY at DESC, origin_key
+LIMIT {RECENT_LIMIT}"""
+CONNECTORS = f"""SELECT connector AS "Trình kết nối",
+       {case("kind", KINDS)} AS "Loại",
+       {case("health", HEALTH)} AS "Trạng thái",
+       reason AS "Lý do",
+       last_success_at AS "Thành công gần nhất",
+       last_record_at AS "Bản ghi gần nhất",
+       silent_since AS "Im lặng từ",
+       updated_at AS "Cập nhật lúc"
+FROM connector_status
+ORDER BY CASE health WHEN 'stopped' THEN 0 WHEN 'silent' THEN 1 WHEN 'degraded' THEN 2
+                     ELSE 3 END, connector"""
+
+
 def events_total() -> PanelBuilder:
-    return big_number(1, "Sự kiện trong khoảng thời gian", EVENTS_TOTAL, grid(0, 0, 6, STAT_H),
+    return big_number(1, "Sự kiện trong khoảng thời gian", EVENTS_TOTAL,
+                      grid(0, 0, STAT_W, STAT_H),
                       description="Sự kiện hợp lệ đã lưu, theo thời điểm xảy ra.")
 
 
 def workers_alive() -> PanelBuilder:
-    return big_number(2, "Tiến trình xử lý hoạt động", WORKERS_ALIVE, grid(6, 0, 6, STAT_H),
-                      steps=thresholds("red", (1, "green")),
+    return big_number(2, "Tiến trình xử lý hoạt động", WORKERS_ALIVE,
+                      grid(STAT_W, 0, STAT_W, STAT_H), steps=thresholds("red", (1, "green")),
                       description=f"Nhịp tim trong {HEARTBEAT_LIMIT_S} giây gần nhất.")
 
 
 def heartbeat_age() -> PanelBuilder:
-    return big_number(3, "Nhịp tim gần nhất", HEARTBEAT_AGE, grid(12, 0, 6, STAT_H), unit="s",
-                      decimals=1,
+    return big_number(3, "Nhịp tim gần nhất", HEARTBEAT_AGE, grid(2 * STAT_W, 0, STAT_W, STAT_H),
+                      unit="s", decimals=1,
                       steps=thresholds("green", (HEARTBEAT_LIMIT_S, "red")),
                       description="Số giây từ nhịp tim mới nhất của các tiến trình xử lý.")
 
 
 def dead_letters() -> PanelBuilder:
-    return big_number(4, "Thư lỗi (từ khi khởi động)", DEAD_LETTERS, grid(18, 0, 6, STAT_H),
+    return big_number(4, "Thư lỗi trong khoảng thời gian", DEAD_LETTERS,
+                      grid(3 * STAT_W, 0, STAT_W, STAT_H),
                       steps=thresholds("green", (1, "orange")),
-                      description="Bộ đếm của các tiến trình đang chạy; thư lỗi chưa được lưu "
-                                  "vào cơ sở dữ liệu.")
+                      description="Sự kiện và bản ghi bị từ chối (tiến trình xử lý, trình kết "
+                                  "nối, nhập tệp), mỗi thư lỗi một lần.")
+
+
+def restarts() -> PanelBuilder:
+    return big_number(11, "Tiến trình khởi động lại", STARTED,
+                      grid(4 * STAT_W, 0, STAT_W, STAT_H),
+                      steps=thresholds("green", (1, "orange")),
+                      description="Tiến trình đang chạy đã khởi động trong khoảng thời gian "
+                                  "(khởi động lại nhiều lần chỉ tính một).")
+
+
+def connectors_not_ok() -> PanelBuilder:
+    return big_number(12, "Trình kết nối bất thường", CONNECTORS_NOT_OK,
+                      grid(5 * STAT_W, 0, STAT_W, STAT_H),
+                      steps=thresholds("green", (1, "red")),
+                      description="Đang thử lại, im lặng hoặc đã dừng.")
 
 
 def by_kind() -> PanelBuilder:
@@ -95,22 +184,58 @@ def by_source() -> PanelBuilder:
             .draw_style(common.GraphDrawStyle.LINE).fill_opacity(10))
 
 
-def workers() -> PanelBuilder:
-    return (table.Panel().id(7).title("Tiến trình xử lý (worker)").datasource(DATASOURCE)
-            .with_target(Sql(WORKERS)).grid_pos(grid(0, STAT_H + SERIES_H, 24, TABLE_H))
+def listing(panel_id: int, title: str, sql: str, pos: model.GridPos, no_value: str,
+            description: str) -> table.Panel:
+    return (table.Panel().id(panel_id).title(title).description(description)
+            .datasource(DATASOURCE).with_target(Sql(sql)).grid_pos(pos)
             .show_header(True).cell_height(common.TableCellHeight.SM)
             .align(common.FieldTextAlignment.AUTO).inspect(False).filterable(False)
-            .no_value("—")
-            .override_by_name("Trạng thái", [
-                model.DynamicConfigValue(id_val="custom.cellOptions",
-                                         value={"type": "color-background", "mode": "basic"}),
-                model.DynamicConfigValue(id_val="mappings", value=[{
-                    "type": "value", "options": {
-                        "Hoạt động": {"color": "green", "index": 0},
-                        "Mất tín hiệu": {"color": "red", "index": 1}}}])]))
+            .no_value(no_value))
 
 
-PANELS = (events_total, workers_alive, heartbeat_age, dead_letters, by_kind, by_source, workers)
+def coloured(labels: dict[str, str]) -> list[model.DynamicConfigValue]:
+    """A column whose cell is coloured by its value (label -> colour)."""
+    return [model.DynamicConfigValue(id_val="custom.cellOptions",
+                                     value={"type": "color-background", "mode": "basic"}),
+            model.DynamicConfigValue(id_val="mappings", value=[{
+                "type": "value", "options": {
+                    label: {"color": color, "index": i}
+                    for i, (label, color) in enumerate(labels.items())}}])]
+
+
+def workers() -> PanelBuilder:
+    return (listing(7, "Tiến trình xử lý (worker)", WORKERS,
+                    grid(0, STAT_H + SERIES_H, 12, TABLE_H), "—",
+                    "Khởi động lúc: lần khởi động của tiến trình đang chạy.")
+            .override_by_name("Trạng thái", coloured({"Hoạt động": "green",
+                                                      "Mất tín hiệu": "red"})))
+
+
+def connectors() -> PanelBuilder:
+    return (listing(10, "Trình kết nối", CONNECTORS, grid(12, STAT_H + SERIES_H, 12, TABLE_H),
+                    "Chưa có trình kết nối nào chạy",
+                    "Trạng thái do mỗi trình kết nối ghi; im lặng: không có bản ghi mới lâu "
+                    "hơn ngưỡng của nó.")
+            .override_by_name("Trạng thái", coloured(
+                {HEALTH[h]: color for h, color in HEALTH_COLORS.items()})))
+
+
+def dead_letter_reasons() -> PanelBuilder:
+    return listing(8, "Thư lỗi theo lý do và nguồn", DEAD_LETTER_REASONS,
+                   grid(0, STAT_H + SERIES_H + TABLE_H, REASONS_W, TABLE_H), "Không có thư lỗi",
+                   "Trong khoảng thời gian; nguồn: chủ đề Kafka hoặc trình kết nối.")
+
+
+def recent_dead_letters() -> PanelBuilder:
+    return listing(9, "Thư lỗi gần đây", RECENT_DEAD_LETTERS,
+                   grid(REASONS_W, STAT_H + SERIES_H + TABLE_H, 24 - REASONS_W, TABLE_H),
+                   "Không có thư lỗi",
+                   f"Mới nhất trước (tối đa {RECENT_LIMIT}). Không có nội dung thư: chỉ lý do, "
+                   "lỗi, khóa và kích thước; nội dung ở lại chủ đề thư lỗi.")
+
+
+PANELS = (events_total, workers_alive, heartbeat_age, dead_letters, restarts, connectors_not_ok,
+          by_kind, by_source, workers, connectors, dead_letter_reasons, recent_dead_letters)
 
 
 def build() -> model.Dashboard:

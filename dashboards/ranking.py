@@ -1,7 +1,8 @@
 """The league table: agencies (and communes/wards) ranked in the style of Decision 766/QĐ-TTg.
 
-Rows come from `kpi_agency_ranking` / `kpi_commune_ranking` (ioc/migrations/0005_ranking.sql)
-for the dashboard's time range (a cohort: dossiers received in the period). Points per group by
+Rows come from `kpi_agency_ranking` / `kpi_commune_ranking` (ioc/migrations/0005_ranking.sql;
+since 0017 every group's KPIs in one pass, `kpi_dossiers_by`) for the dashboard's time range
+(a cohort: dossiers received in the period). Points per group by
 the 766 rule (a rate at or above its target earns full points, otherwise rate / target × points):
 progress and results 20 (on time, target 99 %), digitization 22 (target 90 %), online service
 22 (target 80 %), satisfaction 18 (target 95 %); transparency is not measured, so 82 at most.
@@ -17,8 +18,8 @@ from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.overview import commune_variable
 from dashboards.sdk import DATASOURCE, PanelBuilder, Sql, grid, thresholds
+from dashboards.variables import commune_variable
 
 UID = "ioc-ranking"
 TITLE = "IOC — Xếp hạng cơ quan"

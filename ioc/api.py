@@ -32,8 +32,10 @@ from prometheus_client.registry import Collector
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from ioc.alerts.api import alerts_router
 from ioc.auth import BodySizeLimit
 from ioc.db import connect_kwargs
+from ioc.ingest import ingest_body_limits, ingest_router
 from ioc.lag import BrokerUnavailable, broker_metadata, consumer_lag
 from ioc.open311 import open311_router
 from ioc.open311_updates import status_updates_router
@@ -372,7 +374,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.database = db
     app.state.registry = registry
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
+                       per_path=ingest_body_limits(settings))
     app.add_middleware(RequestCounter, counter=requests)
 
     @app.get("/healthz")
@@ -409,6 +412,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(open311_router(settings))
     app.include_router(status_updates_router(settings))
+    app.include_router(alerts_router(settings))
+    app.include_router(ingest_router(settings))
     return app
 
 
@@ -472,3 +477,9 @@ def serve(settings: Settings) -> None:
              uptime_s=round(time.monotonic() - started, 1))
     if server.started is False and not received:
         raise SystemExit(1)  # could not start (port in use...): uvicorn has logged why
+
+
+def openapi_document() -> str:
+    """The API's OpenAPI document as committed in docs/openapi.json (`ioc schema openapi`)."""
+    document = create_app(Settings()).openapi()
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

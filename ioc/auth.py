@@ -10,7 +10,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import psycopg
@@ -110,34 +110,38 @@ async def lookup(request: Request, presented: str) -> ApiKey | None:
 
 
 def require_key(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
-    """Dependency: the verified key holding `scope`, within its rate (one limiter per app,
-    from `settings.api_rate_per_minute`), or an HTTPException."""
+    """Dependency: the verified key holding `scope`, within its rate (see `authorize`)."""
 
     async def dependency(request: Request) -> ApiKey:
-        presented = presented_key(request)
-        if presented is None:
-            raise _unauthorized("an API key is required: send 'Authorization: Bearer <key>'"
-                                " or 'X-API-Key: <key>'")
-        try:
-            key = await lookup(request, presented)
-        except Exception as exc:  # DatabaseDown, psycopg errors
-            log.warning("api key: cannot verify", error=type(exc).__name__)
-            raise HTTPException(503, "API keys cannot be checked now; try again") from None
-        if key is None:
-            raise _unauthorized("the API key is not valid (unknown, malformed or revoked)")
-        if scope not in key.scopes:
-            raise HTTPException(403, f"the API key {key.name!r} lacks the scope {scope!r}")
-        bucket = _state(request, "key_rate_limiter", lambda: RateLimiter(
-            request.app.state.settings.api_rate_per_minute))
-        wait = bucket.take(key.key_id)
-        if wait > 0:
-            raise HTTPException(429, f"too many requests for the API key {key.name!r};"
-                                     f" retry in {math.ceil(wait)} s",
-                                headers={"Retry-After": str(math.ceil(wait))})
-        request.state.api_key = key
-        return key
+        return await authorize(request, scope, presented_key(request))
 
     return dependency
+
+
+async def authorize(request: Request, scope: str, presented: str | None) -> ApiKey:
+    """The verified key holding `scope`, within its rate (one limiter per app, from
+    `settings.api_rate_per_minute`), or an HTTPException (401, 403, 429, 503)."""
+    if presented is None:
+        raise _unauthorized("an API key is required: send 'Authorization: Bearer <key>'"
+                            " or 'X-API-Key: <key>'")
+    try:
+        key = await lookup(request, presented)
+    except Exception as exc:  # DatabaseDown, psycopg errors
+        log.warning("api key: cannot verify", error=type(exc).__name__)
+        raise HTTPException(503, "API keys cannot be checked now; try again") from None
+    if key is None:
+        raise _unauthorized("the API key is not valid (unknown, malformed or revoked)")
+    if scope not in key.scopes:
+        raise HTTPException(403, f"the API key {key.name!r} lacks the scope {scope!r}")
+    bucket = _state(request, "key_rate_limiter", lambda: RateLimiter(
+        request.app.state.settings.api_rate_per_minute))
+    wait = bucket.take(key.key_id)
+    if wait > 0:
+        raise HTTPException(429, f"too many requests for the API key {key.name!r};"
+                                 f" retry in {math.ceil(wait)} s",
+                            headers={"Retry-After": str(math.ceil(wait))})
+    request.state.api_key = key
+    return key
 
 
 # --- request size ----------------------------------------------------------------------------
@@ -153,14 +157,16 @@ def _error_body(path: str, status: int, message: str) -> bytes:
 
 
 class BodySizeLimit:
-    """ASGI middleware: bodies over `max_bytes` answer 413, by Content-Length before reading,
-    or as soon as a chunked body passes the limit (the rest is never read)."""
+    """ASGI middleware: bodies over `max_bytes` (or the path's own limit in `per_path`) answer
+    413, by Content-Length before reading, or as soon as a chunked body passes the limit (the
+    rest is never read)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 per_path: Mapping[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.per_path = app, max_bytes, dict(per_path or {})
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        message = f"body: larger than {self.max_bytes} bytes"
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
+        message = f"body: larger than {limit} bytes"
         body = _error_body(scope.get("path", ""), 413, message)
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
@@ -172,6 +178,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None:
@@ -179,8 +186,8 @@ class BodySizeLimit:
                 declared = int(length)
             except ValueError:
                 declared = -1
-            if declared > self.max_bytes:
-                await self._reject(scope, send)
+            if declared > limit:
+                await self._reject(scope, send, limit)
                 return
         seen = 0
         started = False
@@ -190,7 +197,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise BodyTooLarge
             return message
 
@@ -205,4 +212,4 @@ class BodySizeLimit:
         except BodyTooLarge:
             if started:
                 raise
-            await self._reject(scope, send)
+            await self._reject(scope, send, limit)

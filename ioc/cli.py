@@ -17,6 +17,7 @@ from connectors.cli import app as connectors_app
 from dashboards.cli import app as dashboards_app
 from ioc import logs
 from ioc.alerts.cli import app as alerts_app
+from ioc.import_cli import import_command
 from ioc.keys_cli import app as keys_app
 from ioc.settings import get_settings
 
@@ -24,7 +25,7 @@ app = typer.Typer(help="Streaming monitor of a provincial Intelligent Operations
                   no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
-schema_app = typer.Typer(help="Event contracts.", no_args_is_help=True)
+schema_app = typer.Typer(help="Contracts: events and the HTTP API.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(connectors_app, name="connectors")
@@ -32,6 +33,8 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
+app.command("import")(import_command)
+OPENAPI = Path("docs/openapi.json")
 Seconds = Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
 Seed = Annotated[int, typer.Option(help="Same seed, same province traffic.")]
 Rate = Annotated[float, typer.Option(help="Traffic volume (1 = a realistic province).")]
@@ -160,6 +163,25 @@ def schema_export(directory: Path) -> None:
                   **model.model_json_schema()}
         path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         console.print(f"wrote {path}")
+
+
+@schema_app.command("openapi")
+def schema_openapi(
+    out: Annotated[Path, typer.Option(help="Where the document is committed.")] = OPENAPI,
+    check: Annotated[bool, typer.Option(help="Fail when it differs from the code.")] = False,
+) -> None:
+    """Write the HTTP API's OpenAPI document (or, with --check, compare it)."""
+    from ioc.api import openapi_document
+
+    document = openapi_document()
+    if check:
+        if not out.exists() or out.read_text(encoding="utf-8") != document:
+            raise fail(f"{out} is not what the code serves: run `ioc schema openapi`")
+        console.print(f"{out} is up to date")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document, encoding="utf-8")
+    console.print(f"wrote {out}")
 
 
 @app.command()

@@ -95,7 +95,7 @@ def apply_policies(conn: psycopg.Connection, settings: Settings) -> None:
     policies = [
         ("compression", "events", {"compress_after": days(settings.compress_after_days)}),
         ("retention", "events", {"drop_after": days(settings.retain_events_days)}),
-        ("retention", "rollup_minute", {"drop_after": days(settings.retain_minute_rollups_days)}),
+        ("retention", "dead_letters", {"drop_after": days(settings.retain_events_days)}),
     ]
     for kind, table, args in policies:
         conn.execute(f"SELECT remove_{kind}_policy(%s, if_exists => true)", (table,))

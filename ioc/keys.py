@@ -22,7 +22,9 @@ KDF = "scrypt:16384:8:1"  # n, r, p: about 16 MiB and a few tens of ms per check
 SCOPE = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
 NAME = re.compile(r"^[\w.@-]{1,64}$")
 KEY = re.compile(r"^ioc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
-SCOPES = ("reports:update",)  # the scopes routes ask for today; others are accepted
+# The scopes routes ask for today; others are accepted.
+SCOPES = ("reports:create", "reports:update", "ingest:dossiers", "ingest:edxml",
+          "alerts:read", "alerts:ack")
 
 
 class KeyRequestError(ValueError):

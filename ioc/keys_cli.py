@@ -8,11 +8,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ioc.keys import KeyRequestError, create_key, list_keys, revoke_key
+from ioc.keys import SCOPES, KeyRequestError, create_key, list_keys, revoke_key
 from ioc.settings import get_settings
 
-app = typer.Typer(help="API keys for write access (Open311 status updates).",
-                  no_args_is_help=True)
+app = typer.Typer(help="API keys of citizen apps, source systems and agencies (scopes: "
+                       + ", ".join(SCOPES) + ").", no_args_is_help=True)
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -32,7 +32,7 @@ def _db_error(exc: psycopg.Error) -> typer.Exit:
 @app.command()
 def create(name: Annotated[str, typer.Argument(help="Who holds the key, e.g. so-gtvt.")],
            scope: Annotated[list[str], typer.Option(help="Granted scope (repeatable), e.g."
-                                                    " reports:update.")]) -> None:
+                                                    " reports:create.")]) -> None:
     """Create a key and print it once: it cannot be shown again."""
     try:
         key, secret = create_key(get_settings(), name, scope)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 import psycopg
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from connectors.province import Commune, Province, Service, load_province
 from ioc import open311_xml
+from ioc.auth import authorize, presented_key
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
 from ioc.publisher import EventPublisher
 from ioc.settings import Settings
@@ -35,6 +36,7 @@ log = structlog.get_logger()
 
 PREFIX = "/open311/v2"
 SOURCE = "open311-api"
+CREATE_SCOPE = "reports:create"  # the API key a citizen app posts reports with
 VIETNAM = timezone(timedelta(hours=7))
 MAX_BODY = 256 * 1024
 MAX_SPAN = timedelta(days=90)
@@ -47,9 +49,10 @@ STATUS_SETS = {"open": sorted(OPEN),
 
 
 class Open311Error(Exception):
-    def __init__(self, status: int, *descriptions: str) -> None:
+    def __init__(self, status: int, *descriptions: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(*descriptions)
-        self.status, self.descriptions = status, descriptions
+        self.status, self.descriptions, self.headers = status, descriptions, headers
 
 
 class NewRequest(BaseModel):
@@ -58,6 +61,8 @@ class NewRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, allow_inf_nan=False)
 
     service_code: str = Field(min_length=1, max_length=64)
+    api_key: str | None = Field(None, max_length=256,
+                                description="A key with the scope reports:create (or a header).")
     lat: float | None = Field(None, ge=-90, le=90)
     long: float | None = Field(None, ge=-180, le=180)
     address_string: str | None = Field(None, min_length=1, max_length=1024)
@@ -78,6 +83,23 @@ class NewRequest(BaseModel):
         if self.lat is None and not self.address_string and not self.address_id:
             raise ValueError("a location is required: lat and long, or address_string")
         return self
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` of a route that parses its own body: the model, as form or JSON."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    content = {kind: {"schema": inline(schema)}
+               for kind in ("application/x-www-form-urlencoded", "application/json")}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _describe(exc: ValidationError) -> list[str]:
@@ -200,9 +222,11 @@ def _fmt(fmt: str) -> str:
 
 def _errors(fmt: str, exc: Open311Error) -> Response:
     if fmt == "xml":
-        return open311_xml.errors(exc.status, exc.descriptions)
+        response = open311_xml.errors(exc.status, exc.descriptions)
+        response.headers.update(exc.headers or {})
+        return response
     return JSONResponse([{"code": exc.status, "description": d} for d in exc.descriptions],
-                        status_code=exc.status)
+                        status_code=exc.status, headers=exc.headers)
 
 
 def _list(fmt: str, root: str, item: str, rows: Sequence[dict[str, Any]]) -> Response:
@@ -262,12 +286,21 @@ def open311_router(settings: Settings) -> APIRouter:
             return open311_xml.render_one("service_definition", body)
         return JSONResponse(body)
 
-    @router.post("/requests.{fmt}")
+    @router.post("/requests.{fmt}", openapi_extra=body_schema(NewRequest))
     async def create_request(request: Request, fmt: str) -> Response:
         try:
             fmt = _fmt(fmt)
+            body = await _parse_body(request)
+            # The spec's `api_key` argument, or the headers every other write route takes.
+            api_key = body.get("api_key")
             try:
-                new = NewRequest.model_validate(await _parse_body(request))
+                await authorize(request, CREATE_SCOPE,
+                                presented_key(request) or (str(api_key) if api_key else None))
+            except HTTPException as exc:
+                raise Open311Error(exc.status_code, str(exc.detail), headers=exc.headers
+                                   ) from None
+            try:
+                new = NewRequest.model_validate(body)
             except ValidationError as exc:
                 raise Open311Error(400, *_describe(exc)) from None
             service = services.get(new.service_code)

@@ -32,6 +32,7 @@ from ioc.open311 import (
     _describe,
     _errors,
     _parse_body,
+    body_schema,
     request_row,
 )
 from ioc.publisher import EventPublisher
@@ -116,7 +117,7 @@ def status_updates_router(settings: Settings) -> APIRouter:
 
     authorized = Annotated[ApiKey, Depends(require_key(SCOPE))]
 
-    @router.post("/requests/{request_id}/status.json")
+    @router.post("/requests/{request_id}/status.json", openapi_extra=body_schema(StatusUpdate))
     async def update_status(request: Request, request_id: str, key: authorized) -> Response:
         try:
             try:

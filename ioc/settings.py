@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TOPIC_NAMES = ("dossiers", "documents", "field_reports", "dead_letters")
+TOPIC_NAMES = ("dossiers", "documents", "field_reports", "dead_letters", "connector_status")
 
 
 class Settings(BaseSettings):
@@ -54,7 +54,6 @@ class Settings(BaseSettings):
     # Storage policies (applied where TimescaleDB is installed).
     compress_after_days: int = Field(7, ge=1)
     retain_events_days: int = Field(730, ge=1)
-    retain_minute_rollups_days: int = Field(90, ge=1)
 
     # HTTP API.
     api_host: str = "127.0.0.1"
@@ -71,7 +70,8 @@ class Settings(BaseSettings):
     # Alert rule files (*.yaml), a directory or one file.
     alert_rules: Path = Path("alerts/rules")
     alert_evaluate_seconds: float = Field(15, gt=0)
-    # Role or name -> e-mail addresses (YAML).
+    # Role or name -> addresses: e-mail, telegram:, zalo:, webhook: (YAML, see
+    # ioc/alerts/recipients.py).
     alert_recipients: Path = Path("alerts/recipients.yaml")
     # Alert e-mail; with smtp_host empty no e-mail is sent.
     smtp_host: str = ""
@@ -80,8 +80,36 @@ class Settings(BaseSettings):
     smtp_password: str = ""
     smtp_starttls: bool = False
     smtp_from: str = "ioc@localhost"
+    # Alert webhooks (recipients `webhook:<URL or name>`): the key of their HMAC-SHA256
+    # signature (X-IOC-Signature); empty: no webhook is sent.
+    alert_webhook_secret: str = ""
+    # Telegram Bot API (recipients `telegram:<chat id>`); empty token: no Telegram message.
+    telegram_bot_token: str = ""
+    telegram_api_url: str = "https://api.telegram.org"
+    # Zalo Official Account API (recipients `zalo:<user id>`); empty token: no Zalo message.
+    zalo_access_token: str = ""
+    zalo_api_url: str = "https://openapi.zalo.me/v3.0/oa/message/cs"
+    # Renewing the OA access token (ioc/alerts/zalo.py): the app's id and secret key and the
+    # first refresh token; all three set: the token is renewed and kept in the database.
+    zalo_app_id: str = ""
+    zalo_app_secret: str = ""
+    zalo_refresh_token: str = ""
+    zalo_oauth_url: str = "https://oauth.zaloapp.com/v4/oa/access_token"
     # Base URL of the dashboards, linked from alert messages.
     dashboard_url: str = ""
+
+    # `ioc dashboards push`: a running Grafana's base URL and an administrator's credentials
+    # (a service account token, or a user and password), and what its datasource connects with.
+    grafana_url: str = "http://localhost:3000"
+    grafana_token: str = ""
+    grafana_user: str = ""
+    grafana_password: str = ""
+    grafana_reader_password: str = ""  # the password of grafana_reader (read-only role)
+    grafana_database_host: str = ""  # host:port as Grafana reaches it; empty: the provisioned
+    # Base URL of this API as recipients reach it (one-click acknowledge links in alerts).
+    public_api_url: str = ""
+    # Key signing those links (HMAC-SHA256); empty: messages carry no acknowledge link.
+    alert_link_secret: str = ""
 
     log_level: str = "INFO"
     log_json: bool = False

@@ -8,7 +8,6 @@ lands where it would have landed in order, and replaying an event changes nothin
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from psycopg import sql
@@ -154,7 +153,3 @@ STATE_TABLES: dict[Kind, StateTable] = {
     ),
 }
 
-
-def json_ready(row: Row) -> Row:
-    """Values as jsonb_populate_recordset reads them."""
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}

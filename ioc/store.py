@@ -6,20 +6,20 @@ a row lock, so a replay, a crash before the offset commit, a duplicate, or two w
 handling one entity during a rebalance leave the same rows and counts as a single pass.
 """
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
 from psycopg import sql
+from pydantic_core import to_json
 
 from ioc.db import connect_kwargs
 from ioc.events import Event, Kind
 from ioc.settings import Settings
-from ioc.state import STATE_TABLES, StateTable, json_ready
+from ioc.state import STATE_TABLES, StateTable
 
-ROLLUPS = {"rollup_minute": timedelta(minutes=1), "rollup_hour": timedelta(hours=1)}
+ROLLUP, ROLLUP_WIDTH = sql.Identifier("rollup_hour"), timedelta(hours=1)
 
 INSERT_EVENTS = """
 INSERT INTO events (occurred_at, event_id, kind, entity_id, source, province_code,
@@ -146,7 +146,7 @@ class Store:
 
     async def _update_state(self, conn: psycopg.AsyncConnection, spec: StateTable,
                             events: list[Event]) -> None:
-        rows = [json_ready(row) for row in spec.fold(events)]
+        rows = spec.fold(events)
         table, key = sql.Identifier(spec.table), sql.Identifier(spec.key)
         metrics = sql.Identifier(f"{spec.kind}_metrics")
         # New entities first: inserting takes their row locks, and an entity another worker
@@ -155,7 +155,7 @@ class Store:
             sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM jsonb_populate_recordset("
                     "NULL::{}, %s::jsonb) ON CONFLICT DO NOTHING RETURNING {}").format(
                 table, spec.column_list, spec.column_list, table, key),
-            (json.dumps(rows),),
+            (to_json(rows).decode(),),
         )).fetchall()}
         existing = [r for r in rows if r[spec.key] not in created]
         await conn.execute(METRIC_DELTA)
@@ -165,16 +165,14 @@ class Store:
                                        " FOR UPDATE").format(table, key, key), (keys,))
             await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("-")),
                                (keys,))
-            await conn.execute(spec.upsert_sql(), (json.dumps(existing),))
+            await conn.execute(spec.upsert_sql(), (to_json(existing).decode(),))
         await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("")),
                            ([r[spec.key] for r in rows],))
-        for rollup, width in ROLLUPS.items():
-            table = sql.Identifier(rollup)
-            emptied = await (await conn.execute(sql.SQL(ADD_TO_ROLLUP).format(rollup=table),
-                                                {"kind": spec.kind.value, "width": width})
-                             ).fetchall()
-            if emptied:  # a group an entity left: drop the row rather than keep a zero
-                b, p, c, a, m = _columns(emptied)
-                await conn.execute(sql.SQL(DROP_ZEROS).format(rollup=table), {
-                    "kind": spec.kind.value, "bucket": b, "province": p, "commune": c,
-                    "agency": a, "metric": m})
+        emptied = await (await conn.execute(sql.SQL(ADD_TO_ROLLUP).format(rollup=ROLLUP),
+                                            {"kind": spec.kind.value, "width": ROLLUP_WIDTH})
+                         ).fetchall()
+        if emptied:  # a group an entity left: drop the row rather than keep a zero
+            b, p, c, a, m = _columns(emptied)
+            await conn.execute(sql.SQL(DROP_ZEROS).format(rollup=ROLLUP), {
+                "kind": spec.kind.value, "bucket": b, "province": p, "commune": c,
+                "agency": a, "metric": m})

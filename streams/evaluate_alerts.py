@@ -1,7 +1,8 @@
 """Alert rules evaluated by the worker: a timer every `alert_evaluate_seconds` (default 15)
 loads the rules (settings.alert_rules, re-read each time so edits take effect), evaluates them
-(ioc.alerts.evaluate, in a thread: psycopg is blocking) and logs the transitions. When e-mail
-is configured (smtp_host), it then queues the new transitions and sends what is due
+(ioc.alerts.evaluate, in a thread: psycopg is blocking) and logs the transitions. When a
+channel is configured (smtp_host, telegram_bot_token, zalo_access_token or
+alert_webhook_secret), it then queues the new transitions and sends what is due
 (ioc.alerts.deliver). Nothing raised escapes: a failed round is logged and the next one runs.
 """
 
@@ -10,7 +11,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from ioc.alerts.deliver import enqueue_and_deliver
+from ioc.alerts.deliver import configured, enqueue_and_deliver
 from ioc.alerts.email import SmtpConfig
 from ioc.alerts.evaluate import evaluate
 from ioc.alerts.rules import RuleFileError, load_rules
@@ -23,7 +24,7 @@ EVALUATE_SECONDS = settings.alert_evaluate_seconds
 
 
 def evaluate_once(now: datetime) -> None:
-    """One round (blocking): evaluate, log transitions, queue and send e-mails."""
+    """One round (blocking): evaluate, log transitions, queue and send the messages."""
     if not settings.alert_rules.exists():
         log.debug("no alert rules", path=str(settings.alert_rules))
         return
@@ -39,7 +40,7 @@ def evaluate_once(now: datetime) -> None:
                  state=t.state, value=None if t.value is None else str(t.value),
                  threshold=str(t.threshold), severity=t.severity)
     config = SmtpConfig.from_settings(settings)
-    if config.host:
+    if configured(settings, config):  # any channel: e-mail, Telegram, Zalo, webhook
         enqueue_and_deliver(settings, config, now, rules)
 
 

@@ -18,6 +18,10 @@ PROVINCE = "25"  # Phú Thọ
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 COMMUNES = ["07900", "07894", "07909", "07918"]  # wards of Phú Thọ (checked by a test)
 AGENCIES = ["000.00.12.H25", "000.00.13.H25", "000.79.00.H25"]
+# Districts of the former Phú Thọ (before 1 July 2025): Việt Trì, Phú Thọ town, Đoan Hùng. The
+# i-th entity of each kind carries FORMER_DISTRICTS[i % 5] (none for 3 and 4), as an old
+# record would: no random draw, so every other value of a seeded scenario stays the same.
+FORMER_DISTRICTS = ["227", "228", "230"]
 DUE_SOON = timedelta(hours=24)
 MARGIN = timedelta(hours=2)  # keeps every deadline away from the now() boundaries
 
@@ -43,6 +47,7 @@ class Dossier:
     paid_online: bool
     satisfaction: str | None
     complaint: bool
+    former_district: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -67,6 +72,7 @@ class Document:
     deadline: datetime | None
     created_at: datetime
     statuses: list[tuple[str, datetime]]  # in the order they happened
+    former_district: str | None = None
 
     @property
     def status(self) -> str:
@@ -87,6 +93,7 @@ class Report:
     expected_at: datetime
     status: str
     updated_at: datetime
+    former_district: str | None = None
 
 
 @dataclass
@@ -99,15 +106,19 @@ class Scenario:
     valid_event_ids: set[str] = field(default_factory=set)
     malformed: list[tuple[str, str]] = field(default_factory=list)  # (topic, expected reason)
 
-    def subset(self, commune: str | None = None, since: datetime | None = None) -> "Scenario":
-        """The part of the province a `--unit` / `--since` query looks at."""
-        def keep(unit: str, anchor: datetime) -> bool:
-            return (commune is None or unit == commune) and (since is None or anchor >= since)
+    def subset(self, commune: str | None = None, since: datetime | None = None,
+               former_district: str | None = None) -> "Scenario":
+        """The part of the province a `--unit` / `--since` query (or a dashboard's former
+        district) looks at."""
+        def keep(e: Dossier | Document | Report, anchor: datetime) -> bool:
+            return ((commune is None or e.commune == commune)
+                    and (since is None or anchor >= since)
+                    and (former_district is None or e.former_district == former_district))
         return Scenario(
             now=self.now,
-            dossiers=[d for d in self.dossiers if keep(d.commune, d.received_at)],
-            documents=[d for d in self.documents if keep(d.commune, d.created_at)],
-            reports=[r for r in self.reports if keep(r.commune, r.requested_at)],
+            dossiers=[d for d in self.dossiers if keep(d, d.received_at)],
+            documents=[d for d in self.documents if keep(d, d.created_at)],
+            reports=[r for r in self.reports if keep(r, r.requested_at)],
         )
 
     # --- expected KPIs, straight from the ground truth --------------------------------
@@ -178,12 +189,20 @@ class Scenario:
         }
 
 
-def _envelope(source: str, at: datetime, commune: str, agency: str) -> dict[str, Any]:
+def former_district(i: int) -> str | None:
+    return [*FORMER_DISTRICTS, None, None][i % 5]
+
+
+def _envelope(source: str, at: datetime, commune: str, agency: str,
+              district: str | None = None) -> dict[str, Any]:
+    unit = {"province_code": PROVINCE, "commune_code": commune}
+    if district is not None:
+        unit["former_district_code"] = district
     return {
         "event_id": str(uuid.uuid4()),
         "source": source,
         "occurred_at": at.isoformat(),
-        "unit": {"province_code": PROVINCE, "commune_code": commune},
+        "unit": unit,
         "agency": {"code": agency, "name": f"Cơ quan {agency}"},
     }
 
@@ -227,7 +246,7 @@ def build(seed: int = 7, dossiers: int = 120, documents: int = 80, reports: int 
                     digitized=rng.random() < 0.85, fee_required=fee,
                     paid_online=fee and rng.random() < 0.9,
                     satisfaction=rng.choice([None, "satisfied", "very_satisfied", "unsatisfied"]),
-                    complaint=rng.random() < 0.05)
+                    complaint=rng.random() < 0.05, former_district=former_district(i))
         if d.status in (9, 10) and d.finished_at is None:
             d.finished_at = received + MARGIN
         sc.dossiers.append(d)
@@ -250,7 +269,8 @@ def build(seed: int = 7, dossiers: int = 120, documents: int = 80, reports: int 
                 "satisfaction": d.satisfaction if final else None,
                 "complaint": d.complaint if final else None,
             }
-            events.append(("dossiers", {**_envelope("dvcqg", at, d.commune, d.agency),
+            events.append(("dossiers", {**_envelope("dvcqg", at, d.commune, d.agency,
+                                                    d.former_district),
                                         "kind": "dossier", "payload": payload}))
 
     for i in range(documents):
@@ -267,15 +287,17 @@ def build(seed: int = 7, dossiers: int = 120, documents: int = 80, reports: int 
         doc = Document(document_id=f"000.00.12.H25,{created:%Y/%m/%d},{i}/SKHCN",
                        commune=rng.choice(COMMUNES), agency=rng.choice(AGENCIES),
                        direction=direction, signed=rng.random() < 0.95, deadline=deadline,
-                       created_at=created, statuses=statuses)
+                       created_at=created, statuses=statuses, former_district=former_district(i))
         sc.documents.append(doc)
-        events.append(("documents", {**_envelope("edxml", created, doc.commune, doc.agency),
+        events.append(("documents", {**_envelope("edxml", created, doc.commune, doc.agency,
+                                                 doc.former_district),
                                      "kind": "document", "payload": {
             "document_id": doc.document_id, "direction": direction, "signed": doc.signed,
             "deadline": deadline.isoformat() if deadline else None, "document_type": "1",
             "code_notation": f"{i}/SKHCN-CĐS", "attachment_count": 1, "attachment_bytes": 2048}}))
         for code, at in statuses:
-            events.append(("documents", {**_envelope("edxml", at, doc.commune, doc.agency),
+            events.append(("documents", {**_envelope("edxml", at, doc.commune, doc.agency,
+                                                     doc.former_district),
                                          "kind": "document",
                                          "payload": {"document_id": doc.document_id,
                                                      "status": code}}))
@@ -290,11 +312,13 @@ def build(seed: int = 7, dossiers: int = 120, documents: int = 80, reports: int 
         updated = min(requested + timedelta(hours=rng.uniform(1, 200)), now - timedelta(minutes=1))
         r = Report(request_id=f"PAHT-{i:05d}", commune=rng.choice(COMMUNES),
                    agency=rng.choice(AGENCIES), service_code=rng.choice(["LIGHT", "ROAD", "WASTE"]),
-                   requested_at=requested, expected_at=expected, status=status, updated_at=updated)
+                   requested_at=requested, expected_at=expected, status=status, updated_at=updated,
+                   former_district=former_district(i))
         sc.reports.append(r)
         for step, at in (("open", requested), (status, updated)):
             events.append(("field_reports", {
-                **_envelope("open311", at, r.commune, r.agency), "kind": "field_report",
+                **_envelope("open311", at, r.commune, r.agency, r.former_district),
+                "kind": "field_report",
                 "payload": {"service_request_id": r.request_id, "service_code": r.service_code,
                             "service_name": "Chiếu sáng", "group": "Hạ tầng", "status": step,
                             "lat": 21.3 + rng.uniform(0, 0.1), "long": 105.4 + rng.uniform(0, 0.1),

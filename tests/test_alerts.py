@@ -275,7 +275,7 @@ def test_alerts_is_a_hypertable_on_timescaledb(timescale: TimescaleServer,
     assert ("alerts",) in hypertables
     assert [c for c, _ in columns] == ["at", "rule", "scope", "state", "value", "threshold",
                                        "comparison", "severity", "recipients", "notify_after",
-                                       "seq"]
+                                       "seq", "actor", "note", "silenced_until"]
     rules = [rule(name="backlog", metric="documents.backlog_overdue", scope="province",
                   comparison=">=", threshold=0, **{"for": "0s"}, severity="info")]
     now = datetime.now(UTC)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,10 +50,12 @@ class Portal:
         self.failures: list[int] = []  # statuses answered before serving again
         self.refuse_after: int | None = None  # answer 403 after this many requests
         self.requests: list[dict[str, list[str]]] = []
+        self.times: list[float] = []  # time.monotonic() of each request, as it arrived
         portal = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                portal.times.append(time.monotonic())
                 url = urlsplit(self.path)
                 params = parse_qs(url.query)
                 portal.requests.append(params)

@@ -43,6 +43,7 @@ OVERVIEW_TILES = {
     "Phản ánh quá hạn": ("field_reports", "overdue"),
 }
 OVERVIEW_SERIES = {"Hồ sơ tiếp nhận theo giờ"}
+OVERVIEW_MAP = "Bản đồ phản ánh hiện trường"
 WALL_ROWS = 26  # grid rows visible on a 1920×1080 wall in kiosk mode (30 px + 8 px margin)
 
 
@@ -71,7 +72,8 @@ def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
     assert builder.check() == []
     written = builder.build(tmp_path)
     assert sorted(p.name for p in written) == [
-        "dossiers.json", "overview.json", "pipeline.json", "ranking.json"]
+        "documents.json", "dossiers.json", "field_reports.json", "overview.json", "pipeline.json",
+        "ranking.json"]
     assert builder.check(tmp_path) == []
     (tmp_path / "overview.json").write_text("{}", encoding="utf-8")
     assert builder.check(tmp_path) == [tmp_path / "overview.json"]
@@ -112,12 +114,13 @@ def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
 
 def test_every_template_variable_is_used(board: Board) -> None:
     names = [v["name"] for v in board["templating"]["list"]]
-    assert names == ["commune"]
+    assert names == ["commune", "agency"]
     sql = "\n".join(queries(board))
     for name in names:
         assert re.search(rf"\$\{{{name}(:\w+)?\}}|\${name}\b|\[\[{name}\]\]", sql), name
-    for panel in board["panels"]:  # every panel follows the chosen commune/ward
-        assert all("$commune" in t["rawSql"] for t in panel["targets"]), panel["title"]
+    for panel in board["panels"]:  # every panel follows the chosen commune/ward and agency
+        for name in names:
+            assert all(f"${name}::text" in t["rawSql"] for t in panel["targets"]), panel["title"]
 
 
 def test_load_and_resave_through_the_sdk_keeps_every_key(board: Board) -> None:
@@ -134,12 +137,14 @@ def test_wall_settings_titles_and_no_personal_data(board: Board) -> None:
     titles += [v["label"] for v in board["templating"]["list"]]
     for title in titles:
         assert unicodedata.is_normalized("NFC", title), title
-    assert {p["title"] for p in board["panels"]} == set(OVERVIEW_TILES) | OVERVIEW_SERIES
+    assert {p["title"] for p in board["panels"]} == {*OVERVIEW_TILES, *OVERVIEW_SERIES,
+                                                     OVERVIEW_MAP}
     assert "Xã/phường" in titles and "Tỷ lệ hồ sơ đúng hạn" in titles
     # Aggregates only: panels read the KPI functions and the rollups, nothing per person.
     for sql in queries(board):
         sources = set(re.findall(r"\bFROM\s+(\w+)", sql))
-        assert sources <= {"kpi_dossiers", "kpi_documents", "kpi_field_reports", "rollup_hour"}
+        assert sources <= {"kpi_dossiers", "kpi_documents", "kpi_field_reports", "rollup_hour",
+                           "field_report_facts"}  # the map: codes, category, status, place
     online = next(p for p in board["panels"] if p["title"] == "Tỷ lệ nộp trực tuyến")
     steps = online["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1] == {"color": "green", "value": 80}
@@ -275,31 +280,55 @@ def as_time(value: object) -> datetime:
     return datetime.fromtimestamp(float(value), UTC)
 
 
+def scoped(sc: scenario.Scenario, ward: str | None, agency: str | None,
+           since: datetime | None) -> scenario.Scenario:
+    """What the wall shows for one commune/ward and one agency (None: all)."""
+    sub = sc.subset(commune=ward, since=since)
+    return scenario.Scenario(
+        now=sc.now, dossiers=[d for d in sub.dossiers if agency in (None, d.agency)],
+        documents=[d for d in sub.documents if agency in (None, d.agency)],
+        reports=[r for r in sub.reports if agency in (None, r.agency)])
+
+
 def check_board(settings: Settings, board: Board, sc: scenario.Scenario) -> None:
-    """Run every variable and panel query as Grafana would: for "All" and for one ward, over
-    the whole scenario (anchors are 2 to 40 days old) and over its last ten days (a cohort)."""
+    """Run every variable and panel query as Grafana would: for "All", one ward, one agency and
+    both, over the whole scenario (anchors are 2 to 40 days old) and over its last ten days."""
+    from tests.test_dashboards_field_reports import places, points
+
     end = sc.now + timedelta(minutes=5)
     ranges = [sc.now - timedelta(days=41, microseconds=250_000),
               sc.now - timedelta(days=10) + timedelta(minutes=17, seconds=3)]
+    specs = {v["name"]: v for v in board["templating"]["list"]}
+    where_is = places(sc)
     with connect(settings) as conn:
-        for variable in board["templating"]["list"]:
-            rows = conn.execute(expand(variable["query"], Context(ranges[0], end))).fetchall()
-            assert [r[0] for r in rows] == sorted(
-                {d.commune for d in sc.dossiers} | {r.commune for r in sc.reports})
-        options = [r[0] for r in rows]
-        spec = board["templating"]["list"][0]
+        rows = conn.execute(expand(specs["commune"]["query"], Context(ranges[0], end))).fetchall()
+        communes = [r[0] for r in rows]
+        assert communes == sorted({d.commune for d in sc.dossiers}
+                                  | {r.commune for r in sc.reports})
+        rows = conn.execute(expand(specs["agency"]["query"], Context(ranges[0], end))).fetchall()
+        assert rows == [(a, f"Cơ quan {a} ({a})") for a in sorted(
+            {d.agency for d in sc.dossiers} | {d.agency for d in sc.documents}
+            | {r.agency for r in sc.reports})]
+        agencies = [r[0] for r in rows]
+        options = {"commune": communes, "agency": agencies}
+        seen = Counter[str]()
         for start in ranges:
-            for ward in (None, options[1]):
-                commune = Variable("commune", ward, options=options, multi=spec["multi"],
-                                   include_all=spec["includeAll"], all_value=spec["allValue"])
-                tiles = expected_tiles(sc.subset(commune=ward, since=start))
-                per_hour = expected_per_hour(sc.subset(commune=ward), start, end)
-                assert sum(per_hour.values()) > 0
+            for ward, agency in ((None, None), (communes[1], None), (None, agencies[1]),
+                                 (communes[2], agencies[0])):
+                values = {name: Variable(name, value, options=options[name],
+                                         multi=specs[name]["multi"],
+                                         include_all=specs[name]["includeAll"],
+                                         all_value=specs[name]["allValue"])
+                          for name, value in (("commune", ward), ("agency", agency))}
+                tiles = expected_tiles(scoped(sc, ward, agency, start))
+                per_hour = expected_per_hour(scoped(sc, ward, agency, None), start, end)
+                dots = points(scoped(sc, ward, agency, start), where_is)
+                seen.update(hours=sum(per_hour.values()), dots=len(dots))
                 for timescaledb in (True, False):
                     ctx = Context(start, end, interval=timedelta(hours=1),
-                                  timescaledb=timescaledb, variables={"commune": commune})
+                                  timescaledb=timescaledb, variables=values)
                     for panel in board["panels"]:
-                        where = (panel["title"], start, ward, timescaledb)
+                        where = (panel["title"], start, ward, agency, timescaledb)
                         (target,) = panel["targets"]
                         cursor = conn.execute(expand(target["rawSql"], ctx))
                         rows = cursor.fetchall()
@@ -307,9 +336,13 @@ def check_board(settings: Settings, board: Board, sc: scenario.Scenario) -> None
                             assert target["format"] == "time_series"
                             assert next(c.name for c in cursor.description or []) == "time"
                             assert {as_time(t): plain(v) for t, v in rows} == per_hour, where
+                        elif panel["title"] == OVERVIEW_MAP:
+                            assert panel["type"] == "geomap"
+                            assert rows == dots, where
                         else:
                             assert len(rows) == 1 and len(rows[0]) == 1, where
                             assert plain(rows[0][0]) == tiles[panel["title"]], where
+    assert seen["hours"] > 0 and seen["dots"] > 0  # the series and the map had something
 
 
 def loaded(settings: Settings, sc: scenario.Scenario, timescaledb: bool) -> Settings:

@@ -1,7 +1,7 @@
 """The dossier drill-down (dashboards/dossiers.py): structure, and every panel and variable query
 expanded as Grafana would and run on real PostgreSQL and real TimescaleDB for "All" and for one
-commune/ward and one agency, with values computed here from the scenario's dossiers (never from
-the SQL under test)."""
+commune/ward, one agency and one former district, with values computed here from the scenario's
+dossiers (never from the SQL under test)."""
 
 from __future__ import annotations
 
@@ -81,11 +81,12 @@ def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
 
 def test_every_template_variable_is_used_by_every_panel(board: Board) -> None:
     variables = board["templating"]["list"]
-    assert [v["name"] for v in variables] == ["commune", "agency"]
+    names = ["commune", "agency", "former_district"]
+    assert [v["name"] for v in variables] == names
     for v in variables:  # "All" is SQL NULL, one choice at a time
         assert (v["includeAll"], v["allValue"], v["multi"]) == (True, "NULL", False)
     for panel in board["panels"]:
-        for name in ("commune", "agency"):
+        for name in names:
             assert all(re.search(rf"\${name}::text\b", t["rawSql"]) for t in panel["targets"]), (
                 panel["title"], name)
 
@@ -108,7 +109,7 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
                                                      PER_DAY, LATE_LIST}
     for sql in queries(board):
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
-        assert sources <= {"kpi_dossiers", "dossier_facts", "rollup_hour"}, sql
+        assert sources <= {"kpi_dossiers", "kpi_dossiers_by", "dossier_facts", "rollup_hour"}, sql
     late = next(p for p in board["panels"] if p["title"] == LATE_LIST)
     sql = late["targets"][0]["rawSql"]
     # Codes, agency and dates only: the select list reads no other column.
@@ -128,8 +129,8 @@ def sc() -> scenario.Scenario:
 
 
 def selection(sc: scenario.Scenario, ward: str | None, agency: str | None,
-              since: datetime | None) -> scenario.Scenario:
-    sub = sc.subset(commune=ward, since=since)
+              since: datetime | None, district: str | None = None) -> scenario.Scenario:
+    sub = sc.subset(commune=ward, since=since, former_district=district)
     return scenario.Scenario(now=sc.now, dossiers=[d for d in sub.dossiers
                                                    if agency is None or d.agency == agency])
 
@@ -190,20 +191,27 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
         assert columns == ["__value", "__text"]
         assert rows == [(a, f"Cơ quan {a} ({a})") for a in sorted({d.agency for d in sc.dossiers})]
         agencies = [r[0] for r in rows]
-        selections = [(None, None), (communes[1], None), (None, agencies[0]),
-                      (communes[1], agencies[1])]
+        columns, rows = run(conn, specs["former_district"]["query"], Context(ranges[0], end))
+        assert columns == ["__value", "__text"]
+        assert rows == [(c, f"Huyện cũ {c}") for c in scenario.FORMER_DISTRICTS]
+        districts = [r[0] for r in rows]
+        selections = [(None, None, None), (communes[1], None, None), (None, agencies[0], None),
+                      (communes[1], agencies[1], None), (None, None, districts[0]),
+                      (communes[1], None, districts[1])]
         seen = Counter[str]()
         for start in ranges:
-            for ward, agency in selections:
-                sel = selection(sc, ward, agency, start)
+            for ward, agency, district in selections:
+                sel = selection(sc, ward, agency, start, district)
                 expected_kpis = sel.expected_dossier_kpis()
                 agency_rows = [(code, f"Cơ quan {code}", *kpi_row(sc, ds))
                                for code, ds in by(sel, "agency").items()]
                 commune_rows = [(code, *kpi_row(sc, ds)) for code, ds in by(sel, "commune").items()]
-                days = per_day(selection(sc, ward, agency, None), start, end)
+                days = per_day(selection(sc, ward, agency, None, district), start, end)
                 late = late_list(sel)
-                seen.update(agency_rows=len(agency_rows), days=len(days), late=len(late))
-                variables = {"commune": (ward, communes), "agency": (agency, agencies)}
+                seen.update(agency_rows=len(agency_rows), days=len(days), late=len(late),
+                            district=len(sel.dossiers) if district else 0)
+                variables = {"commune": (ward, communes), "agency": (agency, agencies),
+                             "former_district": (district, districts)}
                 values = {name: Variable(name, value, options=options, multi=specs[name]["multi"],
                                          include_all=specs[name]["includeAll"],
                                          all_value=specs[name]["allValue"])
@@ -211,7 +219,7 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                 for timescaledb in (True, False):
                     ctx = Context(start, end, interval=timedelta(hours=1),
                                   timescaledb=timescaledb, variables=values)
-                    where = (start, ward, agency, timescaledb)
+                    where = (start, ward, agency, district, timescaledb)
                     for title, key in TILES.items():
                         _, rows = run(conn, panels[title]["targets"][0]["rawSql"], ctx)
                         assert len(rows) == 1 and len(rows[0]) == 1, (title, *where)
@@ -236,7 +244,7 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                     for row, want in zip(rows, late, strict=True):
                         assert want[6] - drift - 0.05 <= plain(row[6]) <= want[6] + 0.05, where
     # the selections are not empty: every panel had something to compare
-    assert all(seen[k] > 0 for k in ("agency_rows", "days", "late")), seen
+    assert all(seen[k] > 0 for k in ("agency_rows", "days", "late", "district")), seen
 
 
 def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:

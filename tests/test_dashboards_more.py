@@ -7,6 +7,7 @@ real PostgreSQL and real TimescaleDB, with values computed here from the scenari
 from __future__ import annotations
 
 import json
+import random
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -69,8 +70,12 @@ def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
 
 
 def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
-    cells = covered_cells(board, WALL_ROWS)
-    assert len(cells) == 24 * WALL_ROWS - 24  # a full wall: only the last row is free
+    if board["uid"] == ranking.UID:
+        cells = covered_cells(board, WALL_ROWS)
+        assert len(cells) == 24 * WALL_ROWS - 24  # a full wall: only the last row is free
+    else:  # pipeline health scrolls: taller than a wall, but without a hole
+        cells = covered_cells(board)
+        assert len(cells) == 24 * (max(y for _, y in cells) + 1)
 
 
 def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
@@ -102,7 +107,8 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
     for title in titles:
         assert unicodedata.is_normalized("NFC", title), title
     allowed = {ranking.UID: {"kpi_agency_ranking", "kpi_commune_ranking"},
-               pipeline.UID: {"event_counts_minute", "worker_status"}}[board["uid"]]
+               pipeline.UID: {"event_counts", "worker_status", "dead_letters",
+                              "connector_status"}}[board["uid"]]
     for sql in queries(board):  # aggregates and heartbeats only, nothing per person
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql)) - {"jsonb_each_text"}
         assert sources <= allowed, sql
@@ -222,12 +228,21 @@ def check_ranking(settings: Settings, sc: scenario.Scenario) -> None:
                     assert [tuple(map(plain, r)) for r in rows] == by_commune, where
 
 
-WORKERS = [  # instance, heartbeat age (s), counters
+WORKERS = [  # instance, heartbeat age (s), counters (dead letters per reason)
     ("worker-a", 2, {"events_stored": {"dossiers": 10, "documents": 5},
-                     "dead_letters": {"dossiers": 1}}),
-    ("worker-b", 600, {"events_stored": {"field_reports": 7}, "dead_letters": {}}),
+                     "dead_letters": {"invalid_json": 1}}),
+    ("worker-b", 600, {"events_stored": {"field_reports": 7},
+                       "dead_letters": {"invalid_json": 4, "invalid_event": 3,
+                                        "rejected_by_database": 0}}),
     ("worker-c", 3, {}),
 ]
+STARTED_AGO = {"worker-a": timedelta(hours=1), "worker-b": timedelta(days=30),
+               "worker-c": timedelta(days=50)}
+REASON_LABELS = {"invalid_json": "JSON không hợp lệ", "invalid_event": "Sự kiện không hợp lệ",
+                 "rejected_by_database": "CSDL từ chối", "unmappable": "Không chuyển đổi được"}
+HEALTH_LABELS = {"ok": "Bình thường", "degraded": "Đang thử lại", "silent": "Im lặng",
+                 "stopped": "Đã dừng"}
+KIND_LABELS = {"dossier": "Hồ sơ", "document": "Văn bản", "field_report": "Phản ánh"}
 
 
 def beat(conn: psycopg.Connection) -> dict[str, tuple[datetime, datetime]]:
@@ -235,7 +250,7 @@ def beat(conn: psycopg.Connection) -> dict[str, tuple[datetime, datetime]]:
     now = datetime.now(UTC)
     written = {}
     for instance, age, counters in WORKERS:
-        started, heartbeat = now - timedelta(hours=1), now - timedelta(seconds=age)
+        started, heartbeat = now - STARTED_AGO[instance], now - timedelta(seconds=age)
         conn.execute("INSERT INTO worker_status VALUES (%s, %s, %s, %s::jsonb)"
                      " ON CONFLICT (instance_id) DO UPDATE SET started_at = excluded.started_at,"
                      " heartbeat_at = excluded.heartbeat_at, counters = excluded.counters",
@@ -245,6 +260,83 @@ def beat(conn: psycopg.Connection) -> dict[str, tuple[datetime, datetime]]:
     return written
 
 
+Letter = tuple[datetime, str, str, str, str | None, int, int, int, str]
+
+
+def dead_letters(now: datetime) -> list[Letter]:
+    """(at, origin, reason, error, key, size, dead-letter partition, offset, origin_key),
+    spread over 60 days, more than the recent list shows."""
+    rng = random.Random(16)
+    origins = {"t.ioc.dossiers": ("invalid_json", "invalid_event", "rejected_by_database"),
+               "t.ioc.documents": ("invalid_event",), "dvcqg": ("unmappable",),
+               "dvcqg_import": ("unmappable", "some_new_reason")}
+    letters = []
+    for i in range(90):
+        origin = rng.choice(sorted(origins))
+        at = now - timedelta(days=rng.choice([0, 0, 1, 5, 12, 20, 45, 60]),
+                             minutes=rng.randrange(1440), microseconds=rng.randrange(10**6))
+        key = None if i % 7 == 0 else f"000.00.12.H25-{i:04d}"
+        letters.append((at, origin, rng.choice(origins[origin]), f"payload.status: lỗi {i}",
+                        key, rng.randrange(10, 5000), i % 2, i // 2, f"k{i:03d}"))
+    return letters
+
+
+def write_dead_letters(conn: psycopg.Connection, letters: list[Letter]) -> None:
+    conn.execute("DELETE FROM dead_letters")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dead_letters (at, origin, reason, error, message_key, payload_bytes,"
+            " dead_letter_partition, dead_letter_offset, origin_key)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", letters)
+    conn.commit()
+
+
+CONNECTOR_ROWS = [  # name, kind, health, reason, last success / last record / silent since ago
+    ("zalo_oa", "field_report", "ok", None, timedelta(minutes=1), timedelta(minutes=2), None),
+    ("dvcqg", "dossier", "degraded", "retrying: TransientError: 503", timedelta(minutes=7),
+     timedelta(minutes=8), None),
+    ("edxml", "document", "silent", "no new record since ...", timedelta(hours=2),
+     timedelta(hours=3), timedelta(hours=3)),
+    ("a_stopped", "dossier", "stopped", "PermanentError: 401", None, None, None),
+    ("open311", "field_report", "ok", None, timedelta(seconds=30), None, None),
+]
+
+
+def write_connectors(conn: psycopg.Connection, now: datetime) -> list[tuple]:
+    """Write connector_status; returns the panel's rows as expected (worst health first)."""
+    conn.execute("DELETE FROM connector_status")
+    rows = []
+    for name, kind, health, reason, *times in CONNECTOR_ROWS:
+        success, record, silent = (None if t is None else now - t for t in times)
+        updated = now - timedelta(seconds=5)
+        conn.execute("INSERT INTO connector_status (connector, kind, health, reason,"
+                     " first_run_at, last_success_at, last_record_at, silent_since,"
+                     " silence_seconds, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                     " 3600, %s)", (name, kind, health, reason, now - timedelta(days=3),
+                                    success, record, silent, updated))
+        rows.append((name, KIND_LABELS[kind], HEALTH_LABELS[health], reason, success, record,
+                     silent, updated))
+    conn.commit()
+    worst = ["Đã dừng", "Im lặng", "Đang thử lại", "Bình thường"]
+    return sorted(rows, key=lambda r: (worst.index(r[2]), r[0]))
+
+
+def expected_dead_letters(letters: list[Letter], start: datetime,
+                          end: datetime) -> tuple[int, list[tuple], list[tuple]]:
+    """Count, per reason and origin (count, last seen), and the recent list, in the range."""
+    kept = [x for x in letters if start <= x[0] <= end]
+    groups: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+    for at, origin, reason, *_ in kept:
+        groups[reason, origin].append(at)
+    by_reason = sorted(((reason, REASON_LABELS.get(reason, reason), origin, len(ats), max(ats))
+                        for (reason, origin), ats in groups.items()),
+                       key=lambda r: (-r[3], r[0], r[2]))
+    recent = [(at, origin, REASON_LABELS.get(reason, reason), error, key, size, f"{p}/{o}")
+              for at, origin, reason, error, key, size, p, o, _ in
+              sorted(kept, key=lambda x: (-x[0].timestamp(), x[8]))][:pipeline.RECENT_LIMIT]
+    return len(kept), by_reason, recent
+
+
 def check_pipeline(settings: Settings, sc: scenario.Scenario) -> None:
     board = to_dict(pipeline.build())
     panels = {p["title"]: p["targets"][0] for p in board["panels"]}
@@ -252,7 +344,10 @@ def check_pipeline(settings: Settings, sc: scenario.Scenario) -> None:
     end = sc.now + timedelta(minutes=5)
     ranges = [sc.now - timedelta(days=41, microseconds=250_000),
               sc.now - timedelta(days=10) + timedelta(minutes=17, seconds=3)]
+    letters = dead_letters(sc.now)
     with connect(settings) as conn:
+        write_dead_letters(conn, letters)
+        connectors = write_connectors(conn, sc.now)
         for start in ranges:
             for interval in (timedelta(minutes=1), timedelta(hours=1)):
                 expected = {"kind": expected_rates(sc, "kind", start, end, interval),
@@ -279,8 +374,28 @@ def check_pipeline(settings: Settings, sc: scenario.Scenario) -> None:
                     assert rows == [(2,)], where
                     _, rows = run(conn, panels["Nhịp tim gần nhất"]["rawSql"], ctx)
                     assert 2 <= plain(rows[0][0]) < 2 + 10, where
-                    _, rows = run(conn, panels["Thư lỗi (từ khi khởi động)"]["rawSql"], ctx)
-                    assert rows == [(1,)], where
+                    _, rows = run(conn, panels["Tiến trình khởi động lại"]["rawSql"], ctx)
+                    assert rows == [(sum(start <= b[0] <= end for b in beats.values()),)], where
+                    count, by_reason, recent = expected_dead_letters(letters, start, end)
+                    assert count > pipeline.RECENT_LIMIT or start == ranges[1]
+                    _, rows = run(conn, panels["Thư lỗi trong khoảng thời gian"]["rawSql"], ctx)
+                    assert rows == [(count,)], where
+                    columns, rows = run(conn, panels["Thư lỗi theo lý do và nguồn"]["rawSql"],
+                                        ctx)
+                    assert columns == ["Mã lý do", "Lý do", "Nguồn", "Thư lỗi", "Gần nhất"]
+                    assert rows == by_reason and len(rows) >= 5, where
+                    columns, rows = run(conn, panels["Thư lỗi gần đây"]["rawSql"], ctx)
+                    assert columns == ["Thời điểm", "Nguồn", "Lý do", "Lỗi", "Khóa",
+                                       "Kích thước (byte)", pipeline.PLACE]
+                    assert rows == recent, where
+                    columns, rows = run(conn, panels["Trình kết nối"]["rawSql"], ctx)
+                    assert columns == ["Trình kết nối", "Loại", "Trạng thái", "Lý do",
+                                       "Thành công gần nhất", "Bản ghi gần nhất", "Im lặng từ",
+                                       "Cập nhật lúc"]
+                    assert rows == connectors, where
+                    _, rows = run(conn, panels["Trình kết nối bất thường"]["rawSql"], ctx)
+                    assert rows == [(sum(r[2] != "Bình thường" for r in connectors),)] \
+                        == [(3,)], where
                     columns, rows = run(conn, panels["Tiến trình xử lý (worker)"]["rawSql"], ctx)
                     assert columns == ["Tiến trình", "Khởi động lúc", "Nhịp tim gần nhất",
                                        "Tuổi nhịp tim (giây)", "Trạng thái", "Sự kiện đã lưu",

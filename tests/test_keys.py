@@ -99,7 +99,8 @@ def test_status_update_moves_a_report_to_fixed(
     try:
         api = serve(build_app(prepared))
         lat, long = VIET_TRI
-        created = api.post(f"{V2}/requests.json",
+        _, app_key = create_key(prepared, "citizen-app", ["reports:create"])
+        created = api.post(f"{V2}/requests.json", headers=bearer(app_key),
                            json={"service_code": "GT-01", "lat": lat, "long": long})
         assert created.status_code == 200, created.text
         request_id = created.json()[0]["service_request_id"]
@@ -129,7 +130,8 @@ def test_status_update_moves_a_report_to_fixed(
         # The read side shows it; the key's use was recorded.
         [read] = api.get(f"{V2}/requests/{request_id}.json").json()
         assert (read["status"], read["status_notes"]) == ("closed", "fixed")
-        assert query(prepared, "SELECT last_used_at IS NOT NULL FROM api_keys") == [(True,)]
+        assert query(prepared, "SELECT bool_and(last_used_at IS NOT NULL) FROM api_keys") \
+            == [(True,)]
 
         # X-API-Key works too, and JSON bodies; back to in_progress.
         reopened = api.post(f"{V2}/requests/{request_id}/status.json",

@@ -53,8 +53,7 @@ def jobs(conn: psycopg.Connection, settings: Settings) -> Jobs:
 def test_migrate_twice_creates_hypertables_caggs_and_policies(
     timescale: TimescaleServer,
 ) -> None:
-    settings = fresh_settings(timescale.url, compress_after_days=3, retain_events_days=400,
-                              retain_minute_rollups_days=30)
+    settings = fresh_settings(timescale.url, compress_after_days=3, retain_events_days=400)
     assert migrate(settings) == [version for version, _, _ in migrations(timescale=True)]
     assert migrate(settings) == []
     schema = settings.database_schema
@@ -63,7 +62,8 @@ def test_migrate_twice_creates_hypertables_caggs_and_policies(
             "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables"
             " WHERE hypertable_schema = %s", (schema,)
         ).fetchall())
-        assert hypertables == {"events": True, "rollup_minute": False, "alerts": False}
+        assert hypertables == {"events": True, "rollup_hour": False, "alerts": False,
+                               "dead_letters": False}
         caggs = dict(conn.execute(
             "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
             " WHERE view_schema = %s", (schema,)
@@ -81,13 +81,13 @@ def test_migrate_twice_creates_hypertables_caggs_and_policies(
     assert set(configs) == {
         ("policy_compression", "events"),
         ("policy_retention", "events"),
-        ("policy_retention", "rollup_minute"),
+        ("policy_retention", "dead_letters"),
         ("policy_refresh_continuous_aggregate", "event_counts_minute"),
         ("policy_refresh_continuous_aggregate", "event_counts_hour"),
     }
     assert configs["policy_compression", "events"]["compress_after"] == "3 days"
     assert configs["policy_retention", "events"]["drop_after"] == "400 days"
-    assert configs["policy_retention", "rollup_minute"]["drop_after"] == "30 days"
+    assert configs["policy_retention", "dead_letters"]["drop_after"] == "400 days"
     minute = configs["policy_refresh_continuous_aggregate", "event_counts_minute"]
     hour = configs["policy_refresh_continuous_aggregate", "event_counts_hour"]
     assert (minute["start_offset"], minute["end_offset"]) == ("400 days", "00:01:00")

@@ -15,6 +15,7 @@ from connectors.province import load_province
 from ioc.api import create_app
 from ioc.db import migrate
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.keys import create_key
 from ioc.kpis import read_kpis
 from ioc.open311 import nearest_commune
 from ioc.settings import Settings
@@ -51,6 +52,12 @@ def prepared(settings: Settings) -> Settings:
     migrate(settings)
     asyncio.run(ensure_topics(settings))
     return settings
+
+
+@pytest.fixture
+def app_key(prepared: Settings) -> str:
+    """A citizen app's key: Open311 POSTs need `reports:create`."""
+    return create_key(prepared, "citizen-app", ["reports:create"])[1]
 
 
 def assert_error(response: httpx.Response, status: int, field: str) -> None:
@@ -135,7 +142,7 @@ def test_services_match_the_catalogue(
 # --- a request, end to end -------------------------------------------------------------------
 
 def test_request_reaches_the_kpis_without_personal_data(
-    serve: Callable[[Settings], httpx.Client], prepared: Settings, tmp_path: Path
+    serve: Callable[[Settings], httpx.Client], prepared: Settings, app_key: str, tmp_path: Path
 ) -> None:
     worker = WorkerProcess(prepared, tmp_path / "worker.log").start()
     try:
@@ -144,14 +151,14 @@ def test_request_reaches_the_kpis_without_personal_data(
         description = "Ổ gà lớn trước số nhà 12, liên hệ 0987654321"
         response = api.post(f"{V2}/requests.json", headers=FORM, data={
             "service_code": "GT-01", "lat": str(lat), "long": str(long),
-            "description": description, "api_key": "ignored", **PERSONAL})
+            "description": description, "api_key": app_key, **PERSONAL})
         assert response.status_code == 200, response.text
         [answer] = response.json()
         request_id = answer["service_request_id"]
         assert request_id.startswith("PAHT-25-") and answer["service_notice"]
 
         # JSON bodies too; each POST gets its own id.
-        second = api.post(f"{V2}/requests.json", json={
+        second = api.post(f"{V2}/requests.json", headers={"X-API-Key": app_key}, json={
             "service_code": "MT-01", "lat": lat, "long": long, "email": PERSONAL["email"]})
         assert second.status_code == 200, second.text
         assert second.json()[0]["service_request_id"] != request_id
@@ -219,12 +226,19 @@ def test_request_reaches_the_kpis_without_personal_data(
 # --- bad input: 400 in the spec's format, naming the field; never a 500 -------------------------
 
 def test_bad_requests_answer_400_naming_the_field(
-    serve: Callable[[Settings], httpx.Client], prepared: Settings
+    serve: Callable[[Settings], httpx.Client], prepared: Settings, app_key: str
 ) -> None:
     api = serve(prepared)
     url = f"{V2}/requests.json"
     lat, long = (str(v) for v in VIET_TRI)
     ok = {"service_code": "GT-01", "lat": lat, "long": long}
+    assert_error(api.post(url, headers=FORM, data=ok), 401, "API key")
+    assert_error(api.post(url, headers=FORM, data={**ok, "api_key": "ioc_000000000000_x"}),
+                 401, "not valid")
+    _, updater = create_key(prepared, "agency", ["reports:update"])
+    assert_error(api.post(url, headers=FORM, data={**ok, "api_key": updater}), 403,
+                 "reports:create")
+    api.headers["X-API-Key"] = app_key
     cases = [
         ({"lat": lat, "long": long}, "service_code"),
         ({"service_code": "GT-01"}, "location"),
@@ -282,14 +296,16 @@ def test_bad_requests_answer_400_naming_the_field(
 
 
 def test_dependencies_down_answer_503_not_500(
-    serve: Callable[[Settings], httpx.Client], settings: Settings
+    serve: Callable[[Settings], httpx.Client], prepared: Settings, app_key: str
 ) -> None:
-    api = serve(settings.model_copy(update={
+    lat, long = (str(v) for v in VIET_TRI)
+    report = {"service_code": "GT-01", "lat": lat, "long": long, "api_key": app_key}
+    no_broker = serve(prepared.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"}))
+    assert_error(no_broker.post(f"{V2}/requests.json", headers=FORM, data=report), 503, "queued")
+    api = serve(prepared.model_copy(update={
         "kafka_bootstrap": f"127.0.0.1:{free_port()}",
         "database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/ioc"}))
-    lat, long = (str(v) for v in VIET_TRI)
-    response = api.post(f"{V2}/requests.json", headers=FORM,
-                        data={"service_code": "GT-01", "lat": lat, "long": long})
-    assert_error(response, 503, "queued")
+    response = api.post(f"{V2}/requests.json", headers=FORM, data=report)
+    assert_error(response, 503, "API keys cannot be checked")
     assert_error(api.get(f"{V2}/requests.json"), 503, "cannot be read")
     assert api.get(f"{V2}/services.json").status_code == 200  # the catalogue needs neither

@@ -1,8 +1,11 @@
-"""`ioc alerts`: validate the rule files, list rules and their states, test one rule."""
+"""`ioc alerts`: validate the rule files, list rules and their alerts, test one rule,
+acknowledge or silence an alert."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import getpass
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -12,8 +15,18 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from ioc.alerts.ack import (
+    Alert,
+    AlertConflict,
+    AlertNotFound,
+    Outcome,
+    Ref,
+    acknowledge,
+    current_alerts,
+    silence,
+)
 from ioc.alerts.evaluate import current_states, measure_all, plan
-from ioc.alerts.rules import Rule, RuleFileError, human, load_rules
+from ioc.alerts.rules import Rule, RuleFileError, human, load_rules, parse_duration
 from ioc.db import connect
 from ioc.settings import get_settings
 
@@ -59,25 +72,47 @@ def validate(rules_dir: RulesDir = DEFAULT_RULES) -> None:
 
 @app.command("list")
 def list_rules(rules_dir: RulesDir = DEFAULT_RULES) -> None:
-    """The rules and the current state of each (rule, scope)."""
+    """The rules and the current state of each (rule, scope), with the id, value and who
+    acknowledged or silenced it for alerts that fired (the id is what `ack` takes)."""
     rules = _load(rules_dir)
     settings = get_settings()
     tz = ZoneInfo(settings.timezone)
     try:
         with connect(settings) as conn:
             states = current_states(conn, [r.name for r in rules])
+            alerts = {(a.rule, a.scope): a for a in current_alerts(conn)}
     except psycopg.Error as exc:
         errors.print(Text.assemble(("warning: ", "yellow"), f"no states: {exc}".strip()))
-        states = {}
+        states, alerts = {}, {}
     for rule in rules:
         console.print(f"{rule.name}: {rule.metric} {rule.comparison} {rule.threshold}, "
                       f"{rule.scope}, {rule.window}, for {human(rule.for_)}, {rule.severity} "
                       f"-> {', '.join(rule.recipients)}")
         mine = sorted((scope, c) for (name, scope), c in states.items() if name == rule.name)
         for scope, c in mine:
-            console.print(f"  {c.state} {scope} since {c.at.astimezone(tz):%Y-%m-%d %H:%M}")
+            alert = alerts.get((rule.name, scope))
+            since = alert.since if alert else c.at
+            console.print(f"  {c.state} {scope} since {since.astimezone(tz):%Y-%m-%d %H:%M}"
+                          f"{_details(alert, tz)}")
         if not mine:
             console.print("  ok")
+    names = {rule.name for rule in rules}
+    for alert in (a for (name, _), a in alerts.items() if name not in names):
+        console.print(f"{alert.rule} (not in {rules_dir}): {alert.state} {alert.scope} since "
+                      f"{alert.since.astimezone(tz):%Y-%m-%d %H:%M}{_details(alert, tz)}")
+
+
+def _details(alert: Alert | None, tz: ZoneInfo) -> str:
+    """`, value V, id N` and who acknowledged or silenced it, until when, why."""
+    if alert is None:
+        return ""
+    value = "no data" if alert.value is None else str(alert.value)
+    text = f", value {value}, id {alert.id}"
+    if alert.silenced_until:
+        text += f", until {alert.silenced_until.astimezone(tz):%Y-%m-%d %H:%M}"
+    if alert.actor:
+        text += f", by {alert.actor}"
+    return text + (f": {alert.note}" if alert.note else "")
 
 
 @app.command()
@@ -123,3 +158,63 @@ def test(
                       f"{', '.join(rule.recipients)}, {when}{wait}")
     else:
         console.print("nothing would fire")
+
+
+AlertId = Annotated[str, typer.Argument(
+    metavar="ID", help="The alert's id (`ioc alerts list`), or RULE/SCOPE, e.g."
+    " on-time/agency:000.00.12.H25.")]
+Note = Annotated[str | None, typer.Option(help="Why, for the record.")]
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _act(action: Callable[[Ref], Outcome], alert_id: str) -> Outcome:
+    try:
+        return action(Ref.parse(alert_id))
+    except (ValueError, AlertNotFound, AlertConflict) as exc:
+        errors.print(Text.assemble(("error: ", "red"), str(exc)))
+        raise typer.Exit(1) from None
+    except psycopg.Error as exc:
+        errors.print(Text.assemble(("error: ", "red"), f"database: {exc}".strip()))
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def ack(alert_id: AlertId, note: Note = None) -> None:
+    """Acknowledge a firing alert: no reminder until it resolves (then a resolved message)."""
+    settings = get_settings()
+    outcome = _act(lambda ref: acknowledge(settings, ref, _actor(), note, datetime.now(UTC)),
+                   alert_id)
+    alert = outcome.alert
+    if outcome.changed:
+        console.print(f"acknowledged {alert.id}: {alert.rule} {alert.scope}")
+    else:
+        console.print(f"{alert.id}: {alert.rule} {alert.scope} was already acknowledged"
+                      f" by {alert.actor}")
+
+
+@app.command("silence")
+def silence_(
+    alert_id: AlertId,
+    for_: Annotated[str, typer.Option("--for", help="How long: 30m, 2h, 1 day...")],
+    note: Note = None,
+) -> None:
+    """Silence an alert for a while: no message; then it fires again if it still holds."""
+    try:
+        length = parse_duration(for_)
+    except ValueError as exc:
+        errors.print(Text.assemble(("error: ", "red"), f"--for: {exc}"))
+        raise typer.Exit(1) from None
+    if length <= timedelta(0):
+        errors.print(Text.assemble(("error: ", "red"), "--for: must be longer than 0"))
+        raise typer.Exit(1)
+    settings = get_settings()
+    now = datetime.now(UTC)
+    outcome = _act(lambda ref: silence(settings, ref, now + length, _actor(), note, now),
+                   alert_id)
+    alert, tz = outcome.alert, ZoneInfo(settings.timezone)
+    assert alert.silenced_until is not None
+    console.print(f"silenced {alert.id}: {alert.rule} {alert.scope} until "
+                  f"{alert.silenced_until.astimezone(tz):%Y-%m-%d %H:%M}")

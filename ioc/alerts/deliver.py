@@ -1,39 +1,67 @@
-"""Drain the alert outbox: send each due row, mark it sent, retry failures later.
+"""Drain the alert outbox: send each due row on its channel, mark it sent, retry failures later.
+
+Channels (the outbox row's `channel`): `email` (ioc/alerts/email.py), `telegram`
+(telegram.py), `zalo` (zalo.py), `webhook` (webhook.py); every one says the same words
+(message.py). A channel is configured when its setting is set: smtp_host, telegram_bot_token,
+zalo_access_token (or zalo_refresh_token and the app's id and secret), alert_webhook_secret.
 
 Every row is handled in its own transaction, locked with FOR UPDATE SKIP LOCKED while it is
-being sent: two deliverers never send the same row, and a recipient whose server refuses does
-not hold up the others. A failed attempt keeps the row `pending` with `attempts` + 1 and
-`next_attempt_at` pushed back (BACKOFF), until MAX_ATTEMPTS make it `failed`. A row is due
-when `next_attempt_at <= now`: that is the alert's `notify_after` (working-hours routing) at
-first.
+being sent: two deliverers never send the same row, and a recipient or a channel that refuses
+does not hold up the others. A transient failure keeps the row `pending` with `attempts` + 1
+and `next_attempt_at` pushed back (BACKOFF, or the service's `retry_after`), until
+MAX_ATTEMPTS make it `failed`; a permanent one (a 4xx answer, an unknown chat...) makes it
+`failed` at once, the reason in `last_error`. After a transient failure the rest of that
+channel (that webhook host) waits for the next round, so a dead service costs one timeout per
+round, not one per message. A row is due when `next_attempt_at <= now`: that is the alert's
+`notify_after` (working-hours routing) at first. E-mail: a 5xx reply to the sender, a recipient
+or the message (550 unknown mailbox...) is permanent; 4xx replies, a refused greeting or login
+and connection errors are transient (ioc/alerts/email.py).
 
-Recipients: `alerts/recipients.yaml` (setting alert_recipients) maps a rule's recipient (role,
-`role:CODE` or name) to e-mail addresses; an entry that is an address is used as it is.
+A firing notice or reminder still queued when a person acknowledged or silenced its alert
+(after it, before it resolved) is not sent: the row becomes `cancelled`, who and when in
+`last_error` (migration 0015). A resolved notice always goes out.
+
+Every message says since when the alert holds: the first pending or firing row after the last
+resolved one, the same for the first notice and every reminder.
+
+Delivery is at least once: a crash after a service accepted a message but before the row is
+marked sends it again on restart (webhooks carry the row id in X-IOC-Delivery for receivers to
+drop the repeat).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import httpx
 import structlog
-import yaml
 
-from ioc.alerts import email
-from ioc.alerts.email import Notice, SmtpConfig
+from ioc.alerts import email, telegram, webhook, zalo
+from ioc.alerts.email import SmtpConfig
+from ioc.alerts.links import ack_link
+from ioc.alerts.message import Notice, compose
 from ioc.alerts.outbox import enqueue
+from ioc.alerts.recipients import Address, load, resolver
 from ioc.alerts.rules import Rule
+from ioc.alerts.transport import Outgoing, Sender, SendError, client
 from ioc.db import connect
 from ioc.settings import Settings
+
+__all__ = ["Address", "Delivery", "backoff", "configured", "deliver", "enqueue_and_deliver",
+           "load_recipients", "recipients_path", "resolver", "senders"]
 
 log = structlog.get_logger()
 
 MAX_ATTEMPTS = 12
 BACKOFF = timedelta(seconds=30)  # doubled at each failure, at most MAX_BACKOFF
 MAX_BACKOFF = timedelta(hours=1)
+
+load_recipients = load  # role or name -> addresses (ioc/alerts/recipients.py)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -45,68 +73,109 @@ def recipients_path(settings: Settings) -> Path:
     return settings.alert_recipients
 
 
-def load_recipients(path: Path) -> dict[str, list[str]]:
-    """role or name -> e-mail addresses, from a YAML mapping (a value: one address or a list)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a mapping of recipient -> e-mail addresses")
-    table: dict[str, list[str]] = {}
-    for key, value in data.items():
-        addresses = [value] if isinstance(value, str) else value
-        if not isinstance(addresses, list) or not all(
-                isinstance(a, str) and "@" in a for a in addresses):
-            raise ValueError(f"{path}: {key}: one e-mail address or a list of them")
-        table[str(key)] = addresses
-    return table
+HTTP_CHANNELS = {"telegram": telegram, "zalo": zalo, "webhook": webhook}
 
 
-def resolver(table: dict[str, list[str]]) -> Callable[[str], list[str]]:
-    """`director:000.00.12.H25` is looked up as itself, then as `director`."""
-    def resolve(recipient: str) -> list[str]:
-        if recipient in table:
-            return table[recipient]
-        role = recipient.split(":", 1)[0]
-        if role in table:
-            return table[role]
-        return [recipient] if "@" in recipient else []
-    return resolve
+def configured(settings: Settings, smtp: SmtpConfig | None) -> set[str]:
+    """The channels that can send."""
+    found = {"email"} if smtp is not None and smtp.host else set()
+    return found | {name for name, module in HTTP_CHANNELS.items()
+                    if module.configured(settings)}
+
+
+def senders(settings: Settings, smtp: SmtpConfig | None, http: httpx.Client,
+            ) -> dict[str, Sender]:
+    """channel -> its sender, for the configured channels."""
+    channels = configured(settings, smtp)
+    found: dict[str, Sender] = {}
+    if "email" in channels and smtp is not None:
+        def send_email(out: Outgoing, config: SmtpConfig = smtp) -> None:
+            email.send(config, email.build(out.text, config.sender, out.target, out.notice))
+        found["email"] = send_email
+    for name, module in HTTP_CHANNELS.items():
+        if name in channels:
+            found[name] = module.sender(settings, http)
+    return found
 
 
 @dataclass(frozen=True)
 class Delivery:
     id: int
     recipient: str
-    state: str  # sent | pending (will retry) | failed (gave up)
+    state: str  # sent | pending (will retry) | failed (gave up) | cancelled (acknowledged/silenced)
     attempts: int
     error: str | None = None
+    channel: str = "email"
 
 
+# The due row, the start of its episode (the first pending or firing row after the last
+# resolved one) and, for a firing row, the first acknowledgement or silence after it in the
+# same episode (then it is not sent).
 DUE = """
-SELECT o.id, o.recipient, o.attempts, a.rule, a.scope, a.state, a.severity, a.value,
-       a.threshold, a.comparison, a.at,
-       (SELECT p.at FROM alerts p WHERE p.rule = a.rule AND p.scope = a.scope
-          AND p.state = 'pending' AND (p.at, p.seq) < (a.at, a.seq)
+SELECT o.id, o.channel, o.recipient, o.attempts, a.seq, a.rule, a.scope, a.state, a.severity,
+       a.value, a.threshold, a.comparison, a.at,
+       (SELECT min(p.at) FROM alerts p WHERE p.rule = a.rule AND p.scope = a.scope
+          AND p.state IN ('pending', 'firing') AND (p.at, p.seq) <= (a.at, a.seq)
           AND NOT EXISTS (SELECT 1 FROM alerts r WHERE r.rule = a.rule AND r.scope = a.scope
                           AND r.state = 'resolved' AND (r.at, r.seq) > (p.at, p.seq)
-                          AND (r.at, r.seq) < (a.at, a.seq))
-          ORDER BY p.at DESC, p.seq DESC LIMIT 1) AS pending_since
+                          AND (r.at, r.seq) < (a.at, a.seq))) AS since,
+       h.state, h.actor, h.at, h.silenced_until
 FROM alert_outbox o JOIN alerts a ON a.seq = o.alert_seq
-WHERE o.state = 'pending' AND o.next_attempt_at <= %(now)s AND o.channel = 'email'
-  AND o.id > %(after)s
+LEFT JOIN LATERAL (
+    SELECT s.state, s.actor, s.at, s.silenced_until FROM alerts s
+    WHERE a.state = 'firing' AND s.rule = a.rule AND s.scope = a.scope
+      AND s.state IN ('acknowledged', 'silenced') AND (s.at, s.seq) > (a.at, a.seq)
+      AND NOT EXISTS (SELECT 1 FROM alerts r WHERE r.rule = a.rule AND r.scope = a.scope
+                      AND r.state = 'resolved' AND (r.at, r.seq) > (a.at, a.seq)
+                      AND (r.at, r.seq) < (s.at, s.seq))
+    ORDER BY s.at, s.seq LIMIT 1) h ON true
+WHERE o.state = 'pending' AND o.next_attempt_at <= %(now)s AND o.id > %(after)s
 ORDER BY o.id
 LIMIT 1
 FOR UPDATE OF o SKIP LOCKED
 """
 
 
-def deliver(settings: Settings, config: SmtpConfig, now: datetime,
-            rules: Sequence[Rule] = ()) -> list[Delivery]:
-    """Send every row due at `now`; returns what happened to each."""
+def _stopped(state: str, actor: str | None, at: datetime, until: datetime | None) -> str:
+    """Why a queued firing notice is not sent."""
+    who = f" by {actor}" if actor else ""
+    if state == "silenced" and until is not None:
+        return f"silenced{who} at {at.isoformat()} until {until.isoformat()}"
+    return f"{state}{who} at {at.isoformat()}"
+
+
+def _breaker(channel: str, target: str) -> str:
+    """What one transient failure puts off until the next round: the channel, or the host."""
+    return f"webhook:{urlsplit(target).netloc}" if channel == "webhook" else channel
+
+
+def _shown(channel: str, target: str) -> str:
+    """A webhook URL may hold a token: logs show its host only."""
+    return urlsplit(target).netloc if channel == "webhook" else target
+
+
+def deliver(settings: Settings, config: SmtpConfig | None, now: datetime,
+            rules: Sequence[Rule] = (), send_by: Mapping[str, Sender] | None = None,
+            ) -> list[Delivery]:
+    """Send every row due at `now`; returns what happened to each row tried.
+
+    `config`: e-mail (None or an empty host: no e-mail); the other channels come from
+    `settings`. `send_by` replaces the senders (channel -> sender) built from those."""
     if now.tzinfo is None:
         raise ValueError("now must have a time zone")
+    with client() as http:
+        if send_by is None:
+            send_by = senders(settings, config, http)
+        return _drain(settings, config, now, rules, send_by)
+
+
+def _drain(settings: Settings, config: SmtpConfig | None, now: datetime,
+           rules: Sequence[Rule], send_by: Mapping[str, Sender]) -> list[Delivery]:
     tz = ZoneInfo(settings.timezone)
+    dashboard_url = (config.dashboard_url if config is not None else "") or settings.dashboard_url
     metrics = {rule.name: rule.metric for rule in rules}
     done: list[Delivery] = []
+    down: set[str] = set()  # put off until the next round after a transient failure
     after = 0
     with connect(settings) as conn:
         while True:
@@ -114,46 +183,72 @@ def deliver(settings: Settings, config: SmtpConfig, now: datetime,
                 row = conn.execute(DUE, {"now": now, "after": after}).fetchone()
                 if row is None:
                     break
-                (id_, recipient, attempts, rule, scope, state, severity, value, threshold,
-                 comparison, at, pending_since) = row
+                (id_, channel, recipient, attempts, seq, rule, scope, state, severity, value,
+                 threshold, comparison, at, since, stop_state, stop_actor, stop_at,
+                 stop_until) = row
                 after = id_
+                if stop_state is not None:
+                    reason = _stopped(stop_state, stop_actor, stop_at, stop_until)
+                    conn.execute("UPDATE alert_outbox SET state = 'cancelled', last_error = %s"
+                                 " WHERE id = %s", (reason, id_))
+                    log.info("alert message cancelled", channel=channel,
+                             recipient=_shown(channel, recipient), rule=rule, scope=scope,
+                             reason=reason)
+                    done.append(Delivery(id_, recipient, "cancelled", attempts, reason, channel))
+                    continue
+                if _breaker(channel, recipient) in down:
+                    continue
                 notice = Notice(rule=rule, metric=metrics.get(rule, rule), scope=scope,
                                 state=state, severity=severity, value=value,
                                 threshold=threshold, comparison=comparison, at=at,
-                                since=pending_since or at)
-                message = email.compose(notice, config.sender, recipient,
-                                        config.dashboard_url, tz)
+                                since=since or at, seq=seq)
+                ack_url = ack_link(settings, seq, now) if state == "firing" else None
+                out = Outgoing(id=id_, channel=channel, target=recipient, notice=notice,
+                               text=compose(notice, dashboard_url, tz, ack_url),
+                               dashboard_url=dashboard_url, ack_url=ack_url)
+                send = send_by.get(channel)
                 try:
-                    email.send(config, message)
-                except Exception as exc:  # any failure: retry later
+                    if send is None:
+                        raise SendError(f"channel {channel!r} is not configured",
+                                        permanent=True)
+                    send(out)
+                except Exception as exc:  # any failure: retry later, unless permanent
                     attempts += 1
-                    error = f"{type(exc).__name__}: {exc}"[:500]
-                    final = attempts >= MAX_ATTEMPTS
+                    error = (str(exc) if isinstance(exc, SendError)
+                             else f"{type(exc).__name__}: {exc}")[:500]
+                    permanent = isinstance(exc, SendError) and exc.permanent
+                    final = permanent or attempts >= MAX_ATTEMPTS
+                    retry_after = exc.retry_after if isinstance(exc, SendError) else None
+                    wait = (timedelta(seconds=retry_after) if retry_after is not None
+                            else backoff(attempts))
                     conn.execute(
                         "UPDATE alert_outbox SET attempts = %s, last_error = %s, state = %s,"
                         " next_attempt_at = %s WHERE id = %s",
-                        (attempts, error, "failed" if final else "pending",
-                         now + backoff(attempts), id_))
-                    log.warning("alert e-mail not sent", recipient=recipient, rule=rule,
-                                scope=scope, attempts=attempts, error=error, gave_up=final)
+                        (attempts, error, "failed" if final else "pending", now + wait, id_))
+                    if not permanent:
+                        down.add(_breaker(channel, recipient))
+                    log.warning("alert message not sent", channel=channel,
+                                recipient=_shown(channel, recipient), rule=rule, scope=scope,
+                                attempts=attempts, error=error, gave_up=final)
                     done.append(Delivery(id_, recipient, "failed" if final else "pending",
-                                         attempts, error))
+                                         attempts, error, channel))
                 else:
                     conn.execute(
                         "UPDATE alert_outbox SET attempts = attempts + 1, state = 'sent',"
                         " sent_at = now(), last_error = NULL WHERE id = %s", (id_,))
-                    log.info("alert e-mail sent", recipient=recipient, rule=rule, scope=scope,
+                    log.info("alert message sent", channel=channel,
+                             recipient=_shown(channel, recipient), rule=rule, scope=scope,
                              state=state)
-                    done.append(Delivery(id_, recipient, "sent", attempts + 1))
+                    done.append(Delivery(id_, recipient, "sent", attempts + 1, None, channel))
     return done
 
 
-def enqueue_and_deliver(settings: Settings, config: SmtpConfig, now: datetime,
+def enqueue_and_deliver(settings: Settings, config: SmtpConfig | None, now: datetime,
                         rules: Sequence[Rule] = (),
                         recipients: Path | None = None) -> list[Delivery]:
-    """Queue the new transitions (recipients from the YAML file), then send what is due."""
-    resolve = resolver(load_recipients(recipients or recipients_path(settings)))
+    """Queue the new transitions (recipients from the YAML file) on the configured channels,
+    then send what is due."""
+    resolve = resolver(load(recipients or recipients_path(settings)))
     with connect(settings) as conn:
-        enqueue(conn, resolve, now)
+        enqueue(conn, resolve, now, channels=configured(settings, config))
     return deliver(settings, config, now, rules)
-

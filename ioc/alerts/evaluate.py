@@ -7,7 +7,13 @@ ok). At each evaluation, with the condition `value <comparison> threshold`:
     pending  + true   -> firing   once true for at least `for` since the pending row
     pending  + false  -> resolved (never fired)
     firing   + false  -> resolved
+    firing   + true   -> firing   again (a reminder) once `quiet` has passed since the last
+                                  firing row was due (its notify_after); `quiet` 0: never
+    acknowledged + true -> (nothing: no reminder until it resolves)
+    silenced + true   -> firing   once `silenced_until` has passed (nothing before)
+    acknowledged / silenced + false -> resolved (a resolved message goes out: it had fired)
 
+`acknowledged` and `silenced` rows are written by people (ioc/alerts/ack.py), never here.
 Only transitions are written, each with its value and threshold: evaluating twice at the same
 `now` writes nothing the second time. A scope that has no value any more (no data in the
 window, a NULL rate) counts as false.
@@ -53,7 +59,7 @@ class Transition:
     rule: str
     scope: str
     state: str  # pending | firing | resolved
-    previous: str  # ok | pending | firing
+    previous: str  # ok | pending | firing | acknowledged | silenced
     value: Decimal | None
     threshold: Decimal
     comparison: str
@@ -71,11 +77,18 @@ class Transition:
 class Current:
     state: str
     at: datetime
+    until: datetime | None = None  # silenced: until when
+    notified_at: datetime | None = None  # when the newest firing row was due (reminders)
 
 
 def measure(conn: psycopg.Connection, rule: Rule, now: datetime, tz: ZoneInfo,
             ) -> list[Measurement]:
-    """The rule's metric for each of its scope keys at `now`."""
+    """The rule's metric for each of its scope keys at `now`; built-in kinds (due_soon, surge,
+    no_signal) measure in ioc/alerts/kinds.py."""
+    if rule.kind != "threshold":
+        from ioc.alerts.kinds import KINDS  # kinds imports Measurement from here
+
+        return KINDS[rule.kind](conn, rule, now, tz)
     function, column, table = rule.kpi
     since, until = rule.window.bounds(now, tz)
     fn, col = sql.Identifier(function), sql.Identifier(column)
@@ -112,15 +125,42 @@ def _number(value: object) -> Decimal | None:
 
 def current_states(conn: psycopg.Connection, rules: Iterable[str] | None = None,
                    ) -> dict[tuple[str, str], Current]:
-    """The newest row of each (rule, scope) that is not resolved."""
+    """The newest row of each (rule, scope) that is not resolved, with when its newest firing
+    row was due (the reminder cadence counts from there)."""
     names = None if rules is None else list(rules)
     rows = conn.execute(
-        "SELECT DISTINCT ON (rule, scope) rule, scope, state, at FROM alerts"
-        " WHERE %(names)s::text[] IS NULL OR rule = ANY(%(names)s::text[])"
-        " ORDER BY rule, scope, at DESC, seq DESC",
+        "SELECT n.rule, n.scope, n.state, n.at, n.silenced_until,"
+        " (SELECT greatest(f.at, f.notify_after) FROM alerts f"
+        "   WHERE f.rule = n.rule AND f.scope = n.scope AND f.state = 'firing'"
+        "   ORDER BY f.at DESC, f.seq DESC LIMIT 1)"
+        " FROM (SELECT DISTINCT ON (rule, scope) rule, scope, state, at, silenced_until"
+        "       FROM alerts WHERE %(names)s::text[] IS NULL OR rule = ANY(%(names)s::text[])"
+        "       ORDER BY rule, scope, at DESC, seq DESC) n"
+        " WHERE n.state <> 'resolved'",
         {"names": names},
     ).fetchall()
-    return {(r, s): Current(state, at) for r, s, state, at in rows if state != "resolved"}
+    return {(r, s): Current(state, at, until, notified)
+            for r, s, state, at, until, notified in rows}
+
+
+def reminder_due(rule: Rule, current: Current, now: datetime) -> bool:
+    """A firing alert is told again once `quiet` has passed since its last message was due:
+    never more often than `quiet`, and never twice while working hours hold one back."""
+    if rule.quiet.total_seconds() <= 0 or current.notified_at is None:
+        return False
+    return now >= current.notified_at + rule.quiet
+
+
+def fires_now(rule: Rule, current: Current, now: datetime) -> bool:
+    """Whether a (rule, scope) in `current` whose condition holds writes a firing row at `now`:
+    pending for long enough, its silence over, or a reminder due (acknowledged: never)."""
+    if current.state == "pending":
+        return now - current.at >= rule.for_
+    if current.state == "silenced":
+        return current.until is not None and now >= current.until
+    if current.state == "firing":
+        return reminder_due(rule, current, now)
+    return False
 
 
 def plan(rules: Sequence[Rule], measurements: Iterable[Measurement],
@@ -132,11 +172,12 @@ def plan(rules: Sequence[Rule], measurements: Iterable[Measurement],
     transitions = []
 
     def make(rule: Rule, scope: str, state: str, previous: str,
-             value: Decimal | None) -> Transition:
+             value: Decimal | None, threshold: Decimal | None = None) -> Transition:
         return Transition(
             at=now, rule=rule.name, scope=scope, state=state, previous=previous, value=value,
-            threshold=rule.threshold, comparison=rule.comparison, severity=rule.severity,
-            recipients=tuple(rule.recipients),
+            threshold=rule.threshold if threshold is None else threshold,
+            comparison=rule.comparison, severity=rule.severity,
+            recipients=rule.recipients_for(scope),
             notify_after=rule.notify_after(now, tz) if state == "firing" else None,
         )
 
@@ -144,18 +185,21 @@ def plan(rules: Sequence[Rule], measurements: Iterable[Measurement],
         key = (m.rule.name, m.scope)
         seen.add(key)
         current = states.get(key)
+        if current and current.at > now:
+            continue  # a person acked or silenced after this `now`: the next round decides
         state = current.state if current else "ok"
+        limit = getattr(m, "threshold", None)  # a surge's limit is its scope's own
         if m.breached:
             if state == "ok":
                 target = "firing" if m.rule.for_.total_seconds() == 0 else "pending"
-                transitions.append(make(m.rule, m.scope, target, state, m.value))
-            elif state == "pending" and current and now - current.at >= m.rule.for_:
-                transitions.append(make(m.rule, m.scope, "firing", state, m.value))
+                transitions.append(make(m.rule, m.scope, target, state, m.value, limit))
+            elif current and fires_now(m.rule, current, now):
+                transitions.append(make(m.rule, m.scope, "firing", state, m.value, limit))
         elif state != "ok":
-            transitions.append(make(m.rule, m.scope, "resolved", state, m.value))
+            transitions.append(make(m.rule, m.scope, "resolved", state, m.value, limit))
     # Scopes with a state but no value any more (no data in the window): the condition is false.
     for (name, scope), current in states.items():
-        if name in by_name and (name, scope) not in seen:
+        if name in by_name and (name, scope) not in seen and current.at <= now:
             transitions.append(make(by_name[name], scope, "resolved", current.state, None))
     return transitions
 

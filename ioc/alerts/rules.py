@@ -14,6 +14,23 @@ A file holds one rule (a mapping) or several (a list of mappings, or `rules:` wi
     recipients: [chairman, "director:000.00.12.H25"]
     quiet: 4 hours                       # re-notify period while firing
     working_hours: true                  # non-critical alerts wait for office hours
+
+`kind:` (default `threshold`, the KPI comparison above) picks a built-in rule instead; each
+measures its own value (ioc/alerts/kinds.py), so `metric`, `comparison` and `window` are set
+by the kind and may not be given:
+
+    kind: due_soon      # open dossiers whose deadline falls in [now, now + within)
+    within: 24 hours    # default 24 hours; `threshold` (default 1): fires when count >= it
+    kind: surge         # field reports in the last hour (`window: last N`, default 1 hour)
+    factor: 3           # fires when count >= factor x the usual count at that time of day
+    min_count: 5        # ... and count >= min_count (the rule's threshold)
+    baseline: 28 days   # usual = mean over the same window on each of the previous N days
+    kind: no_signal     # minutes since the newest event / cursor move of a source
+    expected: 30 minutes  # fires when silent for longer; scope `each source` | `source: NAME`
+
+A recipient may name the scope's code: `agency-head:{agency}` becomes
+`agency-head:000.00.12.H25` for the scope `agency:000.00.12.H25` (`{commune}`, `{source}`
+alike; see Rule.recipients_for).
 """
 
 from __future__ import annotations
@@ -29,7 +46,15 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 # metric name -> (KPI function, column of its result, table whose scopes it covers)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -59,6 +84,17 @@ UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400,
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(seconds?|minutes?|hours?|days?|[smhd])\s*$")
 LAST = re.compile(r"^\s*last\s+(.+)$")
 CODE = re.compile(r"^[0-9A-Za-z.\-_]+$")
+
+Kind = Literal["threshold", "due_soon", "surge", "no_signal"]
+# What a built-in kind measures (the name alerts and messages show) and how it compares.
+KIND_METRICS = {"due_soon": "dossiers.due_soon", "surge": "field_reports.surge",
+                "no_signal": "sources.silent_minutes"}
+KIND_COMPARISONS = {"due_soon": ">=", "surge": ">=", "no_signal": ">"}
+# Fields only one kind reads -> that kind.
+KIND_FIELDS = {"within": "due_soon", "factor": "surge", "min_count": "surge",
+               "baseline": "surge", "expected": "no_signal"}
+SOURCE_SCOPES = ("each_source", "source")
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 # Office hours of state agencies (Mon-Fri) in the province's time zone.
 WORK_START, WORK_END = time(7, 30), time(17, 30)
@@ -94,11 +130,12 @@ def human(duration: timedelta) -> str:
 class Scope:
     """Which values a rule compares: one (`province`, a fixed agency or commune) or one per key."""
 
-    kind: Literal["province", "each_agency", "each_commune", "agency", "commune"]
+    kind: Literal["province", "each_agency", "each_commune", "agency", "commune",
+                  "each_source", "source"]
     code: str | None = None
 
     def __str__(self) -> str:
-        if self.kind in ("agency", "commune"):
+        if self.kind in ("agency", "commune", "source"):
             return f"{self.kind}: {self.code}"
         return self.kind.replace("_", " ")
 
@@ -107,37 +144,38 @@ def parse_scope(value: object) -> Scope:
     if isinstance(value, str):
         text = " ".join(value.lower().split())
         fixed = {"province": Scope("province"), "each agency": Scope("each_agency"),
-                 "each commune": Scope("each_commune")}
+                 "each commune": Scope("each_commune"), "each source": Scope("each_source")}
         if text in fixed:
             return fixed[text]
-        match = re.match(r"^(agency|commune)\s*:\s*(\S+)$", value.strip())
+        match = re.match(r"^(agency|commune|source)\s*:\s*(\S+)$", value.strip())
         if match:
             value = {match.group(1): match.group(2)}
     if isinstance(value, dict) and len(value) == 1:
         (kind, code), = value.items()
-        if kind in ("agency", "commune") and isinstance(code, str | int):
+        if kind in ("agency", "commune", "source") and isinstance(code, str | int):
             code = str(code)
             if not CODE.match(code):
-                raise ValueError(f"{code!r} is not an agency or commune code")
+                raise ValueError(f"{code!r} is not an agency, commune or source code")
             if kind == "commune" and not re.fullmatch(r"\d{5}", code):
                 raise ValueError(f"commune code {code!r} must have 5 digits")
             return Scope(kind, code)
-    raise ValueError("one of 'province', 'each agency', 'each commune', "
-                     "'agency: CODE', 'commune: CODE'")
+    raise ValueError("one of 'province', 'each agency', 'each commune', 'each source', "
+                     "'agency: CODE', 'commune: CODE', 'source: NAME'")
 
 
 @dataclass(frozen=True)
 class Window:
-    """`today`, `this_month` (calendar, in the province's time zone) or `last N units`."""
+    """`today`, `this_month` (calendar, in the province's time zone) or `last N units`;
+    `next N units` only as the horizon of a due_soon rule (not written in YAML)."""
 
-    kind: Literal["today", "this_month", "last"]
+    kind: Literal["today", "this_month", "last", "next"]
     length: timedelta | None = None
 
     def bounds(self, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
         """[since, until) of the KPI cohort at `now`."""
-        if self.kind == "last":
+        if self.kind in ("last", "next"):
             assert self.length is not None
-            return now - self.length, now
+            return (now - self.length, now) if self.kind == "last" else (now, now + self.length)
         local = now.astimezone(tz)
         if self.kind == "today":
             start = datetime.combine(local.date(), time(), tz)
@@ -150,9 +188,9 @@ class Window:
         return start, end
 
     def __str__(self) -> str:
-        if self.kind == "last":
+        if self.kind in ("last", "next"):
             assert self.length is not None
-            return f"last {human(self.length)}"
+            return f"{self.kind} {human(self.length)}"
         return self.kind
 
 
@@ -169,60 +207,183 @@ def parse_window(value: object) -> Window:
     raise ValueError("one of 'today', 'this_month', 'last N minutes/hours/days'")
 
 
+def _missing() -> PydanticCustomError:
+    return PydanticCustomError("missing", "Field required")
+
+
+def _placeholder(kind: str | None, value: object) -> object:
+    """A required field is missing: an error, unless the kind is unknown (its error suffices;
+    the value returned is never used, the rule being invalid)."""
+    if kind is None:
+        return value
+    raise _missing()
+
+
+def _not_used(kind: str, value: object, hint: str) -> None:
+    """Fields a built-in kind sets itself may not be given."""
+    if value not in (None, ""):
+        raise ValueError(f"not used by kind: {kind} ({hint})")
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
                               arbitrary_types_allowed=True)
 
+    # Validated in this order: a field's validator sees the kind and the fields above it.
+    # Defaults of None are filled in by the kind (or required) by the validators below.
+    kind: Kind = "threshold"
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.\-]*$", max_length=100)
     description: str = ""
-    metric: str
+    metric: str = Field("", validate_default=True)
     scope: Scope
-    comparison: Literal["<", "<=", ">", ">="]
-    threshold: Decimal
-    window: Window
+    comparison: Literal["<", "<=", ">", ">="] = Field(None, validate_default=True)
+    within: timedelta | None = Field(None, validate_default=True)
+    factor: Decimal | None = Field(None, ge=1, validate_default=True)
+    min_count: int | None = Field(None, ge=1, validate_default=True)
+    baseline: timedelta | None = Field(None, validate_default=True)
+    expected: timedelta | None = Field(None, validate_default=True)
+    threshold: Decimal = Field(None, validate_default=True)
+    window: Window = Field(None, validate_default=True)
     for_: timedelta = Field(timedelta(0), alias="for")
     severity: Literal["info", "warning", "critical"]
     recipients: list[str] = Field(min_length=1)
     quiet: timedelta = timedelta(hours=4)
     working_hours: bool = True
 
-    @field_validator("metric")
+    @field_validator("metric", mode="before")
     @classmethod
-    def _metric(cls, value: str) -> str:
+    def _metric(cls, value: object, info: ValidationInfo) -> object:
+        kind = info.data.get("kind")
+        if kind in KIND_METRICS:
+            _not_used(kind, value, f"it measures {KIND_METRICS[kind]}")
+            return KIND_METRICS[kind]
+        if kind is None:  # an unknown kind: its own error says enough
+            return value or ""
+        if value in ("", None):
+            raise _missing()
         if value not in METRICS:
             raise ValueError(f"unknown metric {value!r}; one of: {', '.join(METRICS)}")
         return value
 
     @field_validator("scope", mode="before")
     @classmethod
-    def _scope(cls, value: object) -> Scope:
-        return value if isinstance(value, Scope) else parse_scope(value)
+    def _scope(cls, value: object, info: ValidationInfo) -> Scope:
+        scope = value if isinstance(value, Scope) else parse_scope(value)
+        kind = info.data.get("kind")
+        if kind == "no_signal" and scope.kind not in SOURCE_SCOPES:
+            raise ValueError("kind no_signal watches sources: 'each source' or 'source: NAME'")
+        if kind not in (None, "no_signal") and scope.kind in SOURCE_SCOPES:
+            raise ValueError(f"{scope} is only for kind: no_signal")
+        return scope
 
-    @field_validator("window", mode="before")
+    @field_validator("comparison", mode="before")
     @classmethod
-    def _window(cls, value: object) -> Window:
-        return value if isinstance(value, Window) else parse_window(value)
+    def _comparison(cls, value: object, info: ValidationInfo) -> object:
+        kind = info.data.get("kind")
+        if kind in KIND_COMPARISONS:
+            _not_used(kind, value, f"it fires when the value is {KIND_COMPARISONS[kind]} "
+                                   "the threshold")
+            return KIND_COMPARISONS[kind]
+        if value is None:
+            return _placeholder(kind, ">=")
+        return value
 
-    @field_validator("for_", "quiet", mode="before")
+    @field_validator("within", "factor", "min_count", "baseline", "expected", mode="before")
     @classmethod
-    def _duration(cls, value: object) -> timedelta:
-        return value if isinstance(value, timedelta) else parse_duration(value)
+    def _kind_field(cls, value: object, info: ValidationInfo) -> object:
+        """A field of one kind: refused on others, its default (or required) on its own."""
+        assert info.field_name is not None
+        owner, kind = KIND_FIELDS[info.field_name], info.data.get("kind")
+        if value is None:
+            if kind != owner:
+                return None
+            defaults: dict[str, object] = {"within": timedelta(hours=24), "factor": 3,
+                                           "min_count": 5, "baseline": timedelta(days=28)}
+            if info.field_name not in defaults:
+                raise _missing()
+            value = defaults[info.field_name]
+        elif kind is not None and kind != owner:
+            raise ValueError(f"only for kind: {owner}")
+        if isinstance(value, bool):
+            raise ValueError("a number" if info.field_name in ("factor", "min_count")
+                             else "a duration like '30 minutes'")
+        if info.field_name == "factor" and isinstance(value, float):
+            return Decimal(str(value))
+        if info.field_name in ("within", "baseline", "expected"):
+            length = value if isinstance(value, timedelta) else parse_duration(value)
+            if length <= timedelta(0):
+                raise ValueError("must be longer than 0")
+            if info.field_name == "baseline" and (length.total_seconds() % 86400
+                                                  or length > timedelta(days=366)):
+                raise ValueError("whole days, at most 366 (e.g. '28 days')")
+            return length
+        return value
 
     @field_validator("threshold", mode="before")
     @classmethod
-    def _threshold(cls, value: object) -> object:
+    def _threshold(cls, value: object, info: ValidationInfo) -> object:
+        kind = info.data.get("kind")
+        if kind == "surge":  # the floor: factor x usual must also reach min_count
+            _not_used(kind, value, "set min_count and factor")
+            return info.data.get("min_count") or 1
+        if kind == "no_signal":
+            _not_used(kind, value, "set expected")
+            expected = info.data.get("expected") or timedelta(0)
+            return Decimal(int(expected.total_seconds())) / 60
+        if value is None:
+            return 1 if kind == "due_soon" else _placeholder(kind, 0)
         if isinstance(value, bool):
             raise ValueError("a number")
         if isinstance(value, float):
             return Decimal(str(value))
         return value
 
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: object, info: ValidationInfo) -> Window:
+        kind = info.data.get("kind")
+        if kind == "due_soon":
+            _not_used(kind, value, "set within")
+            return Window("next", info.data.get("within") or timedelta(hours=24))
+        if kind == "no_signal":
+            _not_used(kind, value, "set expected")
+            return Window("last", info.data.get("expected") or timedelta(minutes=30))
+        if value is None:
+            if kind == "surge":
+                return Window("last", timedelta(hours=1))
+            return _placeholder(kind, Window("today"))
+        window = value if isinstance(value, Window) else parse_window(value)
+        if kind == "surge" and (window.kind != "last" or window.length is None
+                                or window.length > timedelta(days=1)):
+            raise ValueError("a surge compares 'last N minutes/hours' (at most 1 day)")
+        return window
+
+    @field_validator("for_", "quiet", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        return value if isinstance(value, timedelta) else parse_duration(value)
+
     @field_validator("recipients")
     @classmethod
-    def _recipients(cls, value: list[str]) -> list[str]:
+    def _recipients(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if any(not r.strip() for r in value):
             raise ValueError("a recipient cannot be empty")
+        scope = info.data.get("scope")
+        own = scope.kind.removeprefix("each_") if scope else None
+        for recipient in value:
+            for name in PLACEHOLDER.findall(recipient):
+                if name != own:
+                    raise ValueError(f"{{{name}}} in {recipient!r}: the scope {scope} has no "
+                                     f"{name} code" if scope else f"{{{name}}}: no scope")
         return value
+
+    def recipients_for(self, scope: str) -> tuple[str, ...]:
+        """The recipients of one scope key (`agency:CODE`...): `{agency}` (`{commune}`,
+        `{source}`) replaced by its code, so `agency-head:{agency}` reaches the agency
+        responsible (deliver.resolver looks up `agency-head:CODE`, then `agency-head`)."""
+        kind, _, code = scope.partition(":")
+        return tuple(PLACEHOLDER.sub(lambda m: code if m.group(1) == kind else m.group(0), r)
+                     for r in self.recipients)
 
     @property
     def kpi(self) -> tuple[str, str, str]:

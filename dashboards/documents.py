@@ -1,0 +1,187 @@
+"""Official documents (văn bản), drill-down: incoming and outgoing per period, the backlog and
+its overdue part, the digital-signature rate, per agency, how long processing took, and the
+overdue documents.
+
+Counts and rates come from `kpi_documents(since, until, unit, agency, former_district)` and the
+flags of `document_facts` (ioc/migrations/0003_kpis.sql) for the dashboard's time range (a
+cohort: documents first seen in the period), the chosen commune/ward (`$commune`), agency
+(`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
+SQL NULL for each; the per-agency table reads `kpi_documents_by` (migration 0017): the same
+KPIs for every agency in one pass. Backlog: incoming documents not rejected, completed or
+recalled; overdue: in the backlog and past their deadline (compared with now()).
+
+"Incoming and outgoing" sums the hourly rollup (`rollup_hour`, kind 'document') per period of
+`$trend` in Vietnam's calendar (dashboards/trend.py); the first and last period may be partial.
+The rollup has no former district: with one chosen, the panel counts the chosen documents per
+hour of their anchor time instead (the same buckets).
+Processing time: from first seen to the "completed" (06) status message, completed documents
+only. The overdue list shows identifiers, agency and dates only (metadata: the database keeps no
+subject, content or attachment of a document).
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards import former_district
+from dashboards.dossiers import listing
+from dashboards.durations import distribution_panel, distribution_sql
+from dashboards.overview import rate_steps
+from dashboards.sdk import PanelBuilder, big_number, grid, series, thresholds
+from dashboards.trend import period, trend_variable
+from dashboards.variables import agency_variable, commune_variable
+
+UID = "ioc-documents"
+TITLE = "IOC — Văn bản"
+PERIOD = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
+DISTRICT = "$former_district::text"
+SCOPE = f"{PERIOD}, $commune::text, $agency::text, {DISTRICT}"
+LIST_LIMIT = 50
+TILE_H, ROW_H, TABLE_H, LIST_H = 5, 9, 9, 12
+
+
+# The selection, as a filter on `document_facts` (same rule as kpi_documents).
+SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
+  AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+  AND ($agency::text IS NULL OR agency_code = $agency::text)
+  AND {former_district.CONDITION}"""
+
+# Column title -> kpi_documents column, after the agency columns of the table.
+COLUMNS = {
+    "Văn bản đến": "incoming",
+    "Văn bản đi": "outgoing",
+    "Tỷ lệ ký số": "signed_rate",
+    "Đã hoàn thành": "completed",
+    "Tỷ lệ đúng hạn": "on_time_rate",
+    "Tồn đọng": "backlog",
+    "Tồn đọng quá hạn": "backlog_overdue",
+}
+RATES = [title for title, column in COLUMNS.items() if column.endswith("_rate")]
+# QCVN 102:2016 business status codes of the documents still in the backlog.
+STATUS_LABELS = {"01": "Đã đến", "03": "Đã tiếp nhận", "04": "Đã phân công",
+                 "05": "Đang xử lý", "13": "Đề nghị thu hồi", "16": "Từ chối thu hồi"}
+
+
+def kpi(column: str) -> str:
+    return f"SELECT {column} AS value FROM kpi_documents({SCOPE})"
+
+
+def _columns() -> str:
+    columns = {"Mã cơ quan": "group_code", "Cơ quan": "group_name", **COLUMNS}
+    return ",\n       ".join(f'{column} AS "{title}"' for title, column in columns.items())
+
+
+# kpi_documents per agency of the selection, in one pass (`kpi_documents_by`, migration 0017).
+BY_AGENCY = f"""SELECT {_columns()}
+FROM kpi_documents_by({PERIOD}, 'agency', $commune::text, $agency::text, {DISTRICT})
+ORDER BY group_code"""
+
+CHOSEN = """($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+        AND ($agency::text IS NULL OR agency_code = $agency::text)"""
+IN_AND_OUT = f"""SELECT {period("bucket")} AS "time",
+       coalesce(sum(value) FILTER (WHERE metric = 'incoming'), 0) AS "Văn bản đến",
+       coalesce(sum(value) FILTER (WHERE metric = 'outgoing'), 0) AS "Văn bản đi"
+FROM (SELECT bucket, metric, value
+      FROM rollup_hour
+      WHERE {DISTRICT} IS NULL AND kind = 'document' AND metric IN ('incoming', 'outgoing')
+        AND {CHOSEN}
+      UNION ALL
+      SELECT time_bucket(INTERVAL '1 hour', anchor_at), direction, 1
+      FROM document_facts
+      WHERE former_district_code = {DISTRICT} AND direction IN ('incoming', 'outgoing')
+        AND {CHOSEN}) AS moved
+WHERE $__timeFilter(bucket)
+GROUP BY 1
+ORDER BY 1"""
+
+PROCESSING_TIME = distribution_sql(
+    "extract(epoch FROM completed_at - anchor_at) / 3600", "document_facts",
+    f"completed AND {SELECTION}", "document_id", "Văn bản")
+
+DAYS_LATE = "Số ngày quá hạn"
+_STATUS = "\n".join(f"            WHEN '{code}' THEN '{label}'"
+                    for code, label in STATUS_LABELS.items())
+OVERDUE = f"""SELECT document_id AS "Mã văn bản",
+       code_notation AS "Số, ký hiệu",
+       agency_code AS "Mã cơ quan",
+       agency_name AS "Cơ quan",
+       deadline AS "Hạn xử lý",
+       CASE coalesce(status, '01')
+{_STATUS}
+            ELSE status END AS "Trạng thái",
+       round((extract(epoch FROM now() - deadline) / 86400)::numeric, 1) AS "{DAYS_LATE}"
+FROM document_facts
+WHERE overdue
+  AND {SELECTION}
+ORDER BY deadline, document_id
+LIMIT {LIST_LIMIT}"""
+
+
+def tile(panel_id: int, title: str, column: str, x: int, **options: object) -> PanelBuilder:
+    return big_number(panel_id, title, kpi(column), grid(x, 0, 4, TILE_H), **options)
+
+
+def tiles() -> list[PanelBuilder]:
+    return [
+        tile(1, "Văn bản đến", "incoming", 0),
+        tile(2, "Văn bản đi", "outgoing", 4),
+        tile(3, "Tỷ lệ văn bản đi ký số", "signed_rate", 8, unit="percent", decimals=1,
+             steps=rate_steps(95, 80), description="Chỉ tiêu: ≥ 95 %"),
+        tile(4, "Tỷ lệ xử lý đúng hạn", "on_time_rate", 12, unit="percent", decimals=1,
+             steps=rate_steps(95, 85),
+             description="Văn bản đã hoàn thành trước hạn xử lý (hoặc không có hạn)."),
+        tile(5, "Văn bản đến tồn đọng", "backlog", 16, steps=thresholds("green", (1, "orange")),
+             description="Văn bản đến chưa hoàn thành, không bị từ chối hay thu hồi."),
+        tile(6, "Tồn đọng quá hạn", "backlog_overdue", 20, steps=thresholds("green", (1, "red"))),
+    ]
+
+
+def in_and_out() -> PanelBuilder:
+    return series(7, "Văn bản đến và đi theo chu kỳ", IN_AND_OUT, grid(0, TILE_H, 16, ROW_H))
+
+
+def processing_time() -> PanelBuilder:
+    return distribution_panel(
+        8, "Thời gian xử lý văn bản", PROCESSING_TIME, grid(16, TILE_H, 8, ROW_H),
+        "Văn bản đã hoàn thành: từ khi đến đến khi hoàn thành (trạng thái 06).")
+
+
+def by_agency() -> PanelBuilder:
+    panel = listing(9, "Theo cơ quan", BY_AGENCY, grid(0, TILE_H + ROW_H, 24, TABLE_H),
+                    "Văn bản trong khoảng thời gian, theo cơ quan.")
+    for rate in RATES:
+        panel = panel.override_by_name(rate, [
+            model.DynamicConfigValue(id_val="unit", value="percent"),
+            model.DynamicConfigValue(id_val="decimals", value=2)])
+    return panel
+
+
+def overdue() -> PanelBuilder:
+    return (listing(10, "Văn bản đến quá hạn", OVERDUE,
+                    grid(0, TILE_H + ROW_H + TABLE_H, 24, LIST_H),
+                    f"Văn bản tồn đọng đã quá hạn xử lý, theo hạn (tối đa {LIST_LIMIT}). "
+                    "Chỉ số hiệu, cơ quan và thời hạn: không có nội dung văn bản.")
+            .override_by_name(DAYS_LATE, [
+                model.DynamicConfigValue(id_val="decimals", value=1),
+                model.DynamicConfigValue(id_val="custom.cellOptions",
+                                         value={"type": "color-text"}),
+                model.DynamicConfigValue(id_val="color", value={"mode": "fixed",
+                                                                "fixedColor": "red"})]))
+
+
+PANELS = (in_and_out, processing_time, by_agency, overdue)
+
+
+def build() -> model.Dashboard:
+    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "van-ban"]).timezone("Asia/Ho_Chi_Minh")
+             .time("now-30d", "now").refresh("1m").week_start("monday").readonly()
+             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
+             .with_variable(commune_variable()).with_variable(agency_variable())
+             .with_variable(former_district.variable("documents"))
+             .with_variable(trend_variable()))
+    for panel in tiles():
+        board = board.with_panel(panel)
+    for make in PANELS:
+        board = board.with_panel(make())
+    return board.build()

@@ -1,0 +1,198 @@
+"""Citizen field reports (phản ánh hiện trường), drill-down: open and overdue, per category and
+per commune/ward, the trend, how long resolving took, the overdue reports and the map.
+
+Every count reads `field_report_facts` (ioc/migrations/0003_kpis.sql), with the flags the
+`kpi_field_reports` function counts, for the dashboard's time range (a cohort: reports
+requested in the period), the chosen commune/ward (`$commune`), agency (`$agency`), category
+(`$category`, the Open311 `service_code`) and former district (`$former_district`,
+dashboards/former_district.py); "All" is SQL NULL. The KPI function has no category
+argument, so the panels count the same flags themselves (COUNTS mirrors it column for column).
+Overdue compares with now(). Time to resolve: from the request to the update that fixed or
+closed the report.
+
+"New and resolved" counts reports per period of `$trend` (dashboards/trend.py): new by request
+time, resolved by resolution time, each within the time range. No panel shows who reported:
+the database holds no name, phone or e-mail, and the lists and the map show codes, category,
+place and dates only.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards import former_district
+from dashboards.dossiers import indent, listing
+from dashboards.durations import distribution_panel, distribution_sql
+from dashboards.reportmap import map_panel, points_sql, status_label
+from dashboards.sdk import PanelBuilder, big_number, grid, query_variable, series, thresholds
+from dashboards.trend import period, trend_variable
+from dashboards.variables import agency_variable, commune_variable
+
+UID = "ioc-field-reports"
+TITLE = "IOC — Phản ánh hiện trường"
+LIST_LIMIT = 50
+TILE_H, TABLE_H, ROW_H, MAP_H = 5, 9, 9, 14
+
+CATEGORIES = """SELECT service_code AS __value,
+       coalesce(max(service_name), service_code) || ' (' || service_code || ')' AS __text
+FROM field_reports
+GROUP BY service_code
+ORDER BY 1"""
+
+# Commune/ward, agency, category and former district (no time): what every panel filters on.
+CHOSEN = f"""($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+  AND ($agency::text IS NULL OR agency_code = $agency::text)
+  AND ($category::text IS NULL OR service_code = $category::text)
+  AND {former_district.CONDITION}"""
+SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
+  AND {CHOSEN}"""
+
+# Column title -> the aggregate over `field_report_facts`, as kpi_field_reports computes it.
+COUNTS = {
+    "Phản ánh": "count(*)",
+    "Đang xử lý": "count(*) FILTER (WHERE is_open)",
+    "Quá hạn": "count(*) FILTER (WHERE overdue)",
+    "Đã giải quyết": "count(*) FILTER (WHERE resolved)",
+    "Trùng lặp": "count(*) FILTER (WHERE is_duplicate)",
+    "Trung vị giờ giải quyết": ("round((percentile_cont(0.5) WITHIN GROUP "
+                                "(ORDER BY resolve_seconds) / 3600)::numeric, 2)"),
+}
+MEDIAN = "Trung vị giờ giải quyết"
+
+
+def counts(names: dict[str, str], group: str | None) -> str:
+    """COUNTS over the selection, per `group` (the `names` columns lead) or for all of it."""
+    columns = {**names, **COUNTS}
+    lines = ",\n       ".join(f'{sql} AS "{title}"' for title, sql in columns.items())
+    grouped = f"\nGROUP BY {group}\nORDER BY {group}" if group else ""
+    return f"SELECT {lines}\nFROM field_report_facts\nWHERE {SELECTION}{grouped}"
+
+
+def tile_sql(title: str) -> str:
+    return f'SELECT {COUNTS[title]} AS value\nFROM field_report_facts\nWHERE {SELECTION}'
+
+
+BY_CATEGORY = counts({"Mã lĩnh vực": "service_code", "Lĩnh vực": "max(service_name)",
+                      "Nhóm": "max(service_group)"}, "service_code")
+BY_COMMUNE = counts({"Mã xã/phường": "commune_code"}, "commune_code")
+
+NEW_AND_RESOLVED = f"""SELECT "time",
+       count(*) FILTER (WHERE what = 'new') AS "Phản ánh mới",
+       count(*) FILTER (WHERE what = 'resolved') AS "Đã giải quyết"
+FROM (SELECT {period("anchor_at")} AS "time", 'new' AS what
+      FROM field_report_facts
+      WHERE $__timeFilter(anchor_at)
+        AND {indent(CHOSEN)}
+      UNION ALL
+      SELECT {period("resolved_at")}, 'resolved'
+      FROM field_report_facts
+      WHERE resolved AND $__timeFilter(resolved_at)
+        AND {indent(CHOSEN)}) x
+GROUP BY 1
+ORDER BY 1"""
+
+TIME_TO_RESOLVE = distribution_sql("resolve_seconds / 3600", "field_report_facts",
+                                   f"resolved AND {SELECTION}", "service_request_id", "Phản ánh")
+
+DAYS_LATE = "Số ngày quá hạn"
+OVERDUE = f"""SELECT service_request_id AS "Mã phản ánh",
+       coalesce(service_name, service_code) AS "Lĩnh vực",
+       commune_code AS "Mã xã/phường",
+       agency_code AS "Mã cơ quan",
+       expected_datetime AS "Hạn xử lý",
+       {status_label(overdue_first=False).replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
+       round((extract(epoch FROM now() - expected_datetime) / 86400)::numeric, 1) AS "{DAYS_LATE}"
+FROM field_report_facts
+WHERE overdue
+  AND {SELECTION}
+ORDER BY expected_datetime, service_request_id
+LIMIT {LIST_LIMIT}"""
+
+POINTS = points_sql(SELECTION)
+
+
+def category_variable() -> db.QueryVariable:
+    return query_variable("category", "Lĩnh vực", CATEGORIES, all_value="NULL")
+
+
+def tile(panel_id: int, title: str, x: int, **options: object) -> PanelBuilder:
+    return big_number(panel_id, title, tile_sql(title), grid(x, 0, 4, TILE_H), **options)
+
+
+def tiles() -> list[PanelBuilder]:
+    return [
+        tile(1, "Phản ánh", 0, description="Phản ánh tiếp nhận trong khoảng thời gian."),
+        tile(2, "Đang xử lý", 4, steps=thresholds("green", (1, "orange"))),
+        tile(3, "Quá hạn", 8, steps=thresholds("green", (1, "red")),
+             description="Đang xử lý, đã qua thời hạn dự kiến."),
+        tile(4, "Đã giải quyết", 12),
+        tile(5, MEDIAN, 16, unit="h", decimals=1,
+             description="Từ khi tiếp nhận đến khi khắc phục hoặc đóng."),
+        tile(6, "Trùng lặp", 20),
+    ]
+
+
+def table(panel_id: int, title: str, sql: str, pos: model.GridPos,
+          description: str) -> PanelBuilder:
+    return listing(panel_id, title, sql, pos, description).override_by_name(MEDIAN, [
+        model.DynamicConfigValue(id_val="decimals", value=2)])
+
+
+def by_category() -> PanelBuilder:
+    return table(7, "Theo lĩnh vực", BY_CATEGORY, grid(0, TILE_H, 12, TABLE_H),
+                 "Phản ánh tiếp nhận trong khoảng thời gian, theo lĩnh vực (service_code).")
+
+
+def by_commune() -> PanelBuilder:
+    return table(8, "Theo xã/phường", BY_COMMUNE, grid(12, TILE_H, 12, TABLE_H),
+                 "Phản ánh tiếp nhận trong khoảng thời gian, theo xã/phường.")
+
+
+def new_and_resolved() -> PanelBuilder:
+    return series(9, "Phản ánh mới và đã giải quyết theo chu kỳ", NEW_AND_RESOLVED,
+                  grid(0, TILE_H + TABLE_H, 16, ROW_H))
+
+
+def time_to_resolve() -> PanelBuilder:
+    return distribution_panel(10, "Thời gian giải quyết", TIME_TO_RESOLVE,
+                              grid(16, TILE_H + TABLE_H, 8, ROW_H),
+                              "Phản ánh đã khắc phục hoặc đóng: từ khi tiếp nhận đến khi xong.")
+
+
+def overdue() -> PanelBuilder:
+    return (listing(11, "Phản ánh quá hạn", OVERDUE,
+                    grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
+                    f"Phản ánh đang xử lý đã quá hạn, theo hạn (tối đa {LIST_LIMIT}). Không có "
+                    "dữ liệu cá nhân: mã, lĩnh vực, nơi và thời hạn.")
+            .override_by_name(DAYS_LATE, [
+                model.DynamicConfigValue(id_val="decimals", value=1),
+                model.DynamicConfigValue(id_val="custom.cellOptions",
+                                         value={"type": "color-text"}),
+                model.DynamicConfigValue(id_val="color", value={"mode": "fixed",
+                                                                "fixedColor": "red"})]))
+
+
+def reports_map() -> PanelBuilder:
+    return map_panel(12, "Bản đồ phản ánh", POINTS,
+                     grid(12, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
+                     "Mỗi điểm là một phản ánh, màu theo tình trạng (đỏ: quá hạn).")
+
+
+PANELS = (by_category, by_commune, new_and_resolved, time_to_resolve, overdue, reports_map)
+
+
+def build() -> model.Dashboard:
+    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "phan-anh"])
+             .timezone("Asia/Ho_Chi_Minh").time("now-30d", "now").refresh("1m")
+             .week_start("monday").readonly()
+             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
+             .with_variable(commune_variable()).with_variable(agency_variable())
+             .with_variable(category_variable())
+             .with_variable(former_district.variable("field_reports"))
+             .with_variable(trend_variable()))
+    for panel in tiles():
+        board = board.with_panel(panel)
+    for make in PANELS:
+        board = board.with_panel(make())
+    return board.build()

@@ -1,0 +1,303 @@
+"""The documents drill-down (dashboards/documents.py): structure, and every panel and variable
+query expanded as Grafana would and run on real PostgreSQL and real TimescaleDB for "All", one
+commune/ward, one agency, both, and every trend period, with values computed here from the
+scenario's documents (never from the SQL under test)."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards import build as builder
+from dashboards import documents
+from dashboards.macros import Context, Variable, expand
+from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
+from ioc.db import connect
+from ioc.settings import Settings
+from tests import scenario
+from tests.test_dashboards import covered_cells, loaded, on_timescaledb, plain, walk
+from tests.timescaledb import TimescaleServer
+
+Board = dict[str, Any]
+TILES = {  # panel title -> key of the scenario's expected document KPIs
+    "Văn bản đến": "incoming",
+    "Văn bản đi": "outgoing",
+    "Tỷ lệ văn bản đi ký số": "signed_rate",
+    "Tỷ lệ xử lý đúng hạn": "on_time_rate",
+    "Văn bản đến tồn đọng": "backlog",
+    "Tồn đọng quá hạn": "backlog_overdue",
+}
+TREND, DURATIONS = "Văn bản đến và đi theo chu kỳ", "Thời gian xử lý văn bản"
+AGENCY_TABLE, OVERDUE_LIST = "Theo cơ quan", "Văn bản đến quá hạn"
+TABLE_KEYS = ["incoming", "outgoing", "signed_rate", "completed", "on_time_rate", "backlog",
+              "backlog_overdue"]
+TABLE_COLUMNS = ["Mã cơ quan", "Cơ quan", "Văn bản đến", "Văn bản đi", "Tỷ lệ ký số",
+                 "Đã hoàn thành", "Tỷ lệ đúng hạn", "Tồn đọng", "Tồn đọng quá hạn"]
+LIST_COLUMNS = ["Mã văn bản", "Số, ký hiệu", "Mã cơ quan", "Cơ quan", "Hạn xử lý",
+                "Trạng thái", "Số ngày quá hạn"]
+STATUS = {"01": "Đã đến", "03": "Đã tiếp nhận", "04": "Đã phân công", "05": "Đang xử lý",
+          "13": "Đề nghị thu hồi", "16": "Từ chối thu hồi"}  # QCVN 102:2016 codes
+# Processing-time buckets, hours [low, high).
+HOURS = [("< 4 giờ", 0, 4), ("4–8 giờ", 4, 8), ("8–24 giờ", 8, 24), ("1–3 ngày", 24, 72),
+         ("3–7 ngày", 72, 168), ("≥ 7 ngày", 168, float("inf"))]
+PERIODS = ["day", "week", "month", "quarter", "year"]
+
+
+@pytest.fixture(scope="module")
+def board() -> Board:
+    return to_dict(documents.build())
+
+
+def queries(board: Board) -> list[str]:
+    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
+
+
+# --- structure ----------------------------------------------------------------------------
+
+def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
+    assert "documents.json" in builder.DASHBOARDS
+    builder.build(tmp_path)
+    committed = builder.JSON_DIR / "documents.json"
+    assert committed.read_text(encoding="utf-8") == (tmp_path / "documents.json").read_text(
+        "utf-8")
+    (tmp_path / "documents.json").write_text("{}", encoding="utf-8")
+    assert builder.check(tmp_path) == [tmp_path / "documents.json"]
+
+
+def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
+    cells = covered_cells(board)
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"])
+    assert len(cells) == 24 * bottom  # no holes
+
+
+def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
+    refs = [n["datasource"] for n in walk(board) if "datasource" in n]
+    assert len(refs) >= 2 * len(board["panels"]) + 2  # + the two query variables
+    assert all(r == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID} for r in refs)
+
+
+def test_every_template_variable_is_used(board: Board) -> None:
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    chosen = ["commune", "agency", "former_district"]
+    assert list(variables) == [*chosen, "trend"]
+    for name in chosen:  # "All" is SQL NULL, one choice at a time
+        v = variables[name]
+        assert (v["includeAll"], v["allValue"], v["multi"]) == (True, "NULL", False)
+    trend = variables["trend"]
+    assert trend["type"] == "custom" and trend["current"]["value"] == "day"
+    assert [o["value"] for o in trend["options"]] == PERIODS
+    assert (trend["includeAll"], trend["multi"], trend["allowCustomValue"]) == (
+        False, False, False)  # the value goes into the SQL unquoted: only the listed ones
+    for panel in board["panels"]:
+        for name in chosen:
+            assert all(re.search(rf"\${name}::text\b", t["rawSql"]) for t in panel["targets"]), (
+                panel["title"], name)
+    trended = [p["title"] for p in board["panels"] if "'$trend'" in p["targets"][0]["rawSql"]]
+    assert trended == [TREND]
+
+
+def test_load_and_resave_through_the_sdk_keeps_every_key(board: Board) -> None:
+    assert to_dict(model.Dashboard.from_json(board)) == board
+    typo = json.loads(json.dumps(board))
+    typo["panels"][0]["fieldConfig"]["defaults"]["tresholds"] = {"mode": "absolute"}
+    assert to_dict(model.Dashboard.from_json(typo)) != typo
+
+
+def test_settings_titles_and_metadata_only(board: Board) -> None:
+    assert board["uid"] == documents.UID and board["editable"] is False
+    assert board["title"].endswith("Văn bản") and board["timezone"] == "Asia/Ho_Chi_Minh"
+    titles = [board["title"], *(p["title"] for p in board["panels"])]
+    titles += [v["label"] for v in board["templating"]["list"]]
+    for title in titles:
+        assert unicodedata.is_normalized("NFC", title), title
+    assert {p["title"] for p in board["panels"]} == {*TILES, TREND, DURATIONS, AGENCY_TABLE,
+                                                     OVERDUE_LIST}
+    for sql in queries(board):
+        sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
+        assert sources <= {"kpi_documents", "kpi_documents_by", "document_facts", "rollup_hour",
+                           "b"}, sql
+    panels = {p["title"]: p for p in board["panels"]}
+    assert panels[DURATIONS]["type"] == "barchart"
+    assert panels[DURATIONS]["options"]["xField"] == "Thời gian"
+    sql = panels[OVERDUE_LIST]["targets"][0]["rawSql"]
+    # Identifiers, agency, dates and status only: the select list reads no other column.
+    listed = re.sub(r"'[^']*'|\"[^\"]*\"", "", sql.split("FROM document_facts")[0])
+    assert set(re.findall(r"\b[a-z_]+\b", listed)) == {
+        "document_id", "code_notation", "agency_code", "agency_name", "deadline", "status",
+        "coalesce", "round", "extract", "epoch", "now", "numeric"}
+    assert re.search(r"ORDER BY deadline, document_id\nLIMIT 50$", sql)
+
+
+# --- ground truth -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sc() -> scenario.Scenario:
+    return scenario.build(seed=43, dossiers=30, documents=90, reports=30, malformed=False)
+
+
+def selection(sc: scenario.Scenario, ward: str | None, agency: str | None,
+              since: datetime | None, district: str | None = None) -> scenario.Scenario:
+    sub = sc.subset(commune=ward, since=since, former_district=district)
+    return scenario.Scenario(now=sc.now, documents=[d for d in sub.documents
+                                                    if agency is None or d.agency == agency])
+
+
+def period_start(moment: datetime, unit: str) -> datetime:
+    """PostgreSQL's date_trunc(unit, moment, 'Asia/Ho_Chi_Minh'), as UTC."""
+    local = moment.astimezone(scenario.VIETNAM).replace(hour=0, minute=0, second=0,
+                                                        microsecond=0)
+    match unit:
+        case "week":
+            local -= timedelta(days=local.weekday())
+        case "month":
+            local = local.replace(day=1)
+        case "quarter":
+            local = local.replace(month=(local.month - 1) // 3 * 3 + 1, day=1)
+        case "year":
+            local = local.replace(month=1, day=1)
+    return local.astimezone(UTC)
+
+
+def in_and_out(sel: scenario.Scenario, start: datetime, end: datetime,
+               unit: str) -> dict[datetime, tuple[int, int]]:
+    """Incoming and outgoing per period, over the UTC hours `$__timeFilter(bucket)` keeps."""
+    counts: dict[datetime, Counter[str]] = defaultdict(Counter)
+    for d in sel.documents:
+        hour = d.created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        if start <= hour <= end:
+            counts[period_start(hour, unit)][d.direction] += 1
+    return {t: (c["incoming"], c["outgoing"]) for t, c in counts.items()}
+
+
+def durations(sel: scenario.Scenario) -> list[tuple[str, int]]:
+    hours = [(d.completed_at - d.created_at).total_seconds() / 3600
+             for d in sel.documents if d.status == "06"]
+    return [(label, sum(low <= h < high for h in hours)) for label, low, high in HOURS]
+
+
+def agency_rows(sel: scenario.Scenario) -> list[tuple[Any, ...]]:
+    groups: dict[str, list[scenario.Document]] = defaultdict(list)
+    for d in sel.documents:
+        groups[d.agency].append(d)
+    rows = []
+    for code, docs in sorted(groups.items()):
+        k = scenario.Scenario(now=sel.now, documents=docs).expected_document_kpis()
+        rows.append((code, f"Cơ quan {code}", *(k[key] for key in TABLE_KEYS)))
+    return rows
+
+
+def overdue_list(sc: scenario.Scenario, sel: scenario.Scenario) -> list[tuple[Any, ...]]:
+    now = sel.now
+    late = [d for d in sel.documents if d.direction == "incoming"
+            and d.status not in ("02", "06", "15") and d.deadline is not None
+            and d.deadline < now]
+    late.sort(key=lambda d: (d.deadline, d.document_id))
+    return [(d.document_id, f"{sc.documents.index(d)}/SKHCN-CĐS", d.agency,
+             f"Cơ quan {d.agency}", d.deadline, STATUS[d.status],
+             (now - d.deadline).total_seconds() / 86400) for d in late[:documents.LIST_LIMIT]]
+
+
+# --- every query on real servers ----------------------------------------------------------
+
+def run(conn: psycopg.Connection, sql: str, ctx: Context) -> tuple[list[str], list[tuple]]:
+    cursor = conn.execute(expand(sql, ctx))
+    rows = cursor.fetchall()
+    return [c.name for c in cursor.description or []], rows
+
+
+def variable(spec: dict[str, Any], value: str | None, options: list[str]) -> Variable:
+    return Variable(spec["name"], value, options=options, multi=spec["multi"],
+                    include_all=spec["includeAll"], all_value=spec.get("allValue"))
+
+
+def check_board(settings: Settings, sc: scenario.Scenario) -> None:
+    board = to_dict(documents.build())
+    panels = {p["title"]: p["targets"][0] for p in board["panels"]}
+    end = sc.now + timedelta(minutes=5)
+    ranges = [sc.now - timedelta(days=41, microseconds=250_000),
+              sc.now - timedelta(days=10) + timedelta(minutes=17, seconds=3)]
+    specs = {v["name"]: v for v in board["templating"]["list"]}
+    with connect(settings) as conn:
+        rows = conn.execute(expand(specs["commune"]["query"], Context(ranges[0], end))).fetchall()
+        communes = [r[0] for r in rows]
+        assert communes == sorted({d.commune for d in sc.dossiers}
+                                  | {r.commune for r in sc.reports})
+        columns, rows = run(conn, specs["agency"]["query"], Context(ranges[0], end))
+        assert columns == ["__value", "__text"]
+        assert rows == [(a, f"Cơ quan {a} ({a})")
+                        for a in sorted({d.agency for d in sc.documents})]
+        agencies = [r[0] for r in rows]
+        columns, rows = run(conn, specs["former_district"]["query"], Context(ranges[0], end))
+        assert columns == ["__value", "__text"]
+        assert rows == [(c, f"Huyện cũ {c}") for c in scenario.FORMER_DISTRICTS]
+        districts = [r[0] for r in rows]
+        selections = [(None, None, None), (communes[1], None, None), (None, agencies[0], None),
+                      (communes[1], agencies[1], None), (None, None, districts[0]),
+                      (None, agencies[1], districts[2])]
+        seen = Counter[str]()
+        for start in ranges:
+            for ward, agency, district in selections:
+                sel = selection(sc, ward, agency, start, district)
+                kpis = sel.expected_document_kpis()
+                by_agency, late = agency_rows(sel), overdue_list(sc, sel)
+                spread = durations(sel)
+                seen.update(agencies=len(by_agency), late=len(late),
+                            completed=sum(n for _, n in spread),
+                            district=len(sel.documents) if district else 0)
+                for timescaledb in (True, False):
+                    # every period for "All", days for the narrower choices (time)
+                    for unit in PERIODS if (ward, agency, district) == (None,) * 3 else ["day"]:
+                        values = {"commune": variable(specs["commune"], ward, communes),
+                                  "agency": variable(specs["agency"], agency, agencies),
+                                  "former_district": variable(specs["former_district"],
+                                                              district, districts),
+                                  "trend": variable(specs["trend"], unit, PERIODS)}
+                        ctx = Context(start, end, interval=timedelta(hours=1),
+                                      timescaledb=timescaledb, variables=values)
+                        where = (start, ward, agency, district, timescaledb, unit)
+                        expected = in_and_out(selection(sc, ward, agency, None, district),
+                                              start, end, unit)
+                        seen.update(periods=len(expected))
+                        assert panels[TREND]["format"] == "time_series"
+                        columns, rows = run(conn, panels[TREND]["rawSql"], ctx)
+                        assert columns == ["time", "Văn bản đến", "Văn bản đi"]
+                        assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+                        got = {t.astimezone(UTC): (plain(i), plain(o)) for t, i, o in rows}
+                        assert got == expected, where
+                    for title, key in TILES.items():
+                        _, rows = run(conn, panels[title]["rawSql"], ctx)
+                        assert len(rows) == 1 and len(rows[0]) == 1, (title, *where)
+                        assert plain(rows[0][0]) == kpis[key], (title, *where)
+                    columns, rows = run(conn, panels[AGENCY_TABLE]["rawSql"], ctx)
+                    assert columns == TABLE_COLUMNS
+                    assert [tuple(map(plain, r)) for r in rows] == by_agency, where
+                    columns, rows = run(conn, panels[DURATIONS]["rawSql"], ctx)
+                    assert columns == ["Thời gian", "Văn bản"]
+                    assert rows == spread, where
+                    columns, rows = run(conn, panels[OVERDUE_LIST]["rawSql"], ctx)
+                    assert columns == LIST_COLUMNS
+                    assert [r[:6] for r in rows] == [e[:6] for e in late], where
+                    # the database's now() is a little after the scenario's now
+                    drift = (datetime.now(UTC) - sc.now).total_seconds() / 86400
+                    for row, want in zip(rows, late, strict=True):
+                        assert want[6] - 0.05 <= plain(row[6]) <= want[6] + drift + 0.05, where
+    # the selections are not empty: every panel had something to compare
+    assert all(seen[k] > 0 for k in ("agencies", "late", "completed", "periods", "district")), \
+        seen
+
+
+def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:
+    check_board(loaded(settings, sc, timescaledb=False), sc)
+
+
+def test_every_query_on_timescaledb(timescale: TimescaleServer, sc: scenario.Scenario) -> None:
+    check_board(on_timescaledb(timescale, sc), sc)

@@ -1,0 +1,341 @@
+"""The field-report drill-down (dashboards/field_reports.py): structure, no personal data, and
+every panel and variable query expanded as Grafana would and run on real PostgreSQL and real
+TimescaleDB for several commune/ward, agency and category choices and every trend period, with
+values computed here from the scenario's reports and events (never from the SQL under test)."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from grafana_foundation_sdk.models import dashboard as model
+
+from dashboards import build as builder
+from dashboards import field_reports
+from dashboards.macros import Context, Variable, expand
+from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
+from ioc.db import connect
+from ioc.settings import Settings
+from tests import scenario
+from tests.test_dashboards import covered_cells, loaded, on_timescaledb, plain, walk
+from tests.test_dashboards_documents import HOURS, PERIODS, period_start
+from tests.timescaledb import TimescaleServer
+
+Board = dict[str, Any]
+TILES = {  # panel title -> key of the scenario's expected report KPIs
+    "Phản ánh": "reports",
+    "Đang xử lý": "open",
+    "Quá hạn": "overdue",
+    "Đã giải quyết": "resolved",
+    "Trung vị giờ giải quyết": "median_hours_to_resolve",
+    "Trùng lặp": "duplicate",
+}
+KEYS = ["reports", "open", "overdue", "resolved", "duplicate", "median_hours_to_resolve"]
+BY_CATEGORY, BY_COMMUNE = "Theo lĩnh vực", "Theo xã/phường"
+TREND, DURATIONS = "Phản ánh mới và đã giải quyết theo chu kỳ", "Thời gian giải quyết"
+OVERDUE_LIST, MAP = "Phản ánh quá hạn", "Bản đồ phản ánh"
+COUNT_COLUMNS = ["Phản ánh", "Đang xử lý", "Quá hạn", "Đã giải quyết", "Trùng lặp",
+                 "Trung vị giờ giải quyết"]
+LIST_COLUMNS = ["Mã phản ánh", "Lĩnh vực", "Mã xã/phường", "Mã cơ quan", "Hạn xử lý",
+                "Tình trạng", "Số ngày quá hạn"]
+LABELS = {"open": "Mới", "investigating": "Đang xác minh", "in_progress": "Đang xử lý",
+          "fixed": "Đã khắc phục", "closed": "Đã đóng", "duplicate": "Trùng lặp"}
+OPEN, RESOLVED = ("open", "investigating", "in_progress"), ("fixed", "closed")
+SERVICE_NAME, GROUP = "Chiếu sáng", "Hạ tầng"  # every scenario report's category name, group
+# Open311 fields that identify the reporter or describe their words: never read by a panel.
+PERSONAL = {"email", "phone", "first_name", "last_name", "name", "full_name", "device_id",
+            "account_id", "description", "media_url", "address", "address_string",
+            "address_id", "status_notes", "reporter", "chuhoso"}
+
+
+@pytest.fixture(scope="module")
+def board() -> Board:
+    return to_dict(field_reports.build())
+
+
+def queries(board: Board) -> list[str]:
+    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
+
+
+def identifiers(sql: str) -> set[str]:
+    """The SQL's words outside string literals and quoted aliases, lower case."""
+    return {w.lower() for w in re.findall(r"\b[A-Za-z_]\w*\b",
+                                          re.sub(r"'[^']*'|\"[^\"]*\"", "", sql))}
+
+
+# --- structure ----------------------------------------------------------------------------
+
+def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
+    assert "field_reports.json" in builder.DASHBOARDS
+    builder.build(tmp_path)
+    name = "field_reports.json"
+    committed = builder.JSON_DIR / name
+    assert committed.read_text(encoding="utf-8") == (tmp_path / name).read_text("utf-8")
+    (tmp_path / name).write_text("{}", encoding="utf-8")
+    assert builder.check(tmp_path) == [tmp_path / name]
+
+
+def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
+    cells = covered_cells(board)
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"])
+    assert len(cells) == 24 * bottom  # no holes
+
+
+def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
+    refs = [n["datasource"] for n in walk(board) if "datasource" in n]
+    assert len(refs) >= 2 * len(board["panels"]) + 3  # + the three query variables
+    assert all(r == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID} for r in refs)
+
+
+def test_every_template_variable_is_used(board: Board) -> None:
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    names = ["commune", "agency", "category", "former_district"]
+    assert list(variables) == [*names, "trend"]
+    for name in names:  # "All" is SQL NULL, one at a time
+        v = variables[name]
+        assert (v["includeAll"], v["allValue"], v["multi"]) == (True, "NULL", False)
+    assert [o["value"] for o in variables["trend"]["options"]] == PERIODS
+    assert variables["trend"]["allowCustomValue"] is False
+    for panel in board["panels"]:
+        for name in names:
+            assert all(re.search(rf"\${name}::text\b", t["rawSql"]) for t in panel["targets"]), (
+                panel["title"], name)
+    trended = [p["title"] for p in board["panels"] if "'$trend'" in p["targets"][0]["rawSql"]]
+    assert trended == [TREND]
+
+
+def test_load_and_resave_through_the_sdk_keeps_every_key(board: Board) -> None:
+    assert to_dict(model.Dashboard.from_json(board)) == board
+    typo = json.loads(json.dumps(board))
+    typo["panels"][0]["fieldConfig"]["defaults"]["tresholds"] = {"mode": "absolute"}
+    assert to_dict(model.Dashboard.from_json(typo)) != typo
+
+
+def test_settings_titles_and_no_personal_data(board: Board) -> None:
+    assert board["uid"] == field_reports.UID and board["editable"] is False
+    assert board["title"].endswith("Phản ánh hiện trường")
+    titles = [board["title"], *(p["title"] for p in board["panels"])]
+    titles += [v["label"] for v in board["templating"]["list"]]
+    for title in titles:
+        assert unicodedata.is_normalized("NFC", title), title
+    assert {p["title"] for p in board["panels"]} == {*TILES, BY_CATEGORY, BY_COMMUNE, TREND,
+                                                     DURATIONS, OVERDUE_LIST, MAP}
+    sqls = queries(board) + [v["query"] for v in board["templating"]["list"]
+                             if v["type"] == "query"]
+    for sql in sqls:
+        sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
+        assert sources <= {"field_report_facts", "field_reports", "dossiers", "b", "x",
+                           "ioc_communes", "ioc_agencies"}, sql
+        assert not identifiers(sql) & PERSONAL, sql
+    assert identifiers("SELECT email, \"a\" FROM t WHERE x = 'phone'") & PERSONAL == {"email"}
+    panels = {p["title"]: p for p in board["panels"]}
+    assert panels[DURATIONS]["type"] == "barchart" and panels[MAP]["type"] == "geomap"
+    layer = panels[MAP]["options"]["layers"][0]
+    assert layer["type"] == "markers"
+    assert layer["location"] == {"mode": "coords", "latitude": "latitude",
+                                 "longitude": "longitude"}
+    assert layer["config"]["style"]["color"]["field"] == "Tình trạng"
+    (override,) = panels[MAP]["fieldConfig"]["overrides"]
+    colours = override["properties"][0]["value"][0]["options"]
+    assert set(colours) == {*LABELS.values(), "Quá hạn"} and colours["Quá hạn"]["color"] == "red"
+    for title in (OVERDUE_LIST, MAP):  # codes, category, place, dates and status only
+        sql = panels[title]["targets"][0]["rawSql"]
+        listed = identifiers(sql.split("FROM field_report_facts")[0])
+        assert listed <= {"select", "as", "case", "when", "then", "else", "end", "status",
+                          "overdue", "service_request_id", "service_name", "service_code",
+                          "commune_code", "agency_code", "expected_datetime", "lat", "long",
+                          "latitude", "longitude", "coalesce", "round", "extract", "epoch",
+                          "from", "now", "numeric"}, title
+
+
+# --- ground truth -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sc() -> scenario.Scenario:
+    return scenario.build(seed=47, dossiers=20, documents=10, reports=90, malformed=False)
+
+
+def places(sc: scenario.Scenario) -> dict[str, tuple[float, float]]:
+    """Each report's coordinates as its newest event says (the one the state keeps)."""
+    newest: dict[str, tuple[datetime, float, float]] = {}
+    for topic, _, value in sc.messages:
+        if topic == "field_reports":
+            event = json.loads(value)
+            at, payload = datetime.fromisoformat(event["occurred_at"]), event["payload"]
+            rid = payload["service_request_id"]
+            if rid not in newest or at > newest[rid][0]:
+                newest[rid] = (at, payload["lat"], payload["long"])
+    return {rid: (lat, long) for rid, (_, lat, long) in newest.items()}
+
+
+def chosen(sc: scenario.Scenario, ward: str | None, agency: str | None, category: str | None,
+           district: str | None, since: datetime | None) -> scenario.Scenario:
+    sub = sc.subset(commune=ward, since=since, former_district=district)
+    return scenario.Scenario(now=sc.now, reports=[
+        r for r in sub.reports
+        if agency in (None, r.agency) and category in (None, r.service_code)])
+
+
+def counts(sc: scenario.Scenario, reports: list[scenario.Report]) -> list[Any]:
+    k = scenario.Scenario(now=sc.now, reports=reports).expected_report_kpis()
+    return [k[key] for key in KEYS]
+
+
+def grouped(sel: scenario.Scenario, key: str) -> dict[str, list[scenario.Report]]:
+    groups: dict[str, list[scenario.Report]] = defaultdict(list)
+    for r in sel.reports:
+        groups[getattr(r, key)].append(r)
+    return dict(sorted(groups.items()))
+
+
+def trend(sel: scenario.Scenario, start: datetime, end: datetime,
+          unit: str) -> dict[datetime, tuple[int, int]]:
+    """New reports by request time, resolved ones by resolution time, each within the range."""
+    new, done = Counter[datetime](), Counter[datetime]()
+    for r in sel.reports:
+        if start <= r.requested_at <= end:
+            new[period_start(r.requested_at, unit)] += 1
+        if r.status in RESOLVED and start <= r.updated_at <= end:
+            done[period_start(r.updated_at, unit)] += 1
+    return {t: (new[t], done[t]) for t in new | done}
+
+
+def durations(sel: scenario.Scenario) -> list[tuple[str, int]]:
+    hours = [(r.updated_at - r.requested_at).total_seconds() / 3600
+             for r in sel.reports if r.status in RESOLVED]
+    return [(label, sum(low <= h < high for h in hours)) for label, low, high in HOURS]
+
+
+def overdue(sel: scenario.Scenario) -> list[tuple[Any, ...]]:
+    late = sorted((r for r in sel.reports if r.status in OPEN and r.expected_at < sel.now),
+                  key=lambda r: (r.expected_at, r.request_id))
+    return [(r.request_id, SERVICE_NAME, r.commune, r.agency, r.expected_at, LABELS[r.status],
+             (sel.now - r.expected_at).total_seconds() / 86400)
+            for r in late[:field_reports.LIST_LIMIT]]
+
+
+def points(sel: scenario.Scenario, where: dict[str, tuple[float, float]]) -> list[tuple]:
+    def label(r: scenario.Report) -> str:
+        return "Quá hạn" if r.status in OPEN and r.expected_at < sel.now else LABELS[r.status]
+    ordered = sorted(sel.reports, key=lambda r: r.request_id)
+    ordered.sort(key=lambda r: r.requested_at, reverse=True)
+    return [(*where[r.request_id], label(r), SERVICE_NAME, r.request_id) for r in ordered]
+
+
+# --- every query on real servers ----------------------------------------------------------
+
+def run(conn: psycopg.Connection, sql: str, ctx: Context) -> tuple[list[str], list[tuple]]:
+    cursor = conn.execute(expand(sql, ctx))
+    rows = cursor.fetchall()
+    return [c.name for c in cursor.description or []], rows
+
+
+def variable(spec: dict[str, Any], value: str | None, options: list[str]) -> Variable:
+    return Variable(spec["name"], value, options=options, multi=spec["multi"],
+                    include_all=spec["includeAll"], all_value=spec.get("allValue"))
+
+
+def check_board(settings: Settings, sc: scenario.Scenario) -> None:
+    board = to_dict(field_reports.build())
+    panels = {p["title"]: p["targets"][0] for p in board["panels"]}
+    end = sc.now + timedelta(minutes=5)
+    ranges = [sc.now - timedelta(days=21, microseconds=250_000),
+              sc.now - timedelta(days=6) + timedelta(minutes=17, seconds=3)]
+    specs = {v["name"]: v for v in board["templating"]["list"]}
+    where_is = places(sc)
+    with connect(settings) as conn:
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'field_reports' AND table_schema = current_schema()")}
+        assert "service_request_id" in columns and not columns & PERSONAL
+        options: dict[str, list[str]] = {}
+        for name, truth in (("agency", {r.agency: f"Cơ quan {r.agency}" for r in sc.reports}),
+                            ("category", {r.service_code: SERVICE_NAME for r in sc.reports})):
+            cols, rows = run(conn, specs[name]["query"], Context(ranges[0], end))
+            assert cols == ["__value", "__text"]
+            assert rows == [(code, f"{text} ({code})") for code, text in sorted(truth.items())]
+            options[name] = [r[0] for r in rows]
+        rows = conn.execute(expand(specs["commune"]["query"], Context(ranges[0], end))).fetchall()
+        options["commune"] = [r[0] for r in rows]
+        cols, rows = run(conn, specs["former_district"]["query"], Context(ranges[0], end))
+        assert cols == ["__value", "__text"]
+        assert rows == [(c, f"Huyện cũ {c}") for c in scenario.FORMER_DISTRICTS]
+        options["former_district"] = districts = [r[0] for r in rows]
+        assert options["commune"] == sorted({d.commune for d in sc.dossiers}
+                                            | {r.commune for r in sc.reports})
+        ward, agency, category = options["commune"][1], options["agency"][0], options["category"][2]
+        selections = [(None, None, None, None), (ward, None, None, None),
+                      (None, agency, None, None), (None, None, category, None),
+                      (ward, agency, category, None), (None, None, None, districts[0]),
+                      (None, None, category, districts[1])]
+        seen = Counter[str]()
+        for start in ranges:
+            for choice in selections:
+                sel = chosen(sc, *choice, since=start)
+                kpis = sel.expected_report_kpis()
+                by_category = [(code, SERVICE_NAME, GROUP, *counts(sc, rs))
+                               for code, rs in grouped(sel, "service_code").items()]
+                by_commune = [(code, *counts(sc, rs))
+                              for code, rs in grouped(sel, "commune").items()]
+                spread, late, dots = durations(sel), overdue(sel), points(sel, where_is)
+                seen.update(categories=len(by_category), late=len(late), dots=len(dots),
+                            resolved=sum(n for _, n in spread),
+                            district=len(sel.reports) if choice[3] else 0)
+                for timescaledb in (True, False):
+                    # every period for "All", days for the narrower choices (time)
+                    for unit in PERIODS if choice == (None,) * 4 else ["day"]:
+                        values = {name: variable(specs[name], value, options[name])
+                                  for name, value in zip(("commune", "agency", "category",
+                                                          "former_district"),
+                                                         choice, strict=True)}
+                        values["trend"] = variable(specs["trend"], unit, PERIODS)
+                        ctx = Context(start, end, interval=timedelta(hours=1),
+                                      timescaledb=timescaledb, variables=values)
+                        where = (start, *choice, timescaledb, unit)
+                        expected = trend(chosen(sc, *choice, since=None), start, end, unit)
+                        seen.update(periods=len(expected))
+                        assert panels[TREND]["format"] == "time_series"
+                        cols, rows = run(conn, panels[TREND]["rawSql"], ctx)
+                        assert cols == ["time", "Phản ánh mới", "Đã giải quyết"]
+                        assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+                        assert {t.astimezone(UTC): (n, d) for t, n, d in rows} == expected, where
+                    for title, key in TILES.items():
+                        _, rows = run(conn, panels[title]["rawSql"], ctx)
+                        assert len(rows) == 1 and len(rows[0]) == 1, (title, *where)
+                        assert plain(rows[0][0]) == kpis[key], (title, *where)
+                    cols, rows = run(conn, panels[BY_CATEGORY]["rawSql"], ctx)
+                    assert cols == ["Mã lĩnh vực", "Lĩnh vực", "Nhóm", *COUNT_COLUMNS]
+                    assert [tuple(map(plain, r)) for r in rows] == by_category, where
+                    cols, rows = run(conn, panels[BY_COMMUNE]["rawSql"], ctx)
+                    assert cols == ["Mã xã/phường", *COUNT_COLUMNS]
+                    assert [tuple(map(plain, r)) for r in rows] == by_commune, where
+                    cols, rows = run(conn, panels[DURATIONS]["rawSql"], ctx)
+                    assert cols == ["Thời gian", "Phản ánh"] and rows == spread, where
+                    cols, rows = run(conn, panels[OVERDUE_LIST]["rawSql"], ctx)
+                    assert cols == LIST_COLUMNS
+                    assert [r[:6] for r in rows] == [e[:6] for e in late], where
+                    drift = (datetime.now(UTC) - sc.now).total_seconds() / 86400
+                    for row, want in zip(rows, late, strict=True):
+                        assert want[6] - 0.05 <= plain(row[6]) <= want[6] + drift + 0.05, where
+                    cols, rows = run(conn, panels[MAP]["rawSql"], ctx)
+                    assert cols == ["latitude", "longitude", "Tình trạng", "Lĩnh vực",
+                                    "Mã phản ánh"]
+                    assert rows == dots, where
+    assert all(seen[k] > 0 for k in ("categories", "late", "dots", "resolved", "periods",
+                                     "district")), seen
+
+
+def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:
+    check_board(loaded(settings, sc, timescaledb=False), sc)
+
+
+def test_every_query_on_timescaledb(timescale: TimescaleServer, sc: scenario.Scenario) -> None:
+    check_board(on_timescaledb(timescale, sc), sc)
+
