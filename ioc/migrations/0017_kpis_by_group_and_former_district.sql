@@ -1,3 +1,47 @@
+-- Former districts (before 1 July 2025 there was a district level; DOMAIN.md tracks rates per
+-- district too for that time): the KPI functions of 0003_kpis.sql take a fifth argument,
+-- `former_district` (a former district code; NULL: no filter), which the dashboards' "Huyện cũ"
+-- variable passes. The KPIs are defined once, in the five-argument functions; the four-argument
+-- ones (every existing caller) now call them with NULL. The fifth argument has no default, so
+-- a call with four arguments or fewer is never ambiguous.
+
+-- Partial indexes: only records of the former map carry a district, so the variable's list
+-- and the filter read those alone.
+CREATE INDEX dossiers_former_district ON dossiers (former_district_code)
+    WHERE former_district_code IS NOT NULL;
+CREATE INDEX documents_former_district ON documents (former_district_code)
+    WHERE former_district_code IS NOT NULL;
+CREATE INDEX field_reports_former_district ON field_reports (former_district_code)
+    WHERE former_district_code IS NOT NULL;
+
+CREATE FUNCTION kpi_field_reports(since timestamptz, until timestamptz, unit text, agency text,
+                                  former_district text)
+RETURNS TABLE (reports bigint, open bigint, resolved bigint, duplicate bigint, overdue bigint,
+               median_hours_to_resolve numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT count(*),
+           count(*) FILTER (WHERE is_open),
+           count(*) FILTER (WHERE resolved),
+           count(*) FILTER (WHERE is_duplicate),
+           count(*) FILTER (WHERE overdue),
+           round((percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_seconds)
+                  / 3600)::numeric, 2)
+    FROM field_report_facts
+    WHERE anchor_at >= since AND anchor_at < until
+      AND (unit IS NULL OR unit IN (province_code, commune_code))
+      AND (agency IS NULL OR agency_code = agency)
+      AND (former_district IS NULL OR former_district_code = former_district)
+$$;
+
+CREATE OR REPLACE FUNCTION kpi_field_reports(since timestamptz DEFAULT '-infinity',
+                                             until timestamptz DEFAULT 'infinity',
+                                             unit text DEFAULT NULL, agency text DEFAULT NULL)
+RETURNS TABLE (reports bigint, open bigint, resolved bigint, duplicate bigint, overdue bigint,
+               median_hours_to_resolve numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM kpi_field_reports(since, until, unit, agency, NULL::text)
+$$;
+
 -- KPIs per group in one pass (bench/panels.py, 10 million events): the 766 rankings and the
 -- dashboards' "per agency" / "per commune" tables called kpi_dossiers once per group
 -- (LATERAL), and the `(agency IS NULL OR agency_code = agency)` filter of each call could not
@@ -5,7 +49,7 @@
 --
 -- The KPI formulas are written once, in the grouped functions below. `group_by` NULL is "no
 -- grouping": one group, the whole selection (no row when it is empty), and the scalar
--- functions (0003, with the former district of 0016) are that row, or zeros and no rates for
+-- functions (0003, with the former district above) are that row, or zeros and no rates for
 -- an empty selection. So a group's values are by construction kpi_*(...) restricted to that
 -- group. (A GROUP BY on a constant costs what a plain aggregate costs; a ROLLUP adding the
 -- empty selection's row would aggregate twice.)
@@ -78,8 +122,8 @@ LANGUAGE sql STABLE AS $$
     FROM c
 $$;
 
-CREATE OR REPLACE FUNCTION kpi_dossiers(since timestamptz, until timestamptz, unit text,
-                                        agency text, former_district text)
+CREATE FUNCTION kpi_dossiers(since timestamptz, until timestamptz, unit text,
+                             agency text, former_district text)
 RETURNS TABLE (received bigint, to_handle bigint, finished bigint, finished_on_time bigint,
                finished_late bigint, in_process bigint, late_in_process bigint, due_soon bigint,
                not_yet_due bigint, online bigint, digitized bigint, with_fee bigint,
@@ -97,6 +141,17 @@ LANGUAGE sql STABLE AS $$
     FROM (VALUES (1)) AS one
     LEFT JOIN kpi_dossiers_by(since, until, NULL, unit, agency, former_district) k ON true
 $$;
+
+CREATE OR REPLACE FUNCTION kpi_dossiers(since timestamptz DEFAULT '-infinity',
+                                        until timestamptz DEFAULT 'infinity',
+                                        unit text DEFAULT NULL, agency text DEFAULT NULL)
+RETURNS TABLE (received bigint, to_handle bigint, finished bigint, finished_on_time bigint,
+               finished_late bigint, in_process bigint, late_in_process bigint, due_soon bigint,
+               not_yet_due bigint, online bigint, digitized bigint, with_fee bigint,
+               paid_online bigint, dissatisfied_or_late bigint,
+               on_time_rate numeric, online_rate numeric, digitized_rate numeric,
+               paid_online_rate numeric, satisfaction_rate numeric)
+LANGUAGE sql STABLE AS $$ SELECT * FROM kpi_dossiers(since, until, unit, agency, NULL::text) $$;
 
 -- Per group of documents, the same way: the group's code, its agency name (agency groups
 -- only) and every column of kpi_documents.
@@ -131,8 +186,8 @@ LANGUAGE sql STABLE AS $$
     FROM c
 $$;
 
-CREATE OR REPLACE FUNCTION kpi_documents(since timestamptz, until timestamptz, unit text,
-                                         agency text, former_district text)
+CREATE FUNCTION kpi_documents(since timestamptz, until timestamptz, unit text,
+                              agency text, former_district text)
 RETURNS TABLE (documents bigint, incoming bigint, outgoing bigint, outgoing_signed bigint,
                completed bigint, completed_on_time bigint, backlog bigint, backlog_overdue bigint,
                signed_rate numeric, on_time_rate numeric)
@@ -144,6 +199,14 @@ LANGUAGE sql STABLE AS $$
     FROM (VALUES (1)) AS one
     LEFT JOIN kpi_documents_by(since, until, NULL, unit, agency, former_district) k ON true
 $$;
+
+CREATE OR REPLACE FUNCTION kpi_documents(since timestamptz DEFAULT '-infinity',
+                                         until timestamptz DEFAULT 'infinity',
+                                         unit text DEFAULT NULL, agency text DEFAULT NULL)
+RETURNS TABLE (documents bigint, incoming bigint, outgoing bigint, outgoing_signed bigint,
+               completed bigint, completed_on_time bigint, backlog bigint, backlog_overdue bigint,
+               signed_rate numeric, on_time_rate numeric)
+LANGUAGE sql STABLE AS $$ SELECT * FROM kpi_documents(since, until, unit, agency, NULL::text) $$;
 
 -- Per agency, all time (ioc/wall.py): the grouped function, same columns as before.
 CREATE OR REPLACE VIEW kpi_dossiers_by_agency AS
