@@ -28,24 +28,30 @@ from dashboards import former_district
 from dashboards.dossiers import listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.overview import rate_steps
-from dashboards.sdk import PanelBuilder, big_number, grid, series, thresholds
+from dashboards.sdk import (
+    PanelBuilder,
+    big_number,
+    grid,
+    overdue_column,
+    percent_columns,
+    series,
+    thresholds,
+)
 from dashboards.trend import period, trend_variable
-from dashboards.variables import agency_variable, commune_variable
+from dashboards.variables import (
+    DISTRICT,
+    LIST_LIMIT,
+    PERIOD,
+    SCOPE,
+    SELECTION,
+    agency_variable,
+    commune_variable,
+)
 
 UID = "ioc-documents"
 TITLE = "IOC — Văn bản"
-PERIOD = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
-DISTRICT = "$former_district::text"
-SCOPE = f"{PERIOD}, $commune::text, $agency::text, {DISTRICT}"
-LIST_LIMIT = 50
 TILE_H, ROW_H, TABLE_H, LIST_H = 5, 9, 9, 12
 
-
-# The selection, as a filter on `document_facts` (same rule as kpi_documents).
-SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
-  AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
-  AND ($agency::text IS NULL OR agency_code = $agency::text)
-  AND {former_district.CONDITION}"""
 
 # Column title -> kpi_documents column, after the agency columns of the table.
 COLUMNS = {
@@ -148,26 +154,16 @@ def processing_time() -> PanelBuilder:
 
 
 def by_agency() -> PanelBuilder:
-    panel = listing(9, "Theo cơ quan", BY_AGENCY, grid(0, TILE_H + ROW_H, 24, TABLE_H),
-                    "Văn bản trong khoảng thời gian, theo cơ quan.")
-    for rate in RATES:
-        panel = panel.override_by_name(rate, [
-            model.DynamicConfigValue(id_val="unit", value="percent"),
-            model.DynamicConfigValue(id_val="decimals", value=2)])
-    return panel
+    return percent_columns(listing(9, "Theo cơ quan", BY_AGENCY,
+                                   grid(0, TILE_H + ROW_H, 24, TABLE_H),
+                                   "Văn bản trong khoảng thời gian, theo cơ quan."), RATES)
 
 
 def overdue() -> PanelBuilder:
-    return (listing(10, "Văn bản đến quá hạn", OVERDUE,
-                    grid(0, TILE_H + ROW_H + TABLE_H, 24, LIST_H),
-                    f"Văn bản tồn đọng đã quá hạn xử lý, theo hạn (tối đa {LIST_LIMIT}). "
-                    "Chỉ số hiệu, cơ quan và thời hạn: không có nội dung văn bản.")
-            .override_by_name(DAYS_LATE, [
-                model.DynamicConfigValue(id_val="decimals", value=1),
-                model.DynamicConfigValue(id_val="custom.cellOptions",
-                                         value={"type": "color-text"}),
-                model.DynamicConfigValue(id_val="color", value={"mode": "fixed",
-                                                                "fixedColor": "red"})]))
+    return overdue_column(listing(
+        10, "Văn bản đến quá hạn", OVERDUE, grid(0, TILE_H + ROW_H + TABLE_H, 24, LIST_H),
+        f"Văn bản tồn đọng đã quá hạn xử lý, theo hạn (tối đa {LIST_LIMIT}). "
+        "Chỉ số hiệu, cơ quan và thời hạn: không có nội dung văn bản."), DAYS_LATE)
 
 
 PANELS = (in_and_out, processing_time, by_agency, overdue)

@@ -37,25 +37,24 @@ from dashboards.sdk import (
     Sql,
     big_number,
     grid,
+    percent_columns,
     series,
     thresholds,
 )
-from dashboards.variables import agency_variable, commune_variable
+from dashboards.variables import (
+    DISTRICT,
+    LIST_LIMIT,
+    PERIOD,
+    SCOPE,
+    SELECTION,
+    agency_variable,
+    commune_variable,
+)
 
 UID = "ioc-dossiers"
 TITLE = "IOC — Hồ sơ TTHC"
-PERIOD = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
-DISTRICT = "$former_district::text"
-SCOPE = f"{PERIOD}, $commune::text, $agency::text, {DISTRICT}"
-LIST_LIMIT = 50
 TILE_H, TABLE_H, SERIES_H, LIST_H = 5, 9, 8, 12
 
-
-# The selection, as a filter on `dossier_facts` (same rule as kpi_dossiers).
-SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
-  AND ($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
-  AND ($agency::text IS NULL OR agency_code = $agency::text)
-  AND {former_district.CONDITION}"""
 
 # Column title -> kpi_dossiers column, after the name column(s) of the tables.
 COLUMNS = {
@@ -152,12 +151,7 @@ def listing(panel_id: int, title: str, sql: str, pos: model.GridPos,
 
 def kpi_table(panel_id: int, title: str, sql: str, pos: model.GridPos,
               description: str) -> table.Panel:
-    panel = listing(panel_id, title, sql, pos, description)
-    for rate in RATES:
-        panel = panel.override_by_name(rate, [
-            model.DynamicConfigValue(id_val="unit", value="percent"),
-            model.DynamicConfigValue(id_val="decimals", value=2)])
-    return panel
+    return percent_columns(listing(panel_id, title, sql, pos, description), RATES)
 
 
 def by_agency() -> PanelBuilder:

@@ -21,17 +21,24 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import former_district
+from dashboards import former_district, variables
 from dashboards.dossiers import indent, listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.reportmap import map_panel, points_sql, status_label
-from dashboards.sdk import PanelBuilder, big_number, grid, query_variable, series, thresholds
+from dashboards.sdk import (
+    PanelBuilder,
+    big_number,
+    grid,
+    overdue_column,
+    query_variable,
+    series,
+    thresholds,
+)
 from dashboards.trend import period, trend_variable
-from dashboards.variables import agency_variable, commune_variable
+from dashboards.variables import LIST_LIMIT, agency_variable, commune_variable
 
 UID = "ioc-field-reports"
 TITLE = "IOC — Phản ánh hiện trường"
-LIST_LIMIT = 50
 TILE_H, TABLE_H, ROW_H, MAP_H = 5, 9, 9, 14
 
 CATEGORIES = """SELECT service_code AS __value,
@@ -41,10 +48,8 @@ GROUP BY service_code
 ORDER BY 1"""
 
 # Commune/ward, agency, category and former district (no time): what every panel filters on.
-CHOSEN = f"""($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
-  AND ($agency::text IS NULL OR agency_code = $agency::text)
-  AND ($category::text IS NULL OR service_code = $category::text)
-  AND {former_district.CONDITION}"""
+CHOSEN = f"""{variables.CHOSEN}
+  AND ($category::text IS NULL OR service_code = $category::text)"""
 SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
   AND {CHOSEN}"""
 
@@ -161,16 +166,10 @@ def time_to_resolve() -> PanelBuilder:
 
 
 def overdue() -> PanelBuilder:
-    return (listing(11, "Phản ánh quá hạn", OVERDUE,
-                    grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
-                    f"Phản ánh đang xử lý đã quá hạn, theo hạn (tối đa {LIST_LIMIT}). Không có "
-                    "dữ liệu cá nhân: mã, lĩnh vực, nơi và thời hạn.")
-            .override_by_name(DAYS_LATE, [
-                model.DynamicConfigValue(id_val="decimals", value=1),
-                model.DynamicConfigValue(id_val="custom.cellOptions",
-                                         value={"type": "color-text"}),
-                model.DynamicConfigValue(id_val="color", value={"mode": "fixed",
-                                                                "fixedColor": "red"})]))
+    return overdue_column(listing(
+        11, "Phản ánh quá hạn", OVERDUE, grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
+        f"Phản ánh đang xử lý đã quá hạn, theo hạn (tối đa {LIST_LIMIT}). Không có "
+        "dữ liệu cá nhân: mã, lĩnh vực, nơi và thời hạn."), DAYS_LATE)
 
 
 def reports_map() -> PanelBuilder:

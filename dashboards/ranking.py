@@ -18,7 +18,7 @@ from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.sdk import DATASOURCE, PanelBuilder, Sql, grid, thresholds
+from dashboards.sdk import DATASOURCE, PanelBuilder, Sql, grid, percent_columns, thresholds
 from dashboards.variables import commune_variable
 
 UID = "ioc-ranking"
@@ -65,11 +65,7 @@ def league(panel_id: int, title: str, sql: str, pos: model.GridPos,
              .sort_by([cb.TableSortByFieldState().display_name(RANK).desc(False)])
              .footer(cb.TableFooterOptions().show(False).reducer(["sum"]))
              .no_value("—"))
-    for rate in RATES:
-        panel = panel.override_by_name(rate, [
-            model.DynamicConfigValue(id_val="unit", value="percent"),
-            model.DynamicConfigValue(id_val="decimals", value=2)])
-    return panel.override_by_name(TOTAL, [
+    return percent_columns(panel, RATES).override_by_name(TOTAL, [
         model.DynamicConfigValue(id_val="custom.cellOptions",
                                  value={"type": "color-background", "mode": "basic"}),
         model.DynamicConfigValue(id_val="color", value={"mode": "thresholds"}),

@@ -7,11 +7,12 @@ with the SDK's runtime so dashboards load back from JSON without losing a key.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Self
 
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import stat, timeseries
+from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import runtime as cogruntime
 from grafana_foundation_sdk.cog import variants as cogvariants
@@ -143,3 +144,20 @@ def query_variable(name: str, label: str, sql: str, *, all_value: str) -> db.Que
             .sort(model.VariableSort.ALPHABETICAL_ASC)
             .include_all(True).all_value(all_value).multi(False).allow_custom_value(False)
             .current(model.VariableOption(selected=True, text="All", value="$__all")))
+
+
+def percent_columns(panel: table.Panel, columns: Iterable[str]) -> table.Panel:
+    """Table columns holding rates (0-100): shown as percentages with two decimals."""
+    for column in columns:
+        panel = panel.override_by_name(column, [
+            model.DynamicConfigValue(id_val="unit", value="percent"),
+            model.DynamicConfigValue(id_val="decimals", value=2)])
+    return panel
+
+
+def overdue_column(panel: table.Panel, column: str) -> table.Panel:
+    """A list's "days late" column, in red text."""
+    return panel.override_by_name(column, [
+        model.DynamicConfigValue(id_val="decimals", value=1),
+        model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+        model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "red"})])

@@ -1,4 +1,5 @@
-"""The `$commune` and `$agency` variables every drill-down shares ("All" = SQL NULL).
+"""The `$commune` and `$agency` variables every drill-down shares ("All" = SQL NULL), and the
+selection they make with the time range and the former district.
 
 Their lists come from `ioc_communes()` / `ioc_agencies()` (migration 0010): one index probe
 per code instead of reading every dossier, document and report (0.5-0.9 s at 10 million
@@ -7,6 +8,7 @@ events, bench/panels.py).
 
 from grafana_foundation_sdk.builders import dashboard as db
 
+from dashboards import former_district
 from dashboards.sdk import query_variable
 
 COMMUNES = "SELECT commune_code FROM ioc_communes()"
@@ -22,3 +24,17 @@ def commune_variable() -> db.QueryVariable:
 
 def agency_variable() -> db.QueryVariable:
     return query_variable("agency", "Cơ quan", AGENCIES, all_value="NULL")
+
+# The selection every drill-down panel applies: the time range and the variables.
+PERIOD = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
+DISTRICT = "$former_district::text"
+# As the arguments of kpi_*(since, until, unit, agency, former_district).
+SCOPE = f"{PERIOD}, $commune::text, $agency::text, {DISTRICT}"
+# As a filter on a *_facts view, the KPI functions' own rule: commune, agency, district...
+CHOSEN = f"""($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
+  AND ($agency::text IS NULL OR agency_code = $agency::text)
+  AND {former_district.CONDITION}"""
+# ... and the time range, on the anchor time.
+SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
+  AND {CHOSEN}"""
+LIST_LIMIT = 50  # rows of a drill-down's lists
