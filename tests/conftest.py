@@ -1,10 +1,13 @@
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ioc.db import migrate
 from ioc.embedded import Broker, Postgres
 from ioc.settings import Settings
+from ioc.topics import ensure_topics
 from tests.services import ServedApps, isolated_settings, start_broker, start_postgres
 
 
@@ -38,4 +41,18 @@ def serve_app() -> Iterator[ServedApps]:
 @pytest.fixture
 def settings(broker: Broker, postgres: Postgres) -> Settings:
     return isolated_settings(broker, postgres)
+
+
+@pytest.fixture
+def migrated(settings: Settings) -> Settings:
+    """The test's schema, migrated."""
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture
+def prepared(migrated: Settings) -> Settings:
+    """The test's schema migrated and its topics created."""
+    asyncio.run(ensure_topics(migrated))
+    return migrated
 from tests.timescaledb import timescale  # noqa: E402, F401

@@ -60,12 +60,6 @@ def first_id(settings: Settings) -> int:
 
 
 @pytest.fixture
-def migrated(settings: Settings) -> Settings:
-    migrate(settings)
-    return settings
-
-
-@pytest.fixture
 def recipients(tmp_path: Path) -> Path:
     path = tmp_path / "recipients.yaml"
     path.write_text(RECIPIENTS, encoding="utf-8")

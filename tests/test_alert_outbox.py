@@ -20,7 +20,6 @@ import pytest
 from ioc.alerts import Rule, evaluate
 from ioc.alerts.ack import Ref, acknowledge, silence
 from ioc.alerts.deliver import deliver, enqueue_and_deliver
-from ioc.db import migrate
 from ioc.settings import Settings
 from tests.services import query
 from tests.test_alert_ack import VIETNAM, backlog_rule
@@ -28,12 +27,6 @@ from tests.test_alert_delivery import Mailbox, SmtpServer, body, config, smtp  #
 
 FIRING = "[IOC][Nghiêm trọng] ton-dong-qua-han – Toàn tỉnh"
 RESOLVED = "[IOC][Đã hết cảnh báo] ton-dong-qua-han – Toàn tỉnh"
-
-
-@pytest.fixture
-def migrated(settings: Settings) -> Settings:
-    migrate(settings)
-    return settings
 
 
 @pytest.fixture

@@ -103,12 +103,6 @@ def names(samples: Samples) -> set[str]:
 # --- fixtures ------------------------------------------------------------------------------------
 
 @pytest.fixture
-def migrated(settings: Settings) -> Settings:
-    migrate(settings)
-    return settings
-
-
-@pytest.fixture
 def with_topics(migrated: Settings) -> Settings:
     asyncio.run(_create_topics(migrated))
     return migrated

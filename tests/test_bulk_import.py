@@ -23,24 +23,15 @@ from ioc.bulk_import import (
     importer,
     records,
 )
-from ioc.db import migrate
 from ioc.events import parse_event
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
-from ioc.topics import ensure_topics
 from tests.services import WorkerProcess, query, settings_env, wait_until
 from tests.test_connectors import dossier, expected_kpis, province, read_topic
 from tests.test_edxml import DOC_ID, RECEIVER, SENDER, duplicates
 from tests.test_ingest import end_offsets
 
 PERSONAL_COLUMNS = ("ChuHoSo", "SoGiayToChuHoSo")
-
-
-@pytest.fixture
-def prepared(settings: Settings) -> Settings:
-    migrate(settings)
-    asyncio.run(ensure_topics(settings))
-    return settings
 
 
 def ioc_import(settings: Settings, *args: str | Path,

@@ -23,11 +23,9 @@ from aiokafka.structs import ConsumerRecord
 from connectors import registry
 from connectors.base import PermanentError
 from connectors.dvcqg import DvcqgConnector
-from ioc.db import migrate
 from ioc.events import DossierEvent, parse_event
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
-from ioc.topics import ensure_topics
 from tests.services import WorkerProcess, query, settings_env, wait_until
 
 # The portal's sync payload sample of shared/samples/dossiers, copied so the suite stands alone.
@@ -152,13 +150,6 @@ def expected_kpis(records: list[dict[str, Any]]) -> dict[str, int]:
 
 
 # --- fixtures and helpers --------------------------------------------------------------------
-@pytest.fixture
-def prepared(settings: Settings) -> Settings:
-    migrate(settings)
-    asyncio.run(ensure_topics(settings))
-    return settings
-
-
 @pytest.fixture
 def portal() -> Iterator[Portal]:
     server = Portal(province())

@@ -19,18 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.dvcqg import VIETNAM, DvcqgConnector
 from connectors.status import ConnectorStatusEvent, Health, StatusChange, load_statuses
-from ioc.db import connect, migrate
+from ioc.db import connect
 from ioc.settings import Settings
-from ioc.topics import ensure_topics
 from tests.services import free_port, query, settings_env, wait_until
 from tests.test_connectors import Portal, changed, connector, dossier, province, read_topic
-
-
-@pytest.fixture
-def prepared(settings: Settings) -> Settings:
-    migrate(settings)
-    asyncio.run(ensure_topics(settings))
-    return settings
 
 
 @pytest.fixture

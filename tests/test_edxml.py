@@ -12,11 +12,9 @@ from typing import Any
 import pytest
 
 from connectors.edxml import EdxmlInboxConnector
-from ioc.db import migrate
 from ioc.events import DocumentEvent, parse_event
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
-from ioc.topics import ensure_topics
 from tests.services import WorkerProcess, query, wait_until
 from tests.test_connectors import read_topic
 
@@ -29,13 +27,6 @@ DOC_ID = "000.00.12.H25,2026/11/16,1482/SKHCN-CĐS"
 PERSONAL = tuple(v.encode() for v in ("Nguyễn Văn A", "Trần Thị B", "V/v báo cáo"))
 VN = timezone(timedelta(hours=7))
 at = datetime.fromisoformat
-
-
-@pytest.fixture
-def prepared(settings: Settings) -> Settings:
-    migrate(settings)
-    asyncio.run(ensure_topics(settings))
-    return settings
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from ioc.events import parse_event
 from ioc.keys import create_key
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
-from ioc.topics import ensure_topics
 from tests.services import ServedApps, WorkerProcess, query, wait_until
 from tests.test_connectors import PERSONAL_VALUES, dossier, expected_kpis, province, read_topic
 from tests.test_edxml import DATA, DOC_ID, DOCUMENT, PERSONAL, RECEIVER, SENDER, STATUS, duplicates
@@ -27,11 +26,10 @@ XML = {"content-type": "application/xml"}
 
 
 @pytest.fixture
-def prepared(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    migrate(settings)
-    asyncio.run(ensure_topics(settings))
+def prepared(prepared: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The edXML receiver needs the agencies it monitors."""
     monkeypatch.setenv("IOC_EDXML_PUSH_OWN_ORGAN_IDS", OWN)
-    return settings
+    return prepared
 
 
 def serve(serve_app: ServedApps, settings: Settings, **update: object) -> httpx.Client:

@@ -1,6 +1,5 @@
 """API keys and Open311 status updates, against the real broker, PostgreSQL and a worker."""
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -11,11 +10,9 @@ import pytest
 from fastapi import FastAPI
 
 from ioc.api import create_app
-from ioc.db import migrate
 from ioc.keys import create_key, revoke_key, verify
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
-from ioc.topics import ensure_topics
 from tests.services import ServedApps, WorkerProcess, query, settings_env, wait_until
 
 V2 = "/open311/v2"
@@ -32,13 +29,6 @@ def build_app(settings: Settings, rate_per_minute: float = 600) -> FastAPI:
 @pytest.fixture
 def serve(serve_app: ServedApps) -> ServedApps:
     return serve_app
-
-
-@pytest.fixture
-def prepared(settings: Settings) -> Settings:
-    migrate(settings)
-    asyncio.run(ensure_topics(settings))
-    return settings
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -13,13 +13,11 @@ from aiokafka import AIOKafkaConsumer
 
 from connectors.province import load_province
 from ioc.api import create_app
-from ioc.db import migrate
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
 from ioc.keys import create_key
 from ioc.kpis import read_kpis
 from ioc.open311 import nearest_commune
 from ioc.settings import Settings
-from ioc.topics import ensure_topics
 from tests.services import ServedApps, WorkerProcess, free_port, publish, query, wait_until
 
 try:  # parse what the server sends as an untrusted client would
@@ -45,13 +43,6 @@ REQUEST_FIELDS = ["service_request_id", "status", "status_notes", "service_name"
 def serve(serve_app: ServedApps) -> Callable[[Settings], httpx.Client]:
     """The monitor's app (Open311 router included), on a free port (lifespan included)."""
     return lambda settings: serve_app(create_app(settings))
-
-
-@pytest.fixture
-def prepared(settings: Settings) -> Settings:
-    migrate(settings)
-    asyncio.run(ensure_topics(settings))
-    return settings
 
 
 @pytest.fixture
