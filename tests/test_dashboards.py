@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards import build as builder
-from dashboards import overview
+from dashboards import documents, dossiers, field_reports, overview
 from dashboards.macros import Context, MacroError, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect, migrate
@@ -96,6 +97,14 @@ def covered_cells(board: Board, max_rows: int | None = None) -> set[tuple[int, i
         assert not cells & mine, f"{p['title']} overlaps"
         cells |= mine
     return cells
+
+
+@pytest.mark.parametrize("module", [dossiers, documents, field_reports], ids=lambda m: m.UID)
+def test_drill_downs_fill_their_grid_without_holes(module: ModuleType) -> None:
+    board = to_dict(module.build())
+    cells = covered_cells(board)
+    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"])
+    assert len(cells) == 24 * bottom
 
 
 def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:

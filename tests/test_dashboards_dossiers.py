@@ -10,21 +10,19 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import build as builder
 from dashboards import dossiers
 from dashboards.macros import Context, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
-from tests.test_dashboards import as_time, covered_cells, loaded, on_timescaledb, plain, walk
+from tests.test_dashboards import as_time, loaded, on_timescaledb, plain, walk
 from tests.timescaledb import TimescaleServer
 
 Board = dict[str, Any]
@@ -56,22 +54,6 @@ def queries(board: Board) -> list[str]:
 
 
 # --- structure ----------------------------------------------------------------------------
-
-def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
-    assert "dossiers.json" in builder.DASHBOARDS
-    builder.build(tmp_path)
-    committed = builder.JSON_DIR / "dossiers.json"
-    assert committed.read_text(encoding="utf-8") == (tmp_path / "dossiers.json").read_text("utf-8")
-    (tmp_path / "dossiers.json").write_text("{}", encoding="utf-8")
-    assert builder.check(tmp_path) == [tmp_path / "dossiers.json"]
-
-
-def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
-    panels = board["panels"]
-    cells = covered_cells(board)
-    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    assert len(cells) == 24 * bottom  # no holes
-
 
 def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
     refs = [n["datasource"] for n in walk(board) if "datasource" in n]

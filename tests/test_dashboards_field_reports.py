@@ -10,21 +10,19 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import build as builder
 from dashboards import field_reports
 from dashboards.macros import Context, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
-from tests.test_dashboards import covered_cells, loaded, on_timescaledb, plain, walk
+from tests.test_dashboards import loaded, on_timescaledb, plain, walk
 from tests.test_dashboards_documents import HOURS, PERIODS, period_start
 from tests.timescaledb import TimescaleServer
 
@@ -71,22 +69,6 @@ def identifiers(sql: str) -> set[str]:
 
 
 # --- structure ----------------------------------------------------------------------------
-
-def test_committed_json_is_what_the_code_generates(tmp_path: Path) -> None:
-    assert "field_reports.json" in builder.DASHBOARDS
-    builder.build(tmp_path)
-    name = "field_reports.json"
-    committed = builder.JSON_DIR / name
-    assert committed.read_text(encoding="utf-8") == (tmp_path / name).read_text("utf-8")
-    (tmp_path / name).write_text("{}", encoding="utf-8")
-    assert builder.check(tmp_path) == [tmp_path / name]
-
-
-def test_panel_ids_unique_grid_within_24_columns_without_overlap(board: Board) -> None:
-    cells = covered_cells(board)
-    bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in board["panels"])
-    assert len(cells) == 24 * bottom  # no holes
-
 
 def test_every_datasource_is_the_provisioned_one(board: Board) -> None:
     refs = [n["datasource"] for n in walk(board) if "datasource" in n]
