@@ -5,7 +5,6 @@ dossiers (never from the SQL under test)."""
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -14,7 +13,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards import dossiers
 from dashboards.macros import Context, Variable, expand
@@ -71,13 +69,6 @@ def test_every_template_variable_is_used_by_every_panel(board: Board) -> None:
         for name in names:
             assert all(re.search(rf"\${name}::text\b", t["rawSql"]) for t in panel["targets"]), (
                 panel["title"], name)
-
-
-def test_load_and_resave_through_the_sdk_keeps_every_key(board: Board) -> None:
-    assert to_dict(model.Dashboard.from_json(board)) == board
-    typo = json.loads(json.dumps(board))
-    typo["panels"][0]["fieldConfig"]["defaults"]["tresholds"] = {"mode": "absolute"}
-    assert to_dict(model.Dashboard.from_json(typo)) != typo
 
 
 def test_settings_titles_and_no_personal_data(board: Board) -> None:
