@@ -26,9 +26,8 @@ from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect, migrate
 from ioc.settings import Settings
 from tests import scenario
+from tests.boards import Board, queries
 from tests.timescaledb import TimescaleServer
-
-Board = dict[str, Any]
 
 # Which KPI each overview panel shows: (KPI family, key of the scenario's expected KPIs).
 OVERVIEW_TILES = {
@@ -61,10 +60,6 @@ def walk(node: object) -> Iterator[dict[str, Any]]:
     elif isinstance(node, list):
         for value in node:
             yield from walk(value)
-
-
-def queries(board: Board) -> list[str]:
-    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
 
 
 # --- structure ----------------------------------------------------------------------------

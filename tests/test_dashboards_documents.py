@@ -11,19 +11,18 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 
 from dashboards import documents
-from dashboards.macros import Context, Variable, expand
+from dashboards.macros import Context, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
+from tests.boards import Board, queries, run, variable
 from tests.test_dashboards import loaded, on_timescaledb, plain, walk
 from tests.timescaledb import TimescaleServer
 
-Board = dict[str, Any]
 TILES = {  # panel title -> key of the scenario's expected document KPIs
     "Văn bản đến": "incoming",
     "Văn bản đi": "outgoing",
@@ -51,10 +50,6 @@ PERIODS = ["day", "week", "month", "quarter", "year"]
 @pytest.fixture(scope="module")
 def board() -> Board:
     return to_dict(documents.build())
-
-
-def queries(board: Board) -> list[str]:
-    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
 
 
 # --- structure ----------------------------------------------------------------------------
@@ -180,17 +175,6 @@ def overdue_list(sc: scenario.Scenario, sel: scenario.Scenario) -> list[tuple[An
 
 
 # --- every query on real servers ----------------------------------------------------------
-
-def run(conn: psycopg.Connection, sql: str, ctx: Context) -> tuple[list[str], list[tuple]]:
-    cursor = conn.execute(expand(sql, ctx))
-    rows = cursor.fetchall()
-    return [c.name for c in cursor.description or []], rows
-
-
-def variable(spec: dict[str, Any], value: str | None, options: list[str]) -> Variable:
-    return Variable(spec["name"], value, options=options, multi=spec["multi"],
-                    include_all=spec["includeAll"], all_value=spec.get("allValue"))
-
 
 def check_board(settings: Settings, sc: scenario.Scenario) -> None:
     board = to_dict(documents.build())

@@ -11,7 +11,6 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 
 from dashboards import dossiers
@@ -20,10 +19,10 @@ from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
+from tests.boards import Board, queries, run
 from tests.test_dashboards import as_time, loaded, on_timescaledb, plain, walk
 from tests.timescaledb import TimescaleServer
 
-Board = dict[str, Any]
 TILES = {  # panel title -> key of the scenario's expected dossier KPIs
     "Hồ sơ tiếp nhận": "received",
     "Hồ sơ phải giải quyết": "to_handle",
@@ -45,10 +44,6 @@ PROCEDURE = "1.001234"  # the procedure code of every scenario dossier
 @pytest.fixture(scope="module")
 def board() -> Board:
     return to_dict(dossiers.build())
-
-
-def queries(board: Board) -> list[str]:
-    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
 
 
 # --- structure ----------------------------------------------------------------------------
@@ -141,12 +136,6 @@ def late_list(sel: scenario.Scenario) -> list[tuple[str, str, str, str, datetime
 
 
 # --- every query on real servers ----------------------------------------------------------
-
-def run(conn: psycopg.Connection, sql: str, ctx: Context) -> tuple[list[str], list[tuple]]:
-    cursor = conn.execute(expand(sql, ctx))
-    rows = cursor.fetchall()
-    return [c.name for c in cursor.description or []], rows
-
 
 def check_board(settings: Settings, sc: scenario.Scenario) -> None:
     board = to_dict(dossiers.build())

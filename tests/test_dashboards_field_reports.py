@@ -12,20 +12,19 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 
 from dashboards import field_reports
-from dashboards.macros import Context, Variable, expand
+from dashboards.macros import Context, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
+from tests.boards import Board, queries, run, variable
 from tests.test_dashboards import loaded, on_timescaledb, plain, walk
 from tests.test_dashboards_documents import HOURS, PERIODS, period_start
 from tests.timescaledb import TimescaleServer
 
-Board = dict[str, Any]
 TILES = {  # panel title -> key of the scenario's expected report KPIs
     "Phản ánh": "reports",
     "Đang xử lý": "open",
@@ -55,10 +54,6 @@ PERSONAL = {"email", "phone", "first_name", "last_name", "name", "full_name", "d
 @pytest.fixture(scope="module")
 def board() -> Board:
     return to_dict(field_reports.build())
-
-
-def queries(board: Board) -> list[str]:
-    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
 
 
 def identifiers(sql: str) -> set[str]:
@@ -204,17 +199,6 @@ def points(sel: scenario.Scenario, where: dict[str, tuple[float, float]]) -> lis
 
 
 # --- every query on real servers ----------------------------------------------------------
-
-def run(conn: psycopg.Connection, sql: str, ctx: Context) -> tuple[list[str], list[tuple]]:
-    cursor = conn.execute(expand(sql, ctx))
-    rows = cursor.fetchall()
-    return [c.name for c in cursor.description or []], rows
-
-
-def variable(spec: dict[str, Any], value: str | None, options: list[str]) -> Variable:
-    return Variable(spec["name"], value, options=options, multi=spec["multi"],
-                    include_all=spec["includeAll"], all_value=spec.get("allValue"))
-
 
 def check_board(settings: Settings, sc: scenario.Scenario) -> None:
     board = to_dict(field_reports.build())

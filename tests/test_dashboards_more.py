@@ -26,6 +26,7 @@ from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
+from tests.boards import Board, queries, run
 from tests.test_dashboards import (
     WALL_ROWS,
     as_time,
@@ -37,7 +38,6 @@ from tests.test_dashboards import (
 )
 from tests.timescaledb import TimescaleServer
 
-Board = dict[str, Any]
 BOARDS = {"ranking": ranking.build, "pipeline": pipeline.build}
 # Decision 766 groups measured: rate -> (target %, points).
 GROUPS = {"on_time_rate": (99, 20), "digitized_rate": (90, 22), "online_rate": (80, 22),
@@ -49,10 +49,6 @@ ALIVE, LOST = "Hoạt động", "Mất tín hiệu"
 @pytest.fixture(scope="module", params=sorted(BOARDS))
 def board(request: pytest.FixtureRequest) -> Board:
     return to_dict(BOARDS[request.param]())
-
-
-def queries(board: Board) -> list[str]:
-    return [t["rawSql"] for p in board["panels"] for t in p["targets"]]
 
 
 # --- structure ----------------------------------------------------------------------------
@@ -182,12 +178,6 @@ def events_in(sc: scenario.Scenario, start: datetime, end: datetime) -> int:
 
 
 # --- every query on real servers ----------------------------------------------------------
-
-def run(conn: psycopg.Connection, sql: str, ctx: Context) -> tuple[list[str], list[tuple]]:
-    cursor = conn.execute(expand(sql, ctx))
-    rows = cursor.fetchall()
-    return [c.name for c in cursor.description or []], rows
-
 
 def check_ranking(settings: Settings, sc: scenario.Scenario) -> None:
     board = to_dict(ranking.build())
