@@ -153,12 +153,15 @@ def topics_ensure() -> None:
 
 @schema_app.command("export")
 def schema_export(directory: Path) -> None:
-    """Write the JSON Schema of every event kind, for connector authors in any language."""
+    """Write the JSON Schema of every event kind (and of the connectors' status events), for
+    connector authors in any language."""
+    from connectors.status import ConnectorStatusEvent
     from ioc.events import EVENT_TYPES
 
     directory.mkdir(parents=True, exist_ok=True)
-    for kind, model in EVENT_TYPES.items():
-        path = directory / f"{kind.value}.schema.json"
+    models = {kind.value: model for kind, model in EVENT_TYPES.items()}
+    for name, model in {**models, "connector_status": ConnectorStatusEvent}.items():
+        path = directory / f"{name}.schema.json"
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
                   **model.model_json_schema()}
         path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -120,3 +120,6 @@ def test_schema_export_writes_a_schema_per_kind(tmp_path: Path) -> None:
         assert set(schema["required"]) >= {"event_id", "source", "occurred_at", "unit",
                                            "agency", "payload"}
         assert schema["additionalProperties"] is False
+    status = json.loads((tmp_path / "connector_status.schema.json").read_text())
+    assert set(status["$defs"]["StatusChange"]["enum"]) == {"connector_silent", "connector_resumed"}
+    assert status["additionalProperties"] is False
