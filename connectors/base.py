@@ -3,18 +3,15 @@
 import asyncio
 import contextlib
 import json
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
-import psycopg
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, Counter, Enum, Gauge
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import (
@@ -26,16 +23,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from connectors.health import ConnectorHealth
 from connectors.ratelimit import RateLimiter
-from connectors.status import (
-    TOPIC,
-    ConnectorStatusEvent,
-    Health,
-    StatusChange,
-    StatusRow,
-    load_statuses,
-    save_status,
-)
 from ioc.db import connect
 from ioc.events import AdminUnit, Agency, Event, Kind
 from ioc.settings import Settings
@@ -134,15 +123,10 @@ class Connector(ABC):
     for the broker's acks, dead-letter unmappable records (value: the record as JSON without
     `personal_fields`; headers `ioc.reason`, `ioc.error`, `ioc.source.connector`), and only
     then store the new cursor (table `connector_cursors`). Logs go through structlog; metrics
-    live in `self.metrics` (a Prometheus registry of its own: records read, published,
-    rejected, lag behind the source, last success, health), served with `/healthz` by
-    `ioc connectors run --metrics-port`.
-
-    Health (`health()`, table `connector_status`, see `connectors/status.py`): `ok`,
-    `degraded` while a transient error is retried, `silent` when no record arrived for longer
-    than `silence_seconds` (announced once as a `connector_silent` event on the topic
-    `<prefix>connector_status`, then `connector_resumed` when records flow again), `stopped`
-    with the reason.
+    and health live in `self.health` (connectors/health.py: records read, published,
+    rejected, lag behind the source, last success; ok / degraded / silent / stopped, stored
+    in `connector_status`; silences announced on `<prefix>connector_status`), served with
+    `/healthz` by `ioc connectors run --metrics-port`.
 
     Settings used (`ioc.settings.Settings`): `IOC_KAFKA_BOOTSTRAP`, `IOC_TOPIC_PREFIX` (topics
     `<prefix><kind>s`, `<prefix>dead_letters`, `<prefix>connector_status`), `IOC_DATABASE_URL`,
@@ -167,44 +151,11 @@ class Connector(ABC):
         self.options = self.Options(_env_prefix=f"IOC_{self.name.upper()}_",  # type: ignore[call-arg]
                                     **dict(options or {}))
         self.log = structlog.get_logger().bind(connector=self.name)
-        self.metrics = CollectorRegistry()
-        labels = ["connector"]
-        self._read = Counter("ioc_connector_records_read", "Records read from the source",
-                             labels, registry=self.metrics).labels(self.name)
-        self._published = Counter("ioc_connector_events_published",
-                                  "Events acknowledged by the broker", labels,
-                                  registry=self.metrics).labels(self.name)
-        self._rejected = Counter("ioc_connector_records_rejected",
-                                 "Records sent to the dead-letter topic", labels,
-                                 registry=self.metrics).labels(self.name)
-        self._last_success = Gauge("ioc_connector_last_success_timestamp_seconds",
-                                   "When a batch was last published and its cursor stored",
-                                   labels, registry=self.metrics).labels(self.name)
-        self._last_record = Gauge("ioc_connector_last_record_timestamp_seconds",
-                                  "When a record last arrived from the source",
-                                  labels, registry=self.metrics).labels(self.name)
-        self._newest_source = Gauge("ioc_connector_newest_source_timestamp_seconds",
-                                    "The newest source time of a record read", labels,
-                                    registry=self.metrics).labels(self.name)
-        lag = Gauge("ioc_connector_source_lag_seconds",
-                    "Now minus the newest source time read (NaN before the first record)",
-                    labels, registry=self.metrics).labels(self.name)
-        lag.set_function(self._lag_seconds)
-        self._health = Enum("ioc_connector_health", "ok, degraded (retrying), silent or stopped",
-                            labels, states=[h.value for h in Health],
-                            registry=self.metrics).labels(self.name)
+        self.health = ConnectorHealth(settings, self.name, self.kind,
+                                      self.options.silence_seconds)
+        self.metrics = self.health.registry
         self._producer: AIOKafkaProducer | None = None
         self._limiter = RateLimiter(self.options.max_requests_per_second)
-        self._silence_lock = asyncio.Lock()
-        self._save_lock = asyncio.Lock()  # rows stored in the order the states happened
-        # What the health is made of (times in UTC); loaded from connector_status at start.
-        self._first_run_at = datetime.now(UTC)
-        self._last_success_at: datetime | None = None
-        self._last_record_at: datetime | None = None
-        self._newest_source_at: datetime | None = None
-        self._silent_since: datetime | None = None
-        self._error: str | None = None  # the transient error being retried
-        self._stopped: str | None = None
 
     # --- what a subclass implements ------------------------------------------------------
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -232,99 +183,6 @@ class Connector(ABC):
         """Wait until the next request to the source is allowed (`max_requests_per_second`)."""
         await self._limiter.wait()
 
-    # --- health ------------------------------------------------------------------------------
-    def health(self) -> tuple[Health, str | None]:
-        """The status now and why."""
-        if self._stopped is not None:
-            return Health.STOPPED, self._stopped
-        retrying = f"retrying: {self._error}" if self._error else None
-        if self._silent_since is not None:
-            quiet = f"no new record since {self._silent_since.isoformat(timespec='seconds')}"
-            return Health.SILENT, f"{quiet}; {retrying}" if retrying else quiet
-        if retrying:
-            return Health.DEGRADED, retrying
-        return Health.OK, None
-
-    def status_row(self) -> StatusRow:
-        health, reason = self.health()
-        return StatusRow(self.name, str(self.kind), health, reason, self._first_run_at,
-                         self._last_success_at, self._last_record_at, self._newest_source_at,
-                         self._silent_since, self.options.silence_seconds)
-
-    def _lag_seconds(self) -> float:
-        newest = self._newest_source_at
-        return time.time() - newest.timestamp() if newest else float("nan")
-
-    def _load_status(self) -> None:
-        """Carry the last run's times over, so a silence spans restarts."""
-        try:
-            row = load_statuses(self.settings, self.name).get(self.name)
-        except psycopg.Error as exc:
-            self.log.warning("connector.status_not_loaded", error=str(exc)[:300])
-            return
-        if row is not None:
-            self._first_run_at, self._last_success_at = row.first_run_at, row.last_success_at
-            self._last_record_at, self._newest_source_at = row.last_record_at, row.newest_source_at
-            self._silent_since = row.silent_since
-            for gauge, at in ((self._last_success, row.last_success_at),
-                              (self._last_record, row.last_record_at),
-                              (self._newest_source, row.newest_source_at)):
-                if at is not None:
-                    gauge.set(at.timestamp())
-
-    async def _save_status(self, event: ConnectorStatusEvent | None = None) -> None:
-        """Update the health metric and the `connector_status` row (with `event`, or raise)."""
-        self._health.state(self.health()[0].value)  # at once; the row may wait for the lock
-        async with self._save_lock:
-            row = self.status_row()
-            try:
-                await asyncio.to_thread(save_status, self.settings, row, event)
-            except psycopg.Error as exc:
-                if event is not None:
-                    raise
-                self.log.warning("connector.status_not_saved", error=str(exc)[:300])
-
-    async def _check_silence(self) -> None:
-        """Announce a silence longer than `silence_seconds`, and its end, once each."""
-        async with self._silence_lock:
-            now, threshold = datetime.now(UTC), self.options.silence_seconds
-            if self._silent_since is None:
-                since = self._last_record_at or self._first_run_at
-                if not threshold or (now - since).total_seconds() <= threshold:
-                    return
-                change, silent_since = StatusChange.SILENT, since
-            elif self._last_record_at is not None and self._last_record_at > self._silent_since:
-                change, silent_since = StatusChange.RESUMED, self._silent_since
-            else:
-                return
-            event = ConnectorStatusEvent.of(change, self.name, self.kind, silent_since,
-                                            threshold, now)
-            previous = self._silent_since
-            try:
-                assert self._producer is not None, "runs inside run()"
-                await self._producer.send_and_wait(self.settings.topic(TOPIC),
-                                                   event.model_dump_json().encode(),
-                                                   key=self.name.encode())
-                self._silent_since = silent_since if change is StatusChange.SILENT else None
-                await self._save_status(event)
-            except (KafkaError, psycopg.Error, OSError) as exc:  # tried again at the next check
-                self._silent_since = previous
-                self._health.state(self.health()[0].value)
-                self.log.error("connector.status_event_failed", type=str(change),
-                               error=f"{type(exc).__name__}: {exc}"[:300])
-                return
-            log = self.log.warning if change is StatusChange.SILENT else self.log.info
-            log(f"connector.{'silent' if change is StatusChange.SILENT else 'resumed'}",
-                silent_since=silent_since.isoformat(), threshold=threshold,
-                event_id=str(event.event_id))
-
-    async def _watch_silence(self) -> None:
-        """Check for silence between batches too: a source that hangs or keeps failing."""
-        tick = min(max(self.options.silence_seconds / 10, 0.05), 60.0)
-        while True:
-            await asyncio.sleep(tick)
-            await self._check_silence()
-
     # --- the cursor ------------------------------------------------------------------------
     def load_cursor(self) -> str | None:
         with connect(self.settings) as conn:
@@ -343,8 +201,6 @@ class Connector(ABC):
     # --- the loop --------------------------------------------------------------------------
     async def run(self, once: bool = False) -> None:
         """Poll until cancelled; with `once`, stop when the source has nothing more."""
-        self._stopped, self._error = None, None
-        await asyncio.to_thread(self._load_status)
         self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
                                           enable_idempotence=True, linger_ms=5)
         await self._producer.start()
@@ -353,18 +209,15 @@ class Connector(ABC):
         try:
             await self.open()
             self.log.info("connector.start", kind=str(self.kind), once=once)
-            await self._save_status()
-            watch = asyncio.create_task(self._watch_silence())
+            await self.health.started()
+            watch = asyncio.create_task(self.health.watch(self._producer))
             while True:
                 cursor = await asyncio.to_thread(self.load_cursor)
                 batch = await self._retrying(self.fetch, cursor)
                 await self.publish(batch.records)
                 if batch.cursor is not None and batch.cursor != cursor:
                     await asyncio.to_thread(self.save_cursor, batch.cursor)
-                self._last_success_at, self._error = datetime.now(UTC), None
-                self._last_success.set(self._last_success_at.timestamp())
-                await self._check_silence()
-                await self._save_status()
+                await self.health.succeeded(self._producer)
                 self.log.info("connector.batch", records=len(batch.records), more=batch.more)
                 if batch.more:
                     continue
@@ -382,8 +235,7 @@ class Connector(ABC):
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
-            self._stopped = reason
-            await self._save_status()
+            await self.health.finished(reason)
             await self.close()
             await self._producer.stop()
             self._producer = None
@@ -392,10 +244,7 @@ class Connector(ABC):
     async def publish(self, records: Sequence[Any]) -> None:
         """Map and send every record, dead-letter the unmappable, return once all are acked."""
         assert self._producer is not None, "publish() runs inside run()"
-        self._read.inc(len(records))
-        if records:
-            self._last_record_at = datetime.now(UTC)
-            self._last_record.set(self._last_record_at.timestamp())
+        self.health.records_read(len(records))
         topic, dead = self.settings.topic(f"{self.kind}s"), self.settings.topic("dead_letters")
         pending, rejected = [], 0
         for record in records:
@@ -412,17 +261,12 @@ class Connector(ABC):
                     dead, self._redacted(record), key=key.encode() if key else None,
                     headers=headers))
                 continue
-            when = self.source_time(record, event)
-            if when is not None and (self._newest_source_at is None
-                                     or when > self._newest_source_at):
-                self._newest_source_at = when
-                self._newest_source.set(when.timestamp())
+            self.health.source_time(self.source_time(record, event))
             value = event.model_dump_json().encode()
             pending.append(await self._producer.send(topic, value,
                                                      key=event.entity_id.encode()))
         await asyncio.gather(*pending)  # the broker's acks: only then may the cursor move
-        self._published.inc(len(records) - rejected)
-        self._rejected.inc(rejected)
+        self.health.sent(len(records) - rejected, rejected)
 
     def _redacted(self, record: Any) -> bytes:
         if isinstance(record, Mapping):
@@ -448,10 +292,10 @@ class Connector(ABC):
 
     async def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        self._error = f"{type(exc).__name__}: {exc}"[:1000]
-        self.log.warning("connector.retry", attempt=state.attempt_number, error=self._error,
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        self.log.warning("connector.retry", attempt=state.attempt_number, error=error,
                          wait=round(state.next_action.sleep, 2) if state.next_action else None)
-        await self._save_status()
+        await self.health.retrying(error)
 
 
 def describe(exc: ValueError) -> str:

@@ -27,7 +27,7 @@ class Endpoint:
                 if self.path == "/metrics":
                     self.answer(200, generate_latest(connector.metrics), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
-                    health, reason = connector.health()
+                    health, reason = connector.health.state()
                     body = json.dumps({"connector": connector.name, "kind": str(connector.kind),
                                        "status": str(health), "reason": reason})
                     self.answer(200 if health is Health.OK else 503, body.encode(),

@@ -8,9 +8,9 @@ when the panel's buckets are whole hours (long ranges: 60 times fewer rows, the 
 Rates are events per minute averaged over Grafana's `$__interval` (at least one minute).
 Workers come from `worker_status` (the heartbeat each worker writes, streams/status.py); a
 worker counts as alive while its heartbeat is younger than 15 s (the API's `heartbeat_limit`
-with the default 5 s heartbeat). Restarts: `worker_status` keeps only the running processes'
-start times (no history), so the tile counts the workers whose current process started within
-the time range (a worker restarted twice counts once).
+with the default 5 s heartbeat). Restarts come from `worker_starts` (migration 0019, one row
+per process start): a start within the time range of an instance id that had started before,
+each one counted (a worker restarted twice counts twice; a first start is not a restart).
 
 Dead letters come from the `dead_letters` table (migration 0016, written by the worker's
 store_dead_letters agent): every dead letter of the workers, the connectors and `ioc import`,
@@ -72,13 +72,20 @@ FROM worker_status"""
 DEAD_LETTERS = """SELECT count(*) AS value
 FROM dead_letters
 WHERE $__timeFilter(at)"""
-STARTED = """SELECT count(*) AS value
-FROM worker_status
-WHERE $__timeFilter(started_at)"""
+RESTARTS = """SELECT count(*) AS value
+FROM worker_starts s
+WHERE $__timeFilter(s.started_at)
+  AND EXISTS (SELECT 1 FROM worker_starts p
+              WHERE p.instance_id = s.instance_id AND p.started_at < s.started_at)"""
 CONNECTORS_NOT_OK = """SELECT count(*) FILTER (WHERE health <> 'ok') AS value
 FROM connector_status"""
 WORKERS = f"""SELECT w.instance_id AS "Tiến trình",
        w.started_at AS "Khởi động lúc",
+       (SELECT count(*) FROM worker_starts s
+        WHERE s.instance_id = w.instance_id AND $__timeFilter(s.started_at)
+          AND EXISTS (SELECT 1 FROM worker_starts p
+                      WHERE p.instance_id = s.instance_id AND p.started_at < s.started_at))
+           AS "Khởi động lại",
        w.heartbeat_at AS "Nhịp tim gần nhất",
        round(extract(epoch FROM now() - w.heartbeat_at)::numeric, 1) AS "Tuổi nhịp tim (giây)",
        CASE WHEN w.heartbeat_at > now() - INTERVAL '{HEARTBEAT_LIMIT_S} seconds'
@@ -158,11 +165,11 @@ def dead_letters() -> PanelBuilder:
 
 
 def restarts() -> PanelBuilder:
-    return big_number(11, "Tiến trình khởi động lại", STARTED,
+    return big_number(11, "Tiến trình khởi động lại", RESTARTS,
                       grid(4 * STAT_W, 0, STAT_W, STAT_H),
                       steps=thresholds("green", (1, "orange")),
-                      description="Tiến trình đang chạy đã khởi động trong khoảng thời gian "
-                                  "(khởi động lại nhiều lần chỉ tính một).")
+                      description="Số lần khởi động lại trong khoảng thời gian (khởi động "
+                                  "của một tiến trình đã từng chạy; mỗi lần một).")
 
 
 def connectors_not_ok() -> PanelBuilder:
@@ -206,7 +213,8 @@ def coloured(labels: dict[str, str]) -> list[model.DynamicConfigValue]:
 def workers() -> PanelBuilder:
     return (listing(7, "Tiến trình xử lý (worker)", WORKERS,
                     grid(0, STAT_H + SERIES_H, 12, TABLE_H), "—",
-                    "Khởi động lúc: lần khởi động của tiến trình đang chạy.")
+                    "Khởi động lúc: lần khởi động của tiến trình đang chạy. Khởi động lại: "
+                    "số lần trong khoảng thời gian.")
             .override_by_name("Trạng thái", coloured({"Hoạt động": "green",
                                                       "Mất tín hiệu": "red"})))
 

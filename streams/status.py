@@ -1,6 +1,9 @@
 """What this worker has done, written to `worker_status` as a heartbeat for the API."""
 
+import asyncio
 import json
+import os
+import socket
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
@@ -65,7 +68,21 @@ SET started_at = excluded.started_at, heartbeat_at = now(), counters = excluded.
 """
 
 
-async def _status(query: str, *params: object) -> None:
+# Once per process (migration 0019): the history a restart count needs. The previous heartbeat
+# is the instance's row as an earlier process left it (not yet overwritten by this one).
+START = """
+INSERT INTO worker_starts (instance_id, started_at, host, pid, previous_heartbeat_at)
+SELECT v.instance_id, v.started_at, v.host, v.pid,
+       (SELECT w.heartbeat_at FROM worker_status w
+        WHERE w.instance_id = v.instance_id AND w.started_at < v.started_at)
+FROM (VALUES (%s, %s::timestamptz, %s, %s::integer)) AS v(instance_id, started_at, host, pid)
+ON CONFLICT (instance_id, started_at) DO NOTHING
+"""
+START_RECORDED = asyncio.Event()
+
+
+async def _status(query: str, *params: object) -> bool:
+    """Run one status statement for this instance; False (logged) when the database failed."""
     try:
         async with await psycopg.AsyncConnection.connect(
             settings.database_url, connect_timeout=3, autocommit=True, **connect_kwargs(settings)
@@ -73,10 +90,21 @@ async def _status(query: str, *params: object) -> None:
             await conn.execute(query, (settings.worker_instance_id, *params))
     except psycopg.Error as exc:
         log.warning("worker status not written", error=str(exc))
+        return False
+    return True
+
+
+@app.task
+async def record_start() -> None:
+    """Write this process's start once; retried by the heartbeat if the database was down."""
+    if not START_RECORDED.is_set() and await _status(START, STARTED_AT, socket.gethostname(),
+                                                     os.getpid()):
+        START_RECORDED.set()
 
 
 @app.timer(interval=settings.heartbeat_seconds)
 async def write_heartbeat() -> None:
+    await record_start()
     await _status(HEARTBEAT, STARTED_AT, counters.as_json())
 
 

@@ -14,7 +14,8 @@ from streams.app import app, settings
 
 AGENTS = (store_dossiers.store_dossiers, store_documents.store_documents,
           store_field_reports.store_field_reports, status.write_heartbeat,
-          evaluate_alerts.evaluate_alerts, store_dead_letters.store_dead_letters)
+          evaluate_alerts.evaluate_alerts, store_dead_letters.store_dead_letters,
+          status.record_start)
 
 
 def run() -> None:

@@ -155,15 +155,15 @@ def test_silence_is_announced_once_and_its_end_too(prepared: Settings, portal: P
             return first.metrics.get_sample_value(name, labels)
 
         await until("published", lambda: value("ioc_connector_events_published_total") == 5)
-        assert first.health() == (Health.OK, None)
+        assert first.health.state() == (Health.OK, None)
 
         portal.failures = [503] * 10_000
-        await until("degraded", lambda: first.health()[0] is Health.DEGRADED)
-        assert "503" in (first.health()[1] or "")
+        await until("degraded", lambda: first.health.state()[0] is Health.DEGRADED)
+        assert "503" in (first.health.state()[1] or "")
         await until("stored", lambda: load_statuses(prepared)["dvcqg"].health is Health.DEGRADED)
 
-        await until("silent", lambda: first.health()[0] is Health.SILENT)
-        reason = first.health()[1] or ""
+        await until("silent", lambda: first.health.state()[0] is Health.SILENT)
+        reason = first.health.state()[1] or ""
         assert reason.startswith("no new record since") and "retrying" in reason
         await until("stored", lambda: load_statuses(prepared)["dvcqg"].health is Health.SILENT)
         assert value("ioc_connector_health", "silent") == 1
@@ -174,7 +174,7 @@ def test_silence_is_announced_once_and_its_end_too(prepared: Settings, portal: P
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(30):  # a swallowed cancellation fails, not hangs
                 await task
-        assert first.health() == (Health.STOPPED, "cancelled")
+        assert first.health.state() == (Health.STOPPED, "cancelled")
         row = load_statuses(prepared)["dvcqg"]
         assert row.health is Health.STOPPED and row.silent_since is not None
 
@@ -184,7 +184,7 @@ def test_silence_is_announced_once_and_its_end_too(prepared: Settings, portal: P
         portal.records.append(fresh)
         second = connector(prepared, portal, silence_seconds=silence)
         await second.run(once=True)
-        assert second.health() == (Health.STOPPED, "finished: nothing more to read (--once)")
+        assert second.health.state() == (Health.STOPPED, "finished: nothing more to read (--once)")
 
     asyncio.run(scenario())
     row = load_statuses(prepared)["dvcqg"]
@@ -210,7 +210,7 @@ def test_no_silence_watch_when_disabled(prepared: Settings, portal: Portal) -> N
         quiet = connector(prepared, portal, silence_seconds=0, poll_seconds=0.05)
         task = asyncio.create_task(quiet.run())
         await asyncio.sleep(0.5)  # nothing new after the first batch; 0 means never silent
-        assert quiet.health() == (Health.OK, None)
+        assert quiet.health.state() == (Health.OK, None)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(30):

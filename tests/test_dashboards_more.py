@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import socket
 import unicodedata
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from ioc.db import connect
 from ioc.settings import Settings
 from tests import scenario
 from tests.boards import Board, queries, run
+from tests.services import WorkerProcess, query, wait_until
 from tests.test_dashboards import (
     WALL_ROWS,
     as_time,
@@ -95,7 +97,7 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
     for title in titles:
         assert unicodedata.is_normalized("NFC", title), title
     allowed = {ranking.UID: {"kpi_agency_ranking", "kpi_commune_ranking"},
-               pipeline.UID: {"event_counts", "worker_status", "dead_letters",
+               pipeline.UID: {"event_counts", "worker_status", "worker_starts", "dead_letters",
                               "connector_status"}}[board["uid"]]
     for sql in queries(board):  # aggregates and heartbeats only, nothing per person
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql)) - {"jsonb_each_text"}
@@ -220,6 +222,12 @@ WORKERS = [  # instance, heartbeat age (s), counters (dead letters per reason)
 ]
 STARTED_AGO = {"worker-a": timedelta(hours=1), "worker-b": timedelta(days=30),
                "worker-c": timedelta(days=50)}
+# Process starts per instance (ago); every start after an instance's first is a restart.
+STARTS_AGO = {"worker-a": [timedelta(days=45), timedelta(days=20), timedelta(days=9),
+                           timedelta(hours=1)],
+              "worker-b": [timedelta(days=30)],
+              "worker-c": [timedelta(days=60), timedelta(days=50)],
+              "gone": [timedelta(days=40, minutes=1), timedelta(days=3), timedelta(days=2)]}
 REASON_LABELS = {"invalid_json": "JSON không hợp lệ", "invalid_event": "Sự kiện không hợp lệ",
                  "rejected_by_database": "CSDL từ chối", "unmappable": "Không chuyển đổi được"}
 HEALTH_LABELS = {"ok": "Bình thường", "degraded": "Đang thử lại", "silent": "Im lặng",
@@ -240,6 +248,20 @@ def beat(conn: psycopg.Connection) -> dict[str, tuple[datetime, datetime]]:
         written[instance] = (started, heartbeat)
     conn.commit()
     return written
+
+
+def write_starts(conn: psycopg.Connection, now: datetime) -> dict[str, list[datetime]]:
+    """Write worker_starts (STARTS_AGO); returns instance -> its restarts' times."""
+    conn.execute("DELETE FROM worker_starts")
+    restarts = {}
+    for instance, agos in STARTS_AGO.items():
+        starts = sorted(now - ago for ago in agos)
+        for at in starts:
+            conn.execute("INSERT INTO worker_starts (instance_id, started_at, host, pid)"
+                         " VALUES (%s, %s, 'host', 1)", (instance, at))
+        restarts[instance] = starts[1:]
+    conn.commit()
+    return restarts
 
 
 Letter = tuple[datetime, str, str, str, str | None, int, int, int, str]
@@ -330,6 +352,7 @@ def check_pipeline(settings: Settings, sc: scenario.Scenario) -> None:
     with connect(settings) as conn:
         write_dead_letters(conn, letters)
         connectors = write_connectors(conn, sc.now)
+        restarts = write_starts(conn, sc.now)
         for start in ranges:
             for interval in (timedelta(minutes=1), timedelta(hours=1)):
                 expected = {"kind": expected_rates(sc, "kind", start, end, interval),
@@ -356,8 +379,10 @@ def check_pipeline(settings: Settings, sc: scenario.Scenario) -> None:
                     assert rows == [(2,)], where
                     _, rows = run(conn, panels["Nhịp tim gần nhất"]["rawSql"], ctx)
                     assert 2 <= plain(rows[0][0]) < 2 + 10, where
+                    in_range = {i: sum(start <= at <= end for at in ats)
+                                for i, ats in restarts.items()}
                     _, rows = run(conn, panels["Tiến trình khởi động lại"]["rawSql"], ctx)
-                    assert rows == [(sum(start <= b[0] <= end for b in beats.values()),)], where
+                    assert rows == [(sum(in_range.values()),)], where
                     count, by_reason, recent = expected_dead_letters(letters, start, end)
                     assert count > pipeline.RECENT_LIMIT or start == ranges[1]
                     _, rows = run(conn, panels["Thư lỗi trong khoảng thời gian"]["rawSql"], ctx)
@@ -379,16 +404,17 @@ def check_pipeline(settings: Settings, sc: scenario.Scenario) -> None:
                     assert rows == [(sum(r[2] != "Bình thường" for r in connectors),)] \
                         == [(3,)], where
                     columns, rows = run(conn, panels["Tiến trình xử lý (worker)"]["rawSql"], ctx)
-                    assert columns == ["Tiến trình", "Khởi động lúc", "Nhịp tim gần nhất",
+                    assert columns == ["Tiến trình", "Khởi động lúc", "Khởi động lại",
+                                       "Nhịp tim gần nhất",
                                        "Tuổi nhịp tim (giây)", "Trạng thái", "Sự kiện đã lưu",
                                        "Thư lỗi"]
                     assert [r[0] for r in rows] == [w[0] for w in WORKERS]
                     for (instance, age, counters), row in zip(WORKERS, rows, strict=True):
                         started, heartbeat = beats[instance]
-                        assert row[1:3] == (started, heartbeat), where
-                        assert age <= plain(row[3]) < age + 10, where
-                        assert row[4] == (ALIVE if age < pipeline.HEARTBEAT_LIMIT_S else LOST)
-                        assert row[5:] == (sum(counters.get("events_stored", {}).values()),
+                        assert row[1:4] == (started, in_range[instance], heartbeat), where
+                        assert age <= plain(row[4]) < age + 10, where
+                        assert row[5] == (ALIVE if age < pipeline.HEARTBEAT_LIMIT_S else LOST)
+                        assert row[6:] == (sum(counters.get("events_stored", {}).values()),
                                            sum(counters.get("dead_letters", {}).values()))
 
 
@@ -415,3 +441,46 @@ def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenar
 
 def test_every_query_on_timescaledb(timescale: TimescaleServer, sc: scenario.Scenario) -> None:
     check_all(on_timescaledb(timescale, sc), sc)
+
+
+def test_restarts_of_a_real_worker(prepared: Settings, tmp_path: Path) -> None:
+    """`ioc worker` started, stopped and started again: one row per start in worker_starts
+    (its host and pid), and one restart in the tile and the workers' table; a range that
+    starts after the restart counts none."""
+    board = to_dict(pipeline.build())
+    panels = {p["title"]: p["targets"][0]["rawSql"] for p in board["panels"]}
+    instance = prepared.worker_instance_id
+    begun = datetime.now(UTC)
+    pids = []
+    for n in (1, 2):
+        worker = WorkerProcess(prepared, tmp_path / "worker.log").start()
+        assert worker.proc is not None
+        pids.append(worker.proc.pid)
+        try:
+            wait_until(lambda n=n: query(prepared, "SELECT count(*) FROM worker_status w JOIN"
+                                         " worker_starts s USING (instance_id)")[0][0] == n,
+                       60, f"start {n} recorded and a heartbeat", worker.log)
+        finally:
+            if n == 1:
+                worker.stop()  # a clean stop deletes the worker_status row
+    try:
+        starts = query(prepared, "SELECT started_at, host, pid, previous_heartbeat_at"
+                                 " FROM worker_starts WHERE instance_id = %s ORDER BY 1",
+                       (instance,))
+        assert [(r[1], r[2], r[3]) for r in starts] == [(socket.gethostname(), pid, None)
+                                                        for pid in pids]
+        first, second = (r[0] for r in starts)
+        assert begun <= first < second
+        end = datetime.now(UTC) + timedelta(minutes=1)
+        with connect(prepared) as conn:
+            for start, restarts in ((begun - timedelta(hours=1), 1), (first, 1),
+                                    (second + timedelta(microseconds=1), 0)):
+                for timescaledb in (True, False):
+                    ctx = Context(start, end, timescaledb=timescaledb)
+                    _, rows = run(conn, panels["Tiến trình khởi động lại"], ctx)
+                    assert rows == [(restarts,)], (start, timescaledb)
+                    columns, rows = run(conn, panels["Tiến trình xử lý (worker)"], ctx)
+                    assert [(r[0], r[columns.index("Khởi động lại")]) for r in rows] == [
+                        (instance, restarts)], (start, timescaledb)
+    finally:
+        worker.stop()
