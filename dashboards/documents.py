@@ -1,6 +1,6 @@
 """Official documents (văn bản), drill-down: incoming and outgoing per period, the backlog and
 its overdue part, the digital-signature rate, per agency, how long processing took, and the
-overdue documents.
+overdue and due-soon documents.
 
 Counts and rates come from `kpi_documents(since, until, unit, agency, former_district)` and the
 flags of `document_facts` (ioc/migrations/0003_kpis.sql) for the dashboard's time range (a
@@ -8,15 +8,16 @@ cohort: documents first seen in the period), the chosen commune/ward (`$commune`
 (`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
 SQL NULL for each; the per-agency table reads `kpi_documents_by` (migration 0017): the same
 KPIs for every agency in one pass. Backlog: incoming documents not rejected, completed or
-recalled; overdue: in the backlog and past their deadline (compared with now()).
+recalled; overdue: in the backlog and past their deadline (compared with now()); due soon: in
+the backlog, deadline within the `due_soon_horizon` setting (24 h by default), as for dossiers.
 
 "Incoming and outgoing" sums the hourly rollup (`rollup_hour`, kind 'document') per period of
 `$trend` in Vietnam's calendar (dashboards/trend.py); the first and last period may be partial.
 The rollup has no former district: with one chosen, the panel counts the chosen documents per
 hour of their anchor time instead (the same buckets).
 Processing time: from first seen to the "completed" (06) status message, completed documents
-only. The overdue list shows identifiers, agency and dates only (metadata: the database keeps no
-subject, content or attachment of a document).
+only. The overdue and due-soon list shows identifiers, agency and dates only (metadata: the
+database keeps no subject, content or attachment of a document), with the hours left.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from dashboards.dossiers import listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.overview import rate_steps
 from dashboards.sdk import (
+    HOURS_LEFT,
     PanelBuilder,
     big_number,
     grid,
-    overdue_column,
+    hours_left,
+    hours_left_column,
     percent_columns,
     series,
     thresholds,
@@ -105,10 +108,9 @@ PROCESSING_TIME = distribution_sql(
     "extract(epoch FROM completed_at - anchor_at) / 3600", "document_facts",
     f"completed AND {SELECTION}", "document_id", "Văn bản")
 
-DAYS_LATE = "Số ngày quá hạn"
 _STATUS = "\n".join(f"            WHEN '{code}' THEN '{label}'"
                     for code, label in STATUS_LABELS.items())
-OVERDUE = f"""SELECT document_id AS "Mã văn bản",
+LATE_AND_DUE_SOON = f"""SELECT document_id AS "Mã văn bản",
        code_notation AS "Số, ký hiệu",
        agency_code AS "Mã cơ quan",
        agency_name AS "Cơ quan",
@@ -116,9 +118,9 @@ OVERDUE = f"""SELECT document_id AS "Mã văn bản",
        CASE coalesce(status, '01')
 {_STATUS}
             ELSE status END AS "Trạng thái",
-       round((extract(epoch FROM now() - deadline) / 86400)::numeric, 1) AS "{DAYS_LATE}"
+       {hours_left("deadline")} AS "{HOURS_LEFT}"
 FROM document_facts
-WHERE overdue
+WHERE in_backlog AND deadline < now() + ioc_due_soon_horizon()
   AND {SELECTION}
 ORDER BY deadline, document_id
 LIMIT {LIST_LIMIT}"""
@@ -159,14 +161,15 @@ def by_agency() -> PanelBuilder:
                                    "Văn bản trong khoảng thời gian, theo cơ quan."), RATES)
 
 
-def overdue() -> PanelBuilder:
-    return overdue_column(listing(
-        10, "Văn bản đến quá hạn", OVERDUE, grid(0, TILE_H + ROW_H + TABLE_H, 24, LIST_H),
-        f"Văn bản tồn đọng đã quá hạn xử lý, theo hạn (tối đa {LIST_LIMIT}). "
-        "Chỉ số hiệu, cơ quan và thời hạn: không có nội dung văn bản."), DAYS_LATE)
+def late_and_due_soon() -> PanelBuilder:
+    return hours_left_column(listing(
+        10, "Văn bản đến quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
+        grid(0, TILE_H + ROW_H + TABLE_H, 24, LIST_H),
+        f"Văn bản tồn đọng đã quá hạn hoặc sắp đến hạn xử lý, theo hạn (tối đa {LIST_LIMIT}). "
+        "Chỉ số hiệu, cơ quan và thời hạn: không có nội dung văn bản."))
 
 
-PANELS = (in_and_out, processing_time, by_agency, overdue)
+PANELS = (in_and_out, processing_time, by_agency, late_and_due_soon)
 
 
 def build() -> model.Dashboard:

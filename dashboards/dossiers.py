@@ -33,10 +33,13 @@ from dashboards import former_district
 from dashboards.overview import rate_steps
 from dashboards.sdk import (
     DATASOURCE,
+    HOURS_LEFT,
     PanelBuilder,
     Sql,
     big_number,
     grid,
+    hours_left,
+    hours_left_column,
     percent_columns,
     series,
     thresholds,
@@ -106,14 +109,13 @@ GROUP BY 1
 ORDER BY 1"""
 
 LATE_STATE, SOON_STATE = "Quá hạn", "Sắp đến hạn"
-HOURS_LEFT = "Số giờ còn lại (âm: quá hạn)"
 LATE_AND_DUE_SOON = f"""SELECT dossier_code AS "Mã hồ sơ",
        procedure_code AS "Mã thủ tục",
        agency_code AS "Mã cơ quan",
        agency_name AS "Cơ quan",
        due_at AS "Hạn giải quyết",
        CASE WHEN late_in_process THEN '{LATE_STATE}' ELSE '{SOON_STATE}' END AS "Tình trạng",
-       round((extract(epoch FROM due_at - now()) / 3600)::numeric, 1) AS "{HOURS_LEFT}"
+       {hours_left("due_at")} AS "{HOURS_LEFT}"
 FROM dossier_facts
 WHERE (late_in_process OR due_soon)
   AND {SELECTION}
@@ -170,18 +172,11 @@ def received_per_day() -> PanelBuilder:
 
 
 def late_and_due_soon() -> PanelBuilder:
-    return (listing(10, "Hồ sơ quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
-                    grid(0, TILE_H + TABLE_H + SERIES_H, 24, LIST_H),
-                    f"Hồ sơ đang giải quyết, theo hạn giải quyết (tối đa {LIST_LIMIT}). "
-                    "Chỉ mã hồ sơ, mã thủ tục, cơ quan và thời hạn: không có dữ liệu cá nhân.")
-            .override_by_name(HOURS_LEFT, [
-                model.DynamicConfigValue(id_val="decimals", value=1),
-                model.DynamicConfigValue(id_val="custom.cellOptions",
-                                         value={"type": "color-text"}),
-                model.DynamicConfigValue(id_val="color", value={"mode": "thresholds"}),
-                model.DynamicConfigValue(id_val="thresholds", value={
-                    "mode": "absolute", "steps": [{"color": "red", "value": None},
-                                                  {"color": "orange", "value": 0}]})]))
+    return hours_left_column(listing(
+        10, "Hồ sơ quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
+        grid(0, TILE_H + TABLE_H + SERIES_H, 24, LIST_H),
+        f"Hồ sơ đang giải quyết, theo hạn giải quyết (tối đa {LIST_LIMIT}). "
+        "Chỉ mã hồ sơ, mã thủ tục, cơ quan và thời hạn: không có dữ liệu cá nhân."))
 
 
 TABLES = (by_agency, by_commune, received_per_day, late_and_due_soon)

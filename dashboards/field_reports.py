@@ -1,5 +1,6 @@
 """Citizen field reports (phản ánh hiện trường), drill-down: open and overdue, per category and
-per commune/ward, the trend, how long resolving took, the overdue reports and the map.
+per commune/ward, the trend, how long resolving took, the overdue and due-soon reports and the
+map.
 
 Every count reads `field_report_facts` (ioc/migrations/0003_kpis.sql), with the flags the
 `kpi_field_reports` function counts, for the dashboard's time range (a cohort: reports
@@ -7,7 +8,8 @@ requested in the period), the chosen commune/ward (`$commune`), agency (`$agency
 (`$category`, the Open311 `service_code`) and former district (`$former_district`,
 dashboards/former_district.py); "All" is SQL NULL. The KPI function has no category
 argument, so the panels count the same flags themselves (COUNTS mirrors it column for column).
-Overdue compares with now(). Time to resolve: from the request to the update that fixed or
+Overdue compares with now(); due soon: open, expected within the `due_soon_horizon` setting
+(24 h by default), as for dossiers. Time to resolve: from the request to the update that fixed or
 closed the report.
 
 "New and resolved" counts reports per period of `$trend` (dashboards/trend.py): new by request
@@ -26,10 +28,12 @@ from dashboards.dossiers import indent, listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.reportmap import map_panel, points_sql, status_label
 from dashboards.sdk import (
+    HOURS_LEFT,
     PanelBuilder,
     big_number,
     grid,
-    overdue_column,
+    hours_left,
+    hours_left_column,
     query_variable,
     series,
     thresholds,
@@ -100,16 +104,15 @@ ORDER BY 1"""
 TIME_TO_RESOLVE = distribution_sql("resolve_seconds / 3600", "field_report_facts",
                                    f"resolved AND {SELECTION}", "service_request_id", "Phản ánh")
 
-DAYS_LATE = "Số ngày quá hạn"
-OVERDUE = f"""SELECT service_request_id AS "Mã phản ánh",
+LATE_AND_DUE_SOON = f"""SELECT service_request_id AS "Mã phản ánh",
        coalesce(service_name, service_code) AS "Lĩnh vực",
        commune_code AS "Mã xã/phường",
        agency_code AS "Mã cơ quan",
        expected_datetime AS "Hạn xử lý",
        {status_label(overdue_first=False).replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
-       round((extract(epoch FROM now() - expected_datetime) / 86400)::numeric, 1) AS "{DAYS_LATE}"
+       {hours_left("expected_datetime")} AS "{HOURS_LEFT}"
 FROM field_report_facts
-WHERE overdue
+WHERE is_open AND expected_datetime < now() + ioc_due_soon_horizon()
   AND {SELECTION}
 ORDER BY expected_datetime, service_request_id
 LIMIT {LIST_LIMIT}"""
@@ -165,11 +168,12 @@ def time_to_resolve() -> PanelBuilder:
                               "Phản ánh đã khắc phục hoặc đóng: từ khi tiếp nhận đến khi xong.")
 
 
-def overdue() -> PanelBuilder:
-    return overdue_column(listing(
-        11, "Phản ánh quá hạn", OVERDUE, grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
-        f"Phản ánh đang xử lý đã quá hạn, theo hạn (tối đa {LIST_LIMIT}). Không có "
-        "dữ liệu cá nhân: mã, lĩnh vực, nơi và thời hạn."), DAYS_LATE)
+def late_and_due_soon() -> PanelBuilder:
+    return hours_left_column(listing(
+        11, "Phản ánh quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
+        grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
+        f"Phản ánh đang xử lý đã quá hạn hoặc sắp đến hạn, theo hạn (tối đa {LIST_LIMIT}). "
+        "Không có dữ liệu cá nhân: mã, lĩnh vực, nơi và thời hạn."))
 
 
 def reports_map() -> PanelBuilder:
@@ -178,7 +182,8 @@ def reports_map() -> PanelBuilder:
                      "Mỗi điểm là một phản ánh, màu theo tình trạng (đỏ: quá hạn).")
 
 
-PANELS = (by_category, by_commune, new_and_resolved, time_to_resolve, overdue, reports_map)
+PANELS = (by_category, by_commune, new_and_resolved, time_to_resolve, late_and_due_soon,
+          reports_map)
 
 
 def build() -> model.Dashboard:

@@ -155,9 +155,21 @@ def percent_columns(panel: table.Panel, columns: Iterable[str]) -> table.Panel:
     return panel
 
 
-def overdue_column(panel: table.Panel, column: str) -> table.Panel:
-    """A list's "days late" column, in red text."""
-    return panel.override_by_name(column, [
+HOURS_LEFT = "Số giờ còn lại (âm: quá hạn)"
+
+
+def hours_left(deadline: str) -> str:
+    """SQL: hours from the database's now() to `deadline`, negative once it has passed."""
+    return f"round((extract(epoch FROM {deadline} - now()) / 3600)::numeric, 1)"
+
+
+def hours_left_column(panel: table.Panel) -> table.Panel:
+    """A late and due-soon list's "hours left" column: red text when overdue, orange when due
+    soon (every listed item is one or the other)."""
+    return panel.override_by_name(HOURS_LEFT, [
         model.DynamicConfigValue(id_val="decimals", value=1),
         model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
-        model.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "red"})])
+        model.DynamicConfigValue(id_val="color", value={"mode": "thresholds"}),
+        model.DynamicConfigValue(id_val="thresholds", value={
+            "mode": "absolute", "steps": [{"color": "red", "value": None},
+                                          {"color": "orange", "value": 0}]})])

@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ioc.alerts.api import alerts_router
 from ioc.auth import BodySizeLimit
+from ioc.connector_metrics import ConnectorRow, connector_families, connector_rows
 from ioc.db import connect_kwargs
 from ioc.ingest import ingest_body_limits, ingest_router
 from ioc.lag import BrokerUnavailable, broker_metadata, consumer_lag
@@ -225,6 +226,7 @@ class Snapshot:
     lag: dict[tuple[str, int], int] | None
     workers: list[WorkerRow] | None
     heartbeat_limit: float
+    connectors: list[ConnectorRow] | None = None  # connector_status (ioc/connector_metrics.py)
 
 
 def _number(value: object) -> float | None:
@@ -269,6 +271,8 @@ class MonitorCollector(Collector):
             yield lag
         if snap.workers is not None:
             yield from self._workers(snap.workers, snap.heartbeat_limit)
+        if snap.connectors is not None:
+            yield from connector_families(snap.connectors)
 
     @staticmethod
     def _workers(rows: list[WorkerRow], limit: float) -> Iterator[Metric]:
@@ -401,9 +405,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text format, read from the broker and worker_status at scrape time."""
-        lag, workers = await asyncio.gather(_read_lag(settings), _read_workers(db))
+        lag, workers, connectors = await asyncio.gather(
+            _read_lag(settings), _read_workers(db), _read_connectors(db))
         # No await from here to the reset: concurrent scrapes never see each other's snapshot.
-        collector.snapshot = Snapshot(lag, workers, heartbeat_limit(settings))
+        collector.snapshot = Snapshot(lag, workers, heartbeat_limit(settings), connectors)
         try:
             body = generate_latest(registry)
         finally:
@@ -433,6 +438,15 @@ async def _read_workers(db: Database) -> list[WorkerRow] | None:
         return None
     except psycopg.Error as exc:
         log.warning("scrape: worker_status unreadable", detail=describe_db_error(db.settings, exc))
+        return None
+    return rows
+
+
+async def _read_connectors(db: Database) -> list[ConnectorRow] | None:
+    try:
+        rows: list[ConnectorRow] = await db.run(connector_rows)
+    except (DatabaseDown, psycopg.Error) as exc:  # the database check reports it
+        log.warning("scrape: connector_status unreadable", detail=str(exc))
         return None
     return rows
 

@@ -20,6 +20,9 @@ from ioc.settings import Settings
 log = structlog.get_logger()
 
 SOURCE_TOPICS = ("dossiers", "documents", "field_reports")
+# What the worker's group consumes: the sources and the dead letters it stores
+# (streams/store_dead_letters.py). Not `connector_status`: no agent reads it.
+CONSUMED_TOPICS = (*SOURCE_TOPICS, "dead_letters")
 CLIENT_ID = "ioc-api"
 
 T = TypeVar("T")
@@ -112,7 +115,8 @@ async def consumer_lag(settings: Settings, timeout: float = 3.0) -> dict[tuple[s
     """Messages not yet committed by the worker's group, per (topic, partition).
 
     Lag is end offset minus committed offset; a partition the group never committed counts
-    from its beginning offset. Source topics that do not exist yet are left out.
+    from its beginning offset. Every topic the worker consumes (CONSUMED_TOPICS); those that
+    do not exist yet are left out.
     Raises BrokerUnavailable when the broker cannot be asked within `timeout` seconds.
     """
 
@@ -131,7 +135,7 @@ async def consumer_lag(settings: Settings, timeout: float = 3.0) -> dict[tuple[s
             existing = {t["topic"]: t["partitions"] for t in await admin.describe_topics()}
             partitions = [
                 TopicPartition(topic, p["partition"])
-                for topic in (settings.topic(name) for name in SOURCE_TOPICS)
+                for topic in (settings.topic(name) for name in CONSUMED_TOPICS)
                 for p in existing.get(topic, [])
                 if not p["error_code"]
             ]

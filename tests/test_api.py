@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -19,9 +20,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from connectors.status import Health, StatusRow, save_status
 from ioc.api import create_app
 from ioc.db import connect, migrate
-from ioc.lag import SOURCE_TOPICS, BrokerUnavailable, consumer_lag
+from ioc.lag import CONSUMED_TOPICS, BrokerUnavailable, consumer_lag
 from ioc.settings import Settings
 from tests.services import ServedApps, free_port, start_postgres
 
@@ -35,7 +37,7 @@ async def _create_topics(settings: Settings) -> None:
     await admin.start()
     try:
         await admin.create_topics([
-            NewTopic(settings.topic(name), settings.partitions, 1) for name in SOURCE_TOPICS
+            NewTopic(settings.topic(name), settings.partitions, 1) for name in CONSUMED_TOPICS
         ])
     finally:
         await admin.close()
@@ -317,19 +319,79 @@ def test_metrics_worker_status(
     assert sample(samples, "ioc_scrape_error", component="database") == 0
 
 
+def connector_row(name: str, kind: str, health: Health, now: datetime, success: float | None,
+                  record: float | None, silent: float | None) -> StatusRow:
+    """A connector's status row; times in seconds before `now` (None: never)."""
+    ago = [None if s is None else now - timedelta(seconds=s) for s in (success, record, silent)]
+    return StatusRow(name, kind, health, None if health == Health.OK else f"{health} here",
+                     now - timedelta(days=3), ago[0], ago[1], None, ago[2], 3600.0)
+
+
+def test_metrics_connector_status(
+    serve_api: Callable[[Settings], httpx.Client], migrated: Settings
+) -> None:
+    """Connectors run as `--once` jobs are gone when Prometheus scrapes: the API shows the
+    rows they left in connector_status (written here by connectors/status.py itself)."""
+    now = datetime.now(UTC)
+    rows = [connector_row("dvcqg", "dossier", Health.OK, now, 60.5, 90.25, None),
+            connector_row("edxml", "document", Health.SILENT, now, 7200, 10800, 10800),
+            connector_row("zalo_oa", "field_report", Health.STOPPED, now, None, None, None)]
+    before = time.time()
+    for row in rows:
+        save_status(migrated, row)
+    after = time.time()
+    api = serve_api(migrated)
+    samples = scrape(api)
+    for row in rows:
+        named = {"connector": row.connector}
+        assert sample(samples, "ioc_connector_up", **named, kind=row.kind) == (
+            row.health == Health.OK), row
+        for health in ("ok", "degraded", "silent", "stopped"):
+            assert sample(samples, "ioc_connector_status", **named, kind=row.kind,
+                          health=health) == (health == row.health), (row, health)
+        for name, at in (("last_success", row.last_success_at),
+                         ("last_record", row.last_record_at),
+                         ("silent_since", row.silent_since)):
+            key = (f"ioc_connector_status_{name}_timestamp_seconds", frozenset(named.items()))
+            if at is None:
+                assert key not in samples, key  # never: no series, not a made-up 0
+            else:
+                assert samples[key] == pytest.approx(at.timestamp(), abs=1e-5), key
+        updated = sample(samples, "ioc_connector_status_updated_timestamp_seconds", **named)
+        assert before - 1 <= updated <= after + 1
+    assert {name for name, labels in samples if ("connector", "zalo_oa") in labels} == {
+        "ioc_connector_up", "ioc_connector_status",
+        "ioc_connector_status_updated_timestamp_seconds"}
+
+    # The next run of a job changes what the next scrape says.
+    save_status(migrated, connector_row("dvcqg", "dossier", Health.DEGRADED, now, 60.5, 90.25,
+                                        None))
+    samples = scrape(api)
+    assert sample(samples, "ioc_connector_up", connector="dvcqg", kind="dossier") == 0
+    assert sample(samples, "ioc_connector_status", connector="dvcqg", kind="dossier",
+                  health="degraded") == 1
+    assert sample(samples, "ioc_connector_status", connector="dvcqg", kind="dossier",
+                  health="ok") == 0
+
+
 def test_consumer_lag(
     serve_api: Callable[[Settings], httpx.Client], with_topics: Settings
 ) -> None:
     dossiers, documents = with_topics.topic("dossiers"), with_topics.topic("documents")
+    dead = with_topics.topic("dead_letters")  # the worker stores them: its group consumes it
     n, k = 7, 4
     asyncio.run(_produce(with_topics, dossiers, 0, n))
     asyncio.run(_produce(with_topics, documents, 1, 3))
+    asyncio.run(_produce(with_topics, dead, 1, 5))
     asyncio.run(_commit(with_topics, dossiers, 0, k))
+    asyncio.run(_commit(with_topics, dead, 1, 2))
 
     expected = {(with_topics.topic(name), p): 0
-                for name in SOURCE_TOPICS for p in range(with_topics.partitions)}
+                for name in ("dossiers", "documents", "field_reports", "dead_letters")
+                for p in range(with_topics.partitions)}
     expected[(dossiers, 0)] = n - k
     expected[(documents, 1)] = 3  # never committed: counts from the beginning
+    expected[(dead, 1)] = 5 - 2
     assert asyncio.run(consumer_lag(with_topics)) == expected
 
     samples = scrape(serve_api(with_topics))

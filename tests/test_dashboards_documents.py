@@ -32,13 +32,13 @@ TILES = {  # panel title -> key of the scenario's expected document KPIs
     "Tồn đọng quá hạn": "backlog_overdue",
 }
 TREND, DURATIONS = "Văn bản đến và đi theo chu kỳ", "Thời gian xử lý văn bản"
-AGENCY_TABLE, OVERDUE_LIST = "Theo cơ quan", "Văn bản đến quá hạn"
+AGENCY_TABLE, LATE_LIST = "Theo cơ quan", "Văn bản đến quá hạn và sắp đến hạn"
 TABLE_KEYS = ["incoming", "outgoing", "signed_rate", "completed", "on_time_rate", "backlog",
               "backlog_overdue"]
 TABLE_COLUMNS = ["Mã cơ quan", "Cơ quan", "Văn bản đến", "Văn bản đi", "Tỷ lệ ký số",
                  "Đã hoàn thành", "Tỷ lệ đúng hạn", "Tồn đọng", "Tồn đọng quá hạn"]
 LIST_COLUMNS = ["Mã văn bản", "Số, ký hiệu", "Mã cơ quan", "Cơ quan", "Hạn xử lý",
-                "Trạng thái", "Số ngày quá hạn"]
+                "Trạng thái", "Số giờ còn lại (âm: quá hạn)"]
 STATUS = {"01": "Đã đến", "03": "Đã tiếp nhận", "04": "Đã phân công", "05": "Đang xử lý",
           "13": "Đề nghị thu hồi", "16": "Từ chối thu hồi"}  # QCVN 102:2016 codes
 # Processing-time buckets, hours [low, high).
@@ -88,7 +88,7 @@ def test_settings_titles_and_metadata_only(board: Board) -> None:
     for title in titles:
         assert unicodedata.is_normalized("NFC", title), title
     assert {p["title"] for p in board["panels"]} == {*TILES, TREND, DURATIONS, AGENCY_TABLE,
-                                                     OVERDUE_LIST}
+                                                     LATE_LIST}
     for sql in queries(board):
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
         assert sources <= {"kpi_documents", "kpi_documents_by", "document_facts", "rollup_hour",
@@ -96,20 +96,33 @@ def test_settings_titles_and_metadata_only(board: Board) -> None:
     panels = {p["title"]: p for p in board["panels"]}
     assert panels[DURATIONS]["type"] == "barchart"
     assert panels[DURATIONS]["options"]["xField"] == "Thời gian"
-    sql = panels[OVERDUE_LIST]["targets"][0]["rawSql"]
+    sql = panels[LATE_LIST]["targets"][0]["rawSql"]
     # Identifiers, agency, dates and status only: the select list reads no other column.
     listed = re.sub(r"'[^']*'|\"[^\"]*\"", "", sql.split("FROM document_facts")[0])
     assert set(re.findall(r"\b[a-z_]+\b", listed)) == {
         "document_id", "code_notation", "agency_code", "agency_name", "deadline", "status",
         "coalesce", "round", "extract", "epoch", "now", "numeric"}
     assert re.search(r"ORDER BY deadline, document_id\nLIMIT 50$", sql)
+    assert_hours_left_coloured(panels[LATE_LIST], LIST_COLUMNS[-1])
+
+
+def assert_hours_left_coloured(panel: dict[str, Any], column: str) -> None:
+    """The "hours left" column: red text below 0 (overdue), orange from 0 (due soon)."""
+    (override,) = panel["fieldConfig"]["overrides"]
+    assert override["matcher"] == {"id": "byName", "options": column}
+    props = {p["id"]: p["value"] for p in override["properties"]}
+    assert props["custom.cellOptions"] == {"type": "color-text"}
+    assert props["color"] == {"mode": "thresholds"}
+    assert props["thresholds"]["steps"] == [{"color": "red", "value": None},
+                                            {"color": "orange", "value": 0}]
 
 
 # --- ground truth -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def sc() -> scenario.Scenario:
-    return scenario.build(seed=43, dossiers=30, documents=90, reports=30, malformed=False)
+    # seed 50: some backlog documents are due soon; none is near now() or now() + the horizon
+    return scenario.build(seed=50, dossiers=30, documents=90, reports=30, malformed=False)
 
 
 def selection(sc: scenario.Scenario, ward: str | None, agency: str | None,
@@ -163,15 +176,27 @@ def agency_rows(sel: scenario.Scenario) -> list[tuple[Any, ...]]:
     return rows
 
 
-def overdue_list(sc: scenario.Scenario, sel: scenario.Scenario) -> list[tuple[Any, ...]]:
+def with_deadline(sel: scenario.Scenario) -> list[scenario.Document]:
+    """Incoming documents in the backlog (not rejected, completed or recalled) with a deadline."""
+    return [d for d in sel.documents if d.direction == "incoming"
+            and d.status not in ("02", "06", "15") and d.deadline is not None]
+
+
+def late_list(sc: scenario.Scenario, sel: scenario.Scenario) -> list[tuple[Any, ...]]:
+    """Backlog documents past their deadline or due within the horizon, by deadline."""
     now = sel.now
-    late = [d for d in sel.documents if d.direction == "incoming"
-            and d.status not in ("02", "06", "15") and d.deadline is not None
-            and d.deadline < now]
+    late = [d for d in with_deadline(sel) if d.deadline < now + scenario.DUE_SOON]
     late.sort(key=lambda d: (d.deadline, d.document_id))
     return [(d.document_id, f"{sc.documents.index(d)}/SKHCN-CĐS", d.agency,
              f"Cơ quan {d.agency}", d.deadline, STATUS[d.status],
-             (now - d.deadline).total_seconds() / 86400) for d in late[:documents.LIST_LIMIT]]
+             (d.deadline - now).total_seconds() / 3600) for d in late[:documents.LIST_LIMIT]]
+
+
+def test_no_deadline_near_a_boundary(sc: scenario.Scenario) -> None:
+    """The database's now() runs a little after the scenario's: keep the lists exact."""
+    for d in with_deadline(sc):
+        for boundary in (sc.now, sc.now + scenario.DUE_SOON):
+            assert abs(d.deadline - boundary) > timedelta(hours=1), d.document_id
 
 
 # --- every query on real servers ----------------------------------------------------------
@@ -205,9 +230,12 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
             for ward, agency, district in selections:
                 sel = selection(sc, ward, agency, start, district)
                 kpis = sel.expected_document_kpis()
-                by_agency, late = agency_rows(sel), overdue_list(sc, sel)
+                by_agency, late = agency_rows(sel), late_list(sc, sel)
                 spread = durations(sel)
-                seen.update(agencies=len(by_agency), late=len(late),
+                pending = [d.deadline - sel.now for d in with_deadline(sel)]
+                seen.update(agencies=len(by_agency), late=sum(e[6] < 0 for e in late),
+                            soon=sum(e[6] >= 0 for e in late),
+                            not_yet_due=sum(p >= scenario.DUE_SOON for p in pending),
                             completed=sum(n for _, n in spread),
                             district=len(sel.documents) if district else 0)
                 for timescaledb in (True, False):
@@ -240,16 +268,16 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                     columns, rows = run(conn, panels[DURATIONS]["rawSql"], ctx)
                     assert columns == ["Thời gian", "Văn bản"]
                     assert rows == spread, where
-                    columns, rows = run(conn, panels[OVERDUE_LIST]["rawSql"], ctx)
+                    columns, rows = run(conn, panels[LATE_LIST]["rawSql"], ctx)
                     assert columns == LIST_COLUMNS
                     assert [r[:6] for r in rows] == [e[:6] for e in late], where
                     # the database's now() is a little after the scenario's now
-                    drift = (datetime.now(UTC) - sc.now).total_seconds() / 86400
+                    drift = (datetime.now(UTC) - sc.now).total_seconds() / 3600
                     for row, want in zip(rows, late, strict=True):
-                        assert want[6] - 0.05 <= plain(row[6]) <= want[6] + drift + 0.05, where
+                        assert want[6] - drift - 0.05 <= plain(row[6]) <= want[6] + 0.05, where
     # the selections are not empty: every panel had something to compare
-    assert all(seen[k] > 0 for k in ("agencies", "late", "completed", "periods", "district")), \
-        seen
+    assert all(seen[k] > 0 for k in ("agencies", "late", "soon", "not_yet_due", "completed",
+                                     "periods", "district")), seen
 
 
 def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:

@@ -22,7 +22,12 @@ from ioc.settings import Settings
 from tests import scenario
 from tests.boards import Board, queries, run, variable
 from tests.test_dashboards import loaded, on_timescaledb, plain, walk
-from tests.test_dashboards_documents import HOURS, PERIODS, period_start
+from tests.test_dashboards_documents import (
+    HOURS,
+    PERIODS,
+    assert_hours_left_coloured,
+    period_start,
+)
 from tests.timescaledb import TimescaleServer
 
 TILES = {  # panel title -> key of the scenario's expected report KPIs
@@ -36,11 +41,11 @@ TILES = {  # panel title -> key of the scenario's expected report KPIs
 KEYS = ["reports", "open", "overdue", "resolved", "duplicate", "median_hours_to_resolve"]
 BY_CATEGORY, BY_COMMUNE = "Theo lĩnh vực", "Theo xã/phường"
 TREND, DURATIONS = "Phản ánh mới và đã giải quyết theo chu kỳ", "Thời gian giải quyết"
-OVERDUE_LIST, MAP = "Phản ánh quá hạn", "Bản đồ phản ánh"
+LATE_LIST, MAP = "Phản ánh quá hạn và sắp đến hạn", "Bản đồ phản ánh"
 COUNT_COLUMNS = ["Phản ánh", "Đang xử lý", "Quá hạn", "Đã giải quyết", "Trùng lặp",
                  "Trung vị giờ giải quyết"]
 LIST_COLUMNS = ["Mã phản ánh", "Lĩnh vực", "Mã xã/phường", "Mã cơ quan", "Hạn xử lý",
-                "Tình trạng", "Số ngày quá hạn"]
+                "Tình trạng", "Số giờ còn lại (âm: quá hạn)"]
 LABELS = {"open": "Mới", "investigating": "Đang xác minh", "in_progress": "Đang xử lý",
           "fixed": "Đã khắc phục", "closed": "Đã đóng", "duplicate": "Trùng lặp"}
 OPEN, RESOLVED = ("open", "investigating", "in_progress"), ("fixed", "closed")
@@ -95,7 +100,7 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
     for title in titles:
         assert unicodedata.is_normalized("NFC", title), title
     assert {p["title"] for p in board["panels"]} == {*TILES, BY_CATEGORY, BY_COMMUNE, TREND,
-                                                     DURATIONS, OVERDUE_LIST, MAP}
+                                                     DURATIONS, LATE_LIST, MAP}
     sqls = queries(board) + [v["query"] for v in board["templating"]["list"]
                              if v["type"] == "query"]
     for sql in sqls:
@@ -114,7 +119,8 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
     (override,) = panels[MAP]["fieldConfig"]["overrides"]
     colours = override["properties"][0]["value"][0]["options"]
     assert set(colours) == {*LABELS.values(), "Quá hạn"} and colours["Quá hạn"]["color"] == "red"
-    for title in (OVERDUE_LIST, MAP):  # codes, category, place, dates and status only
+    assert_hours_left_coloured(panels[LATE_LIST], LIST_COLUMNS[-1])
+    for title in (LATE_LIST, MAP):  # codes, category, place, dates and status only
         sql = panels[title]["targets"][0]["rawSql"]
         listed = identifiers(sql.split("FROM field_report_facts")[0])
         assert listed <= {"select", "as", "case", "when", "then", "else", "end", "status",
@@ -128,6 +134,7 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
 
 @pytest.fixture(scope="module")
 def sc() -> scenario.Scenario:
+    # seed 47: open reports overdue, due soon and not yet due; none near now() or now() + 24 h
     return scenario.build(seed=47, dossiers=20, documents=10, reports=90, malformed=False)
 
 
@@ -182,12 +189,22 @@ def durations(sel: scenario.Scenario) -> list[tuple[str, int]]:
     return [(label, sum(low <= h < high for h in hours)) for label, low, high in HOURS]
 
 
-def overdue(sel: scenario.Scenario) -> list[tuple[Any, ...]]:
-    late = sorted((r for r in sel.reports if r.status in OPEN and r.expected_at < sel.now),
+def late_list(sel: scenario.Scenario) -> list[tuple[Any, ...]]:
+    """Open reports past their expected date or due within the horizon, by expected date."""
+    late = sorted((r for r in sel.reports
+                   if r.status in OPEN and r.expected_at < sel.now + scenario.DUE_SOON),
                   key=lambda r: (r.expected_at, r.request_id))
     return [(r.request_id, SERVICE_NAME, r.commune, r.agency, r.expected_at, LABELS[r.status],
-             (sel.now - r.expected_at).total_seconds() / 86400)
+             (r.expected_at - sel.now).total_seconds() / 3600)
             for r in late[:field_reports.LIST_LIMIT]]
+
+
+def test_no_expected_date_near_a_boundary(sc: scenario.Scenario) -> None:
+    """The database's now() runs a little after the scenario's: keep the lists exact."""
+    for r in sc.reports:
+        for boundary in (sc.now, sc.now + scenario.DUE_SOON):
+            assert r.status not in OPEN or abs(r.expected_at - boundary) > timedelta(hours=1), \
+                r.request_id
 
 
 def points(sel: scenario.Scenario, where: dict[str, tuple[float, float]]) -> list[tuple]:
@@ -242,8 +259,12 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                                for code, rs in grouped(sel, "service_code").items()]
                 by_commune = [(code, *counts(sc, rs))
                               for code, rs in grouped(sel, "commune").items()]
-                spread, late, dots = durations(sel), overdue(sel), points(sel, where_is)
-                seen.update(categories=len(by_category), late=len(late), dots=len(dots),
+                spread, late, dots = durations(sel), late_list(sel), points(sel, where_is)
+                seen.update(categories=len(by_category), late=sum(e[6] < 0 for e in late),
+                            soon=sum(e[6] >= 0 for e in late), dots=len(dots),
+                            not_yet_due=sum(r.status in OPEN
+                                            and r.expected_at >= sel.now + scenario.DUE_SOON
+                                            for r in sel.reports),
                             resolved=sum(n for _, n in spread),
                             district=len(sel.reports) if choice[3] else 0)
                 for timescaledb in (True, False):
@@ -276,18 +297,18 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                     assert [tuple(map(plain, r)) for r in rows] == by_commune, where
                     cols, rows = run(conn, panels[DURATIONS]["rawSql"], ctx)
                     assert cols == ["Thời gian", "Phản ánh"] and rows == spread, where
-                    cols, rows = run(conn, panels[OVERDUE_LIST]["rawSql"], ctx)
+                    cols, rows = run(conn, panels[LATE_LIST]["rawSql"], ctx)
                     assert cols == LIST_COLUMNS
                     assert [r[:6] for r in rows] == [e[:6] for e in late], where
-                    drift = (datetime.now(UTC) - sc.now).total_seconds() / 86400
+                    drift = (datetime.now(UTC) - sc.now).total_seconds() / 3600
                     for row, want in zip(rows, late, strict=True):
-                        assert want[6] - 0.05 <= plain(row[6]) <= want[6] + drift + 0.05, where
+                        assert want[6] - drift - 0.05 <= plain(row[6]) <= want[6] + 0.05, where
                     cols, rows = run(conn, panels[MAP]["rawSql"], ctx)
                     assert cols == ["latitude", "longitude", "Tình trạng", "Lĩnh vực",
                                     "Mã phản ánh"]
                     assert rows == dots, where
-    assert all(seen[k] > 0 for k in ("categories", "late", "dots", "resolved", "periods",
-                                     "district")), seen
+    assert all(seen[k] > 0 for k in ("categories", "late", "soon", "not_yet_due", "dots",
+                                     "resolved", "periods", "district")), seen
 
 
 def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:
