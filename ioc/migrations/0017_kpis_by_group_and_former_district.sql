@@ -216,7 +216,38 @@ SELECT group_code AS agency_code, received, to_handle, finished, finished_on_tim
        paid_online_rate, satisfaction_rate
 FROM kpi_dossiers_by('-infinity', 'infinity', 'agency');
 
--- The 766 league tables of 0005, from the grouped function: same rule, same columns.
+-- The 766 league table of one grouping ('agency' or 'commune'), from the grouped function:
+-- the rule of 0005 (rate >= target: full points, else rate / target x points).
+CREATE FUNCTION kpi_ranking(since timestamptz, until timestamptz, group_by text, unit text,
+                            on_time_target numeric, digitized_target numeric,
+                            online_target numeric, satisfaction_target numeric)
+RETURNS TABLE (rank bigint, group_code text, group_name text, received bigint,
+               to_handle bigint, on_time_rate numeric, digitized_rate numeric,
+               online_rate numeric, satisfaction_rate numeric, progress_points numeric,
+               digitization_points numeric, online_points numeric,
+               satisfaction_points numeric, total_points numeric)
+LANGUAGE sql STABLE AS $$
+    WITH p AS (
+        SELECT k.group_code, k.group_name, k.received, k.to_handle, k.on_time_rate,
+               k.digitized_rate, k.online_rate, k.satisfaction_rate,
+               ioc_766_points(k.on_time_rate, on_time_target, 20)           AS progress_points,
+               ioc_766_points(k.digitized_rate, digitized_target, 22)       AS digitization_points,
+               ioc_766_points(k.online_rate, online_target, 22)             AS online_points,
+               ioc_766_points(k.satisfaction_rate, satisfaction_target, 18) AS satisfaction_points
+        FROM kpi_dossiers_by(since, until, group_by, unit) k
+        WHERE k.group_code <> ''  -- dossiers of province-level agencies have no commune
+    ), t AS (
+        SELECT p.*, coalesce(p.progress_points, 0) + coalesce(p.digitization_points, 0)
+                    + coalesce(p.online_points, 0) + coalesce(p.satisfaction_points, 0)
+                    AS total_points
+        FROM p
+    )
+    SELECT rank() OVER (ORDER BY t.total_points DESC), t.*
+    FROM t
+    ORDER BY t.total_points DESC, t.group_code
+$$;
+
+-- The league tables of 0005, same columns, now from kpi_ranking.
 CREATE OR REPLACE FUNCTION kpi_agency_ranking(since timestamptz DEFAULT '-infinity',
                                               until timestamptz DEFAULT 'infinity',
                                               unit text DEFAULT NULL,
@@ -230,24 +261,8 @@ RETURNS TABLE (rank bigint, agency_code text, agency_name text, received bigint,
                digitization_points numeric, online_points numeric,
                satisfaction_points numeric, total_points numeric)
 LANGUAGE sql STABLE AS $$
-    WITH p AS (
-        SELECT k.group_code AS agency_code, k.group_name AS agency_name, k.received,
-               k.to_handle, k.on_time_rate, k.digitized_rate, k.online_rate,
-               k.satisfaction_rate,
-               ioc_766_points(k.on_time_rate, on_time_target, 20)           AS progress_points,
-               ioc_766_points(k.digitized_rate, digitized_target, 22)       AS digitization_points,
-               ioc_766_points(k.online_rate, online_target, 22)             AS online_points,
-               ioc_766_points(k.satisfaction_rate, satisfaction_target, 18) AS satisfaction_points
-        FROM kpi_dossiers_by(since, until, 'agency', unit) k
-    ), t AS (
-        SELECT p.*, coalesce(p.progress_points, 0) + coalesce(p.digitization_points, 0)
-                    + coalesce(p.online_points, 0) + coalesce(p.satisfaction_points, 0)
-                    AS total_points
-        FROM p
-    )
-    SELECT rank() OVER (ORDER BY t.total_points DESC), t.*
-    FROM t
-    ORDER BY t.total_points DESC, t.agency_code
+    SELECT * FROM kpi_ranking(since, until, 'agency', unit, on_time_target, digitized_target,
+                              online_target, satisfaction_target)
 $$;
 
 CREATE OR REPLACE FUNCTION kpi_commune_ranking(since timestamptz DEFAULT '-infinity',
@@ -262,24 +277,11 @@ RETURNS TABLE (rank bigint, commune_code text, received bigint, to_handle bigint
                digitization_points numeric, online_points numeric,
                satisfaction_points numeric, total_points numeric)
 LANGUAGE sql STABLE AS $$
-    WITH p AS (
-        SELECT k.group_code AS commune_code, k.received, k.to_handle, k.on_time_rate,
-               k.digitized_rate, k.online_rate, k.satisfaction_rate,
-               ioc_766_points(k.on_time_rate, on_time_target, 20)           AS progress_points,
-               ioc_766_points(k.digitized_rate, digitized_target, 22)       AS digitization_points,
-               ioc_766_points(k.online_rate, online_target, 22)             AS online_points,
-               ioc_766_points(k.satisfaction_rate, satisfaction_target, 18) AS satisfaction_points
-        FROM kpi_dossiers_by(since, until, 'commune') k
-        WHERE k.group_code <> ''
-    ), t AS (
-        SELECT p.*, coalesce(p.progress_points, 0) + coalesce(p.digitization_points, 0)
-                    + coalesce(p.online_points, 0) + coalesce(p.satisfaction_points, 0)
-                    AS total_points
-        FROM p
-    )
-    SELECT rank() OVER (ORDER BY t.total_points DESC), t.*
-    FROM t
-    ORDER BY t.total_points DESC, t.commune_code
+    SELECT rank, group_code, received, to_handle, on_time_rate, digitized_rate, online_rate,
+           satisfaction_rate, progress_points, digitization_points, online_points,
+           satisfaction_points, total_points
+    FROM kpi_ranking(since, until, 'commune', NULL, on_time_target, digitized_target,
+                     online_target, satisfaction_target)
 $$;
 
 -- Event counts of the minute buckets in [since, until] (both ends included, as Grafana's
