@@ -90,6 +90,7 @@ def breakdown(names: dict[str, str], group_by: str, where: str = "") -> str:
 
 BY_AGENCY = breakdown({"Mã cơ quan": "group_code", "Cơ quan": "group_name"}, "agency")
 BY_COMMUNE = breakdown({"Mã xã/phường": "group_code"}, "commune", "WHERE group_code <> ''\n")
+BY_PROCEDURE = breakdown({"Mã thủ tục": "group_code", "Thủ tục": "group_name"}, "procedure")
 
 CHOSEN = """($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
         AND ($agency::text IS NULL OR agency_code = $agency::text)"""
@@ -166,20 +167,25 @@ def by_commune() -> PanelBuilder:
                      "Hồ sơ tiếp nhận trong khoảng thời gian, theo xã/phường.")
 
 
+def by_procedure() -> PanelBuilder:
+    return kpi_table(11, "Theo thủ tục", BY_PROCEDURE, grid(0, TILE_H + TABLE_H, 24, TABLE_H),
+                     "Hồ sơ tiếp nhận trong khoảng thời gian, theo thủ tục hành chính.")
+
+
 def received_per_day() -> PanelBuilder:
     return series(9, "Hồ sơ tiếp nhận theo ngày", RECEIVED_PER_DAY,
-                  grid(0, TILE_H + TABLE_H, 24, SERIES_H))
+                  grid(0, TILE_H + 2 * TABLE_H, 24, SERIES_H))
 
 
 def late_and_due_soon() -> PanelBuilder:
     return hours_left_column(listing(
         10, "Hồ sơ quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
-        grid(0, TILE_H + TABLE_H + SERIES_H, 24, LIST_H),
+        grid(0, TILE_H + 2 * TABLE_H + SERIES_H, 24, LIST_H),
         f"Hồ sơ đang giải quyết, theo hạn giải quyết (tối đa {LIST_LIMIT}). "
         "Chỉ mã hồ sơ, mã thủ tục, cơ quan và thời hạn: không có dữ liệu cá nhân."))
 
 
-TABLES = (by_agency, by_commune, received_per_day, late_and_due_soon)
+TABLES = (by_agency, by_commune, by_procedure, received_per_day, late_and_due_soon)
 
 
 def build() -> model.Dashboard:

@@ -31,7 +31,7 @@ TILES = {  # panel title -> key of the scenario's expected dossier KPIs
     "Sắp đến hạn": "due_soon",
     "Chưa đến hạn": "not_yet_due",
 }
-AGENCY_TABLE, COMMUNE_TABLE = "Theo cơ quan", "Theo xã/phường"
+AGENCY_TABLE, COMMUNE_TABLE, PROCEDURE_TABLE = "Theo cơ quan", "Theo xã/phường", "Theo thủ tục"
 PER_DAY, LATE_LIST = "Hồ sơ tiếp nhận theo ngày", "Hồ sơ quá hạn và sắp đến hạn"
 KPI_COLUMNS = ["Hồ sơ tiếp nhận", "Tỷ lệ đúng hạn", "Tỷ lệ trực tuyến",
                "Đang giải quyết quá hạn", "Sắp đến hạn"]
@@ -39,6 +39,7 @@ KPI_KEYS = ["received", "on_time_rate", "online_rate", "late_in_process", "due_s
 LIST_COLUMNS = ["Mã hồ sơ", "Mã thủ tục", "Mã cơ quan", "Cơ quan", "Hạn giải quyết",
                 "Tình trạng", "Số giờ còn lại (âm: quá hạn)"]
 PROCEDURE = "1.001234"  # the procedure code of every scenario dossier
+PROCEDURE_NAME = "Cấp giấy phép xây dựng"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
     for title in titles:
         assert unicodedata.is_normalized("NFC", title), title
     assert {p["title"] for p in board["panels"]} == {*TILES, AGENCY_TABLE, COMMUNE_TABLE,
-                                                     PER_DAY, LATE_LIST}
+                                                     PROCEDURE_TABLE, PER_DAY, LATE_LIST}
     for sql in queries(board):
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
         assert sources <= {"kpi_dossiers", "kpi_dossiers_by", "dossier_facts", "rollup_hour"}, sql
@@ -168,6 +169,8 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                 agency_rows = [(code, f"Cơ quan {code}", *kpi_row(sc, ds))
                                for code, ds in by(sel, "agency").items()]
                 commune_rows = [(code, *kpi_row(sc, ds)) for code, ds in by(sel, "commune").items()]
+                procedure_rows = ([(PROCEDURE, PROCEDURE_NAME, *kpi_row(sc, sel.dossiers))]
+                                  if sel.dossiers else [])
                 days = per_day(selection(sc, ward, agency, None, district), start, end)
                 late = late_list(sel)
                 seen.update(agency_rows=len(agency_rows), days=len(days), late=len(late),
@@ -192,6 +195,9 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                     columns, rows = run(conn, panels[COMMUNE_TABLE]["targets"][0]["rawSql"], ctx)
                     assert columns == ["Mã xã/phường", *KPI_COLUMNS]
                     assert [tuple(map(plain, r)) for r in rows] == commune_rows, where
+                    columns, rows = run(conn, panels[PROCEDURE_TABLE]["targets"][0]["rawSql"], ctx)
+                    assert columns == ["Mã thủ tục", "Thủ tục", *KPI_COLUMNS]
+                    assert [tuple(map(plain, r)) for r in rows] == procedure_rows, where
                     target = panels[PER_DAY]["targets"][0]
                     assert target["format"] == "time_series"
                     columns, rows = run(conn, target["rawSql"], ctx)

@@ -57,24 +57,26 @@ $$;
 CREATE FUNCTION ioc_bad_group_by(group_by text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RAISE EXCEPTION 'group_by must be ''agency'', ''commune'' or NULL, not %',
+    RAISE EXCEPTION 'group_by must be ''agency'', ''commune'', ''procedure'' or NULL, not %',
         quote_literal(group_by) USING ERRCODE = 'invalid_parameter_value';
 END
 $$;
 
--- The group of a row: its agency, its commune/ward code ('' when it has none), or NULL (one
--- group) when `group_by` is NULL.
-CREATE FUNCTION ioc_group_key(group_by text, agency_code text, commune_code text) RETURNS text
+-- The group of a row: its agency, its commune/ward code or its procedure ('' when it has none;
+-- procedures: dossiers only), or NULL (one group) when `group_by` is NULL.
+CREATE FUNCTION ioc_group_key(group_by text, agency_code text, commune_code text,
+                              procedure_code text DEFAULT NULL) RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN group_by IS NULL THEN NULL
                 WHEN group_by = 'agency' THEN agency_code
                 WHEN group_by = 'commune' THEN commune_code
+                WHEN group_by = 'procedure' THEN coalesce(procedure_code, '')
                 ELSE ioc_bad_group_by(group_by) END
 $$;
 
 -- Per group of the dossiers anchored in [since, until), in `unit`, of `agency` and
--- `former_district` (NULL: no filter): the group's code, its agency name (agency groups only)
--- and every column of kpi_dossiers.
+-- `former_district` (NULL: no filter): the group's code, its name (agency or procedure
+-- groups) and every column of kpi_dossiers.
 CREATE FUNCTION kpi_dossiers_by(since timestamptz, until timestamptz, group_by text,
                                 unit text DEFAULT NULL, agency text DEFAULT NULL,
                                 former_district text DEFAULT NULL)
@@ -88,7 +90,8 @@ RETURNS TABLE (group_code text, group_name text,
 LANGUAGE sql STABLE AS $$
     WITH c AS (
         SELECT group_code,
-               CASE WHEN group_by = 'agency' THEN max(agency_name) END     AS group_name,
+               CASE WHEN group_by = 'agency' THEN max(agency_name)
+                    WHEN group_by = 'procedure' THEN max(procedure_name) END AS group_name,
                count(*)                                                    AS received,
                count(*) FILTER (WHERE to_handle)                           AS to_handle,
                count(*) FILTER (WHERE finished)                            AS finished,
@@ -105,7 +108,8 @@ LANGUAGE sql STABLE AS $$
                count(*) FILTER (WHERE is_paid_online)                      AS paid_online,
                count(*) FILTER (WHERE to_handle AND (dissatisfied OR late_finished
                                                      OR late_in_process)) AS dissatisfied_or_late
-        FROM (SELECT ioc_group_key(group_by, agency_code, commune_code) AS group_code, *
+        FROM (SELECT ioc_group_key(group_by, agency_code, commune_code, procedure_code)
+                     AS group_code, *
               FROM dossier_facts
               WHERE anchor_at >= since AND anchor_at < until
                 AND (unit IS NULL OR unit IN (province_code, commune_code))
