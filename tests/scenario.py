@@ -107,11 +107,12 @@ class Scenario:
     malformed: list[tuple[str, str]] = field(default_factory=list)  # (topic, expected reason)
 
     def subset(self, commune: str | None = None, since: datetime | None = None,
-               former_district: str | None = None) -> "Scenario":
-        """The part of the province a `--unit` / `--since` query (or a dashboard's former
-        district) looks at."""
+               former_district: str | None = None, agency: str | None = None) -> "Scenario":
+        """The part of the province a `--unit` / `--since` query (or a dashboard's agency and
+        former district) looks at."""
         def keep(e: Dossier | Document | Report, anchor: datetime) -> bool:
             return ((commune is None or e.commune == commune)
+                    and (agency is None or e.agency == agency)
                     and (since is None or anchor >= since)
                     and (former_district is None or e.former_district == former_district))
         return Scenario(

@@ -125,13 +125,6 @@ def sc() -> scenario.Scenario:
     return scenario.build(seed=50, dossiers=30, documents=90, reports=30, malformed=False)
 
 
-def selection(sc: scenario.Scenario, ward: str | None, agency: str | None,
-              since: datetime | None, district: str | None = None) -> scenario.Scenario:
-    sub = sc.subset(commune=ward, since=since, former_district=district)
-    return scenario.Scenario(now=sc.now, documents=[d for d in sub.documents
-                                                    if agency is None or d.agency == agency])
-
-
 def period_start(moment: datetime, unit: str) -> datetime:
     """PostgreSQL's date_trunc(unit, moment, 'Asia/Ho_Chi_Minh'), as UTC."""
     local = moment.astimezone(scenario.VIETNAM).replace(hour=0, minute=0, second=0,
@@ -228,7 +221,7 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
         seen = Counter[str]()
         for start in ranges:
             for ward, agency, district in selections:
-                sel = selection(sc, ward, agency, start, district)
+                sel = sc.subset(commune=ward, agency=agency, since=start, former_district=district)
                 kpis = sel.expected_document_kpis()
                 by_agency, late = agency_rows(sel), late_list(sc, sel)
                 spread = durations(sel)
@@ -249,8 +242,9 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                         ctx = Context(start, end, interval=timedelta(hours=1),
                                       timescaledb=timescaledb, variables=values)
                         where = (start, ward, agency, district, timescaledb, unit)
-                        expected = in_and_out(selection(sc, ward, agency, None, district),
-                                              start, end, unit)
+                        everything = sc.subset(commune=ward, agency=agency,
+                                               former_district=district)
+                        expected = in_and_out(everything, start, end, unit)
                         seen.update(periods=len(expected))
                         assert panels[TREND]["format"] == "time_series"
                         columns, rows = run(conn, panels[TREND]["rawSql"], ctx)

@@ -97,13 +97,6 @@ def sc() -> scenario.Scenario:
     return scenario.build(seed=43, dossiers=70, documents=40, reports=30, malformed=False)
 
 
-def selection(sc: scenario.Scenario, ward: str | None, agency: str | None,
-              since: datetime | None, district: str | None = None) -> scenario.Scenario:
-    sub = sc.subset(commune=ward, since=since, former_district=district)
-    return scenario.Scenario(now=sc.now, dossiers=[d for d in sub.dossiers
-                                                   if agency is None or d.agency == agency])
-
-
 def kpi_row(sc: scenario.Scenario, ds: list[scenario.Dossier]) -> list[Any]:
     k = scenario.Scenario(now=sc.now, dossiers=ds).expected_dossier_kpis()
     return [k[key] for key in KPI_KEYS]
@@ -164,14 +157,15 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
         seen = Counter[str]()
         for start in ranges:
             for ward, agency, district in selections:
-                sel = selection(sc, ward, agency, start, district)
+                sel = sc.subset(commune=ward, agency=agency, since=start, former_district=district)
                 expected_kpis = sel.expected_dossier_kpis()
                 agency_rows = [(code, f"Cơ quan {code}", *kpi_row(sc, ds))
                                for code, ds in by(sel, "agency").items()]
                 commune_rows = [(code, *kpi_row(sc, ds)) for code, ds in by(sel, "commune").items()]
                 procedure_rows = ([(PROCEDURE, PROCEDURE_NAME, *kpi_row(sc, sel.dossiers))]
                                   if sel.dossiers else [])
-                days = per_day(selection(sc, ward, agency, None, district), start, end)
+                days = per_day(sc.subset(commune=ward, agency=agency, former_district=district),
+                               start, end)
                 late = late_list(sel)
                 seen.update(agency_rows=len(agency_rows), days=len(days), late=len(late),
                             district=len(sel.dossiers) if district else 0)
