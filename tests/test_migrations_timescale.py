@@ -94,12 +94,21 @@ def test_migrate_twice_creates_hypertables_caggs_and_policies(
     assert (hour["start_offset"], hour["end_offset"]) == ("400 days", "01:00:00")
 
 
+CHUNK = timedelta(days=7)  # the events hypertable's chunk interval (migration 0002)
+COMPRESS_AFTER = timedelta(days=7)  # the compression policy's default age
+
+
 def make_events(now: datetime, count: int) -> list[tuple[object, ...]]:
-    """Events over the last hours and days, a third older than the compression age (7 days)."""
+    """Events over the last hours and days, a third older than the compression age.
+
+    Whatever the date, events 16 and 30 days old sit in two different chunks that both end more
+    than `COMPRESS_AFTER` ago (a chunk is 7 days wide), so at least two chunks get compressed;
+    those 10 days old fall on either side of that boundary depending on the calendar.
+    """
     rng = random.Random(20250701)
     rows = []
     for i in range(count):
-        age = timedelta(days=rng.choice([0, 0, 0, 1, 3, 10, 12, 30]),
+        age = timedelta(days=rng.choice([0, 0, 0, 1, 3, 10, 16, 30]),
                         hours=rng.randrange(6), minutes=rng.randrange(60),
                         seconds=rng.randrange(60), microseconds=rng.randrange(1_000_000))
         occurred = now - age - timedelta(minutes=2)  # below end_offset: refreshable
@@ -194,7 +203,8 @@ def test_event_counts_are_exact_realtime_refreshed_and_compressed(ts: Settings) 
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (len(rows),)
 
         # The primary key still holds in a compressed chunk.
-        duplicate = old[0]
+        compressed_age = now - CHUNK - COMPRESS_AFTER
+        duplicate = next(r for r in old if r[0] < compressed_age)  # type: ignore[operator]
         inserted = conn.execute(EVENT_INSERT + " ON CONFLICT DO NOTHING", duplicate).rowcount
         assert inserted == 0
         with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
