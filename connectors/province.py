@@ -7,10 +7,13 @@ document-interchange shape, procedure codes in the shape of the national databas
 (illustrative, not looked up), and legal processing times as the procedures commonly state them.
 """
 
+import csv
 import hashlib
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
+from ioc.report_services import SERVICES, Service
 from ioc.units import communes, provinces
 
 
@@ -43,17 +46,6 @@ class Commune:
     lat: float
     long: float
     agency: Agency  # its People's Committee
-
-
-@dataclass(frozen=True)
-class Service:
-    """An Open311 service (field-report category) and its typical resolution time."""
-
-    code: str
-    name: str
-    group: str
-    hours: float
-    weight: float
 
 
 @dataclass(frozen=True)
@@ -150,18 +142,10 @@ COMMUNE_PROCEDURES: tuple[Procedure, ...] = (
     _p("1.001776", "Thực hiện trợ cấp xã hội hằng tháng", "BTXH", 10, False, 1),
 )
 
-SERVICES: tuple[Service, ...] = (
-    Service("GT-01", "Ổ gà, hư hỏng mặt đường", "Giao thông", 72, 20),
-    Service("GT-02", "Đèn tín hiệu giao thông hỏng", "Giao thông", 24, 4),
-    Service("TN-01", "Ngập úng, tắc cống thoát nước", "Thoát nước", 12, 8),
-    Service("MT-01", "Rác thải, vệ sinh môi trường", "Môi trường", 24, 25),
-    Service("MT-02", "Ô nhiễm tiếng ồn, khói bụi", "Môi trường", 72, 6),
-    Service("CS-01", "Hư hỏng chiếu sáng công cộng", "Hạ tầng đô thị", 48, 12),
-    Service("CX-01", "Cây xanh gãy đổ, nguy hiểm", "Hạ tầng đô thị", 24, 6),
-    Service("CN-01", "Sự cố cấp nước", "Hạ tầng đô thị", 24, 3),
-    Service("TT-01", "Lấn chiếm vỉa hè, lòng đường", "Trật tự đô thị", 48, 15),
-    Service("TT-02", "Xây dựng không phép, sai phép", "Trật tự đô thị", 120, 5),
-)
+# How common each service is among the simulated reports.
+SERVICE_WEIGHTS: dict[str, float] = {"GT-01": 20, "GT-02": 4, "TN-01": 8, "MT-01": 25, "MT-02": 6,
+                                     "CS-01": 12, "CX-01": 6, "CN-01": 3, "TT-01": 15,
+                                     "TT-02": 5}
 
 
 # --- Working time: 07:30-11:30 and 13:30-17:00 local, Monday to Friday -------------------
@@ -236,3 +220,16 @@ def load_province(code: str = "25") -> Province:
                         for number, name, abbr, procs in DEPARTMENTS)
     committee = Agency(f"000.00.00.H{code}", f"Ủy ban nhân dân {label}", "UBND", None, ())
     return Province(code, names[code], tuple(result), departments, committee, SERVICES, bounds)
+
+
+def write_directory(province: Province, path: Path) -> Path:
+    """The simulated province's agencies as an agency directory file (`IOC_AGENCY_DIRECTORY`,
+    ioc/geography.py), so the demo's API files reports under the simulator's agencies. The
+    provincial People's Committee comes first: it receives the reports not placed yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["code", "name", "commune_code"])
+        for agency in province.agencies:
+            out.writerow([agency.code, agency.name, agency.commune_code or ""])
+    return path

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 
 from connectors.province import (
     OFFICE_DAY,
+    SERVICE_WEIGHTS,
     Agency,
     Commune,
     Province,
@@ -404,7 +405,8 @@ class Simulator:
     def _report(self, requested: float, commune: Commune) -> None:
         r = self.rng
         services = self.province.services
-        service = r.choices(services, cum_weights=_cum([s.weight for s in services]))[0]
+        weights = _cum([SERVICE_WEIGHTS[s.code] for s in services])
+        service = r.choices(services, cum_weights=weights)[0]
         day = datetime.fromtimestamp(requested, VIETNAM).strftime("%y%m%d")
         request_id = f"PAHT-{self.province.code}-{day}-{self._number(f'PAHT-{day}'):05d}"
         expected = requested + service.hours * 3600

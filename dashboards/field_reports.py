@@ -12,6 +12,11 @@ Overdue compares with now(); due soon: open, expected within the `due_soon_horiz
 (24 h by default), as for dossiers. Time to resolve: from the request to the update that fixed or
 closed the report.
 
+Reports the API could not place in a commune/ward (ioc/geography.py) have an empty commune code:
+the per-commune table and the lists name them "Chưa xác định" (not determined), and the last
+row counts and lists them for the duty officer, who assigns them through the API
+(POST /open311/v2/requests/{id}/commune.json).
+
 "New and resolved" counts reports per period of `$trend` (dashboards/trend.py): new by request
 time, resolved by resolution time, each within the time range. No panel shows who reported:
 the database holds no name, phone or e-mail, and the lists and the map show codes, category,
@@ -44,6 +49,9 @@ from dashboards.variables import LIST_LIMIT, agency_variable, commune_variable
 UID = "ioc-field-reports"
 TITLE = "IOC — Phản ánh hiện trường"
 TILE_H, TABLE_H, ROW_H, MAP_H = 5, 9, 9, 14
+UNASSIGNED = "Chưa xác định"  # the commune/ward of a report not placed yet
+# SQL: the commune/ward column as the panels show it.
+COMMUNE = f"CASE WHEN commune_code = '' THEN '{UNASSIGNED}' ELSE commune_code END"
 
 CATEGORIES = """SELECT service_code AS __value,
        coalesce(max(service_name), service_code) || ' (' || service_code || ')' AS __text
@@ -84,7 +92,7 @@ def tile_sql(title: str) -> str:
 
 BY_CATEGORY = counts({"Mã lĩnh vực": "service_code", "Lĩnh vực": "max(service_name)",
                       "Nhóm": "max(service_group)"}, "service_code")
-BY_COMMUNE = counts({"Mã xã/phường": "commune_code"}, "commune_code")
+BY_COMMUNE = counts({"Mã xã/phường": COMMUNE}, "commune_code")
 
 NEW_AND_RESOLVED = f"""SELECT "time",
        count(*) FILTER (WHERE what = 'new') AS "Phản ánh mới",
@@ -106,7 +114,7 @@ TIME_TO_RESOLVE = distribution_sql("resolve_seconds / 3600", "field_report_facts
 
 LATE_AND_DUE_SOON = f"""SELECT service_request_id AS "Mã phản ánh",
        coalesce(service_name, service_code) AS "Lĩnh vực",
-       commune_code AS "Mã xã/phường",
+       {COMMUNE} AS "Mã xã/phường",
        agency_code AS "Mã cơ quan",
        expected_datetime AS "Hạn xử lý",
        {status_label(overdue_first=False).replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
@@ -118,6 +126,25 @@ ORDER BY expected_datetime, service_request_id
 LIMIT {LIST_LIMIT}"""
 
 POINTS = points_sql(SELECTION)
+
+UNASSIGNED_COUNT = f"""SELECT count(*) AS value
+FROM field_report_facts
+WHERE commune_code = ''
+  AND {SELECTION}"""
+
+# Oldest first: the duty officer's queue.
+UNASSIGNED_LIST = f"""SELECT service_request_id AS "Mã phản ánh",
+       coalesce(service_name, service_code) AS "Lĩnh vực",
+       requested_datetime AS "Tiếp nhận",
+       agency_code AS "Mã cơ quan",
+       {status_label().replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
+       lat AS "Vĩ độ",
+       long AS "Kinh độ"
+FROM field_report_facts
+WHERE commune_code = ''
+  AND {SELECTION}
+ORDER BY anchor_at, service_request_id
+LIMIT {LIST_LIMIT}"""
 
 
 def category_variable() -> db.QueryVariable:
@@ -182,8 +209,24 @@ def reports_map() -> PanelBuilder:
                      "Mỗi điểm là một phản ánh, màu theo tình trạng (đỏ: quá hạn).")
 
 
+def unassigned_count() -> PanelBuilder:
+    return big_number(13, f"{UNASSIGNED} xã/phường", UNASSIGNED_COUNT,
+                      grid(0, TILE_H + TABLE_H + ROW_H + MAP_H, 4, TABLE_H),
+                      steps=thresholds("green", (1, "orange")),
+                      description="Phản ánh tiếp nhận trong khoảng thời gian mà chưa xác định"
+                                  " được xã/phường: trực ban phân công qua API.")
+
+
+def unassigned_list() -> PanelBuilder:
+    return listing(14, f"Phản ánh {UNASSIGNED.lower()} xã/phường", UNASSIGNED_LIST,
+                   grid(4, TILE_H + TABLE_H + ROW_H + MAP_H, 20, TABLE_H),
+                   "Phản ánh chưa có xã/phường (không có mã xã, tên xã trong địa chỉ hay ranh"
+                   f" giới chứa tọa độ), cũ nhất trước (tối đa {LIST_LIMIT}). Trực ban phân công"
+                   " bằng POST /open311/v2/requests/{id}/commune.json.")
+
+
 PANELS = (by_category, by_commune, new_and_resolved, time_to_resolve, late_and_due_soon,
-          reports_map)
+          reports_map, unassigned_count, unassigned_list)
 
 
 def build() -> model.Dashboard:

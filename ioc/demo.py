@@ -8,6 +8,7 @@ import structlog
 from rich.console import Console
 from rich.live import Live
 
+from connectors.province import write_directory
 from connectors.simulator import Simulator, Stats, run
 from ioc.lag import BrokerUnavailable, consumer_lag
 from ioc.settings import Settings
@@ -82,7 +83,9 @@ def run_demo(settings: Settings, seconds: float | None, seed: int, speed: float,
     from ioc.stack import embedded_stack
 
     history = timedelta(seconds=seconds * speed) if seconds else timedelta(days=2)
-    with embedded_stack(settings) as running:
-        simulator = Simulator(settings.province_code, seed=seed, speed=speed, rate=rate,
-                              start=datetime.now(UTC) - history)
+    simulator = Simulator(settings.province_code, seed=seed, speed=speed, rate=rate,
+                          start=datetime.now(UTC) - history)
+    # The API files Open311 reports under the simulated agencies, as a province's would.
+    directory = write_directory(simulator.province, settings.state_dir / "demo-agencies.csv")
+    with embedded_stack(settings.model_copy(update={"agency_directory": directory})) as running:
         return asyncio.run(demo(running, simulator, seconds, Console()))

@@ -1,15 +1,15 @@
 """Open311 GeoReport v2 for citizens' field reports (phản ánh hiện trường).
 
-Services come from the province's catalogue; a POSTed request becomes a `FieldReportEvent`
-published to the field-reports topic (acknowledged before the answer), and requests are read
-back from the worker's `field_reports` table. The reporter's identity (e-mail, name, phone,
+Services come from `ioc/report_services.py`; a POSTed request is placed in a commune and routed
+to an agency by `ioc/geography.py` (or left unassigned), becomes a `FieldReportEvent` published
+to the field-reports topic (acknowledged before the answer), and requests are read back from
+the worker's `field_reports` table. The reporter's identity (e-mail, name, phone,
 device and account ids) is accepted as the spec says, then dropped: it never reaches an
 event, the database, a log line or an answer.
 """
 
 import asyncio
 import json
-import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -25,12 +25,14 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from connectors.province import Commune, Province, Service, load_province
 from ioc import open311_xml
 from ioc.auth import authorize, presented_key
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.geography import COMMUNE_ATTRIBUTE, UnknownCommune, attributes, geography
 from ioc.publisher import EventPublisher
+from ioc.report_services import SERVICES, Service
 from ioc.settings import Settings
+from ioc.units import provinces
 
 log = structlog.get_logger()
 
@@ -41,7 +43,6 @@ VIETNAM = timezone(timedelta(hours=7))
 MAX_BODY = 256 * 1024
 MAX_SPAN = timedelta(days=90)
 MAX_ROWS = 1000
-BOUNDS_MARGIN = 0.1  # degrees around the province's approximate bounding box
 PUBLISH_TIMEOUT = 15.0
 OPEN = {ReportStatus.OPEN, ReportStatus.INVESTIGATING, ReportStatus.IN_PROGRESS}
 STATUS_SETS = {"open": sorted(OPEN),
@@ -113,15 +114,15 @@ def _describe(exc: ValidationError) -> list[str]:
 def service_row(service: Service) -> dict[str, Any]:
     return {"service_code": service.code, "service_name": service.name,
             "description": f"{service.name} (xử lý trong khoảng {service.hours:g} giờ)",
-            "metadata": False, "type": "realtime", "keywords": service.group.lower(),
+            "metadata": True, "type": "realtime", "keywords": service.group.lower(),
             "group": service.group}
 
 
-def nearest_commune(province: Province, lat: float, long: float) -> Commune:
-    """The commune whose (approximate) centre is nearest, on a local flat projection."""
-    scale = math.cos(math.radians(lat))
-    return min(province.communes,
-               key=lambda c: (c.lat - lat) ** 2 + ((c.long - long) * scale) ** 2)
+# The one service attribute: the commune/ward the app knows the report is in.
+COMMUNE_DEFINITION = {
+    "variable": True, "code": COMMUNE_ATTRIBUTE, "datatype": "string", "required": False,
+    "datatype_description": "Mã xã/phường chính thức, 5 chữ số (official commune/ward code)",
+    "order": 1, "description": "Xã/phường nơi xảy ra sự việc, nếu ứng dụng biết."}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -237,8 +238,9 @@ def _list(fmt: str, root: str, item: str, rows: Sequence[dict[str, Any]]) -> Res
 
 def open311_router(settings: Settings) -> APIRouter:
     """The GeoReport v2 routes under /open311/v2 for `settings.province_code`."""
-    province = load_province(settings.province_code)
-    services = {s.code: s for s in province.services}
+    province_code, province_name = settings.province_code, provinces()[settings.province_code]
+    places = geography(settings)
+    services = {s.code: s for s in SERVICES}
     publisher = EventPublisher(settings)
 
     @asynccontextmanager
@@ -281,7 +283,7 @@ def open311_router(settings: Settings) -> APIRouter:
                 raise Open311Error(404, f"service_code: {service_code[:64]!r} is not a service")
         except Open311Error as exc:
             return _errors(fmt if fmt == "xml" else "json", exc)
-        body = {"service_code": service_code, "attributes": []}
+        body = {"service_code": service_code, "attributes": [COMMUNE_DEFINITION]}
         if fmt == "xml":
             return open311_xml.render_one("service_definition", body)
         return JSONResponse(body)
@@ -307,23 +309,19 @@ def open311_router(settings: Settings) -> APIRouter:
             if service is None:
                 raise Open311Error(400, f"service_code: {new.service_code!r} is not a service"
                                         f" of this province (see services.json)")
-            commune = None
-            if new.lat is not None and new.long is not None:
-                if province.bounds:
-                    lat_min, lat_max, long_min, long_max = province.bounds
-                    if not (lat_min - BOUNDS_MARGIN <= new.lat <= lat_max + BOUNDS_MARGIN
-                            and long_min - BOUNDS_MARGIN <= new.long <= long_max
-                            + BOUNDS_MARGIN):
-                        raise Open311Error(400, f"lat/long: outside {province.name}")
-                commune = nearest_commune(province, new.lat, new.long)
+            try:
+                commune, how = places.resolve(
+                    attributes(body).get(COMMUNE_ATTRIBUTE), new.address_string,
+                    new.lat, new.long)
+            except UnknownCommune as exc:
+                raise Open311Error(400, str(exc)) from None
             now = datetime.now(UTC).replace(microsecond=0)
-            request_id = f"PAHT-{province.code}-{uuid.uuid4().hex[:12].upper()}"
-            agency = commune.agency if commune else province.committee
+            request_id = f"PAHT-{province_code}-{uuid.uuid4().hex[:12].upper()}"
+            agency_code, agency_name = places.directory.agency(commune)
             event = FieldReportEvent(
                 event_id=uuid.uuid4(), source=SOURCE, occurred_at=now, ingested_at=now,
-                unit=AdminUnit(province_code=province.code,
-                               commune_code=commune.code if commune else None),
-                agency=Agency(code=agency.code, name=agency.name),
+                unit=AdminUnit(province_code=province_code, commune_code=commune),
+                agency=Agency(code=agency_code, name=agency_name),
                 payload=FieldReportPayload(
                     service_request_id=request_id, service_code=service.code,
                     service_name=service.name, group=service.group,
@@ -338,11 +336,12 @@ def open311_router(settings: Settings) -> APIRouter:
                 raise Open311Error(503, "the request could not be queued; try again") from None
         except Open311Error as exc:
             return _errors(fmt if fmt == "xml" else "json", exc)
-        where = commune.name if commune else province.name
-        notice = (f"Đã tiếp nhận phản ánh, chuyển {agency.name} ({where}); dự kiến xử lý"
-                  f" trong {service.hours:g} giờ.")
+        where = (places.commune_name(commune) if commune
+                 else f"{province_name}, chưa xác định xã/phường")
+        notice = (f"Đã tiếp nhận phản ánh, chuyển {agency_name or agency_code} ({where}); dự"
+                  f" kiến xử lý trong {service.hours:g} giờ.")
         log.info("open311: request queued", service_request_id=request_id,
-                 service_code=service.code, commune=commune.code if commune else None)
+                 service_code=service.code, commune=commune, placed_by=how)
         return _list(fmt, "service_requests", "request", [
             {"service_request_id": request_id, "service_notice": notice, "account_id": None}])
 

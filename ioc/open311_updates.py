@@ -1,9 +1,13 @@
-"""Status updates of Open311 service requests by the handling agency (an API key's write).
+"""Changes to Open311 service requests after they were filed (an API key's write).
 
-POST /open311/v2/requests/{id}/status.json with `status` and optionally `status_notes` and
-`expected_datetime` (form or JSON). The answer comes after the broker acknowledged a
-`FieldReportEvent`: the current `field_reports` row with the change, `updated_datetime` now.
-The worker then applies it like any other event (the table and the KPIs follow).
+POST /open311/v2/requests/{id}/status.json (scope `reports:update`, the handling agency):
+`status` and optionally `status_notes` and `expected_datetime`. POST
+/open311/v2/requests/{id}/commune.json (scope `reports:assign`, the IOC's duty officer):
+`commune_code`, placing a report that could not be placed (or correcting one); its agency
+follows from the directory. Bodies are form or JSON. The answer comes after the broker
+acknowledged a `FieldReportEvent`: the current `field_reports` row with the change,
+`updated_datetime` now. The worker then applies it like any other event (the table and the
+KPIs follow).
 """
 
 import asyncio
@@ -24,6 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from ioc.auth import require_key
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.geography import UnknownCommune, geography
 from ioc.keys import ApiKey
 from ioc.open311 import (
     PREFIX,
@@ -41,7 +46,9 @@ from ioc.settings import Settings
 log = structlog.get_logger()
 
 SOURCE = "open311-agency"
+ASSIGN_SOURCE = "open311-duty-officer"
 SCOPE = "reports:update"
+ASSIGN_SCOPE = "reports:assign"
 
 
 class StatusUpdate(BaseModel):
@@ -50,6 +57,12 @@ class StatusUpdate(BaseModel):
     status: ReportStatus
     status_notes: str | None = Field(None, max_length=4000)
     expected_datetime: AwareDatetime | None = None
+
+
+class CommuneAssignment(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    commune_code: str = Field(pattern=r"^\d{5}$", description="Official five-digit code.")
 
 
 class Open311Route(APIRoute):
@@ -72,26 +85,28 @@ class Open311Route(APIRoute):
         return route
 
 
-def snapshot(row: dict[str, Any], update: StatusUpdate, now: datetime) -> FieldReportEvent:
-    """The report as the row has it, with the agency's change, as a newer event."""
+def snapshot(row: dict[str, Any], now: datetime, source: str = SOURCE) -> FieldReportEvent:
+    """The report as `row` has it (with a change applied to the row), as a newer event."""
     # Strictly after what the worker holds, so the row's clock takes this event as newer.
     occurred = max(now, row["last_occurred_at"] + timedelta(microseconds=1))
     return FieldReportEvent(
-        event_id=uuid.uuid4(), source=SOURCE, occurred_at=occurred, ingested_at=now,
+        event_id=uuid.uuid4(), source=source, occurred_at=occurred, ingested_at=now,
         unit=AdminUnit(province_code=row["province_code"],
                        commune_code=row["commune_code"] or None),
         agency=Agency(code=row["agency_code"], name=row["agency_name"]),
         payload=FieldReportPayload(
             service_request_id=row["service_request_id"], service_code=row["service_code"],
             service_name=row["service_name"], group=row["service_group"],
-            status=update.status, lat=row["lat"], long=row["long"],
+            status=row["status"], lat=row["lat"], long=row["long"],
             requested_datetime=row["requested_datetime"], updated_datetime=now,
-            expected_datetime=update.expected_datetime or row["expected_datetime"]))
+            expected_datetime=row["expected_datetime"]))
 
 
 def status_updates_router(settings: Settings) -> APIRouter:
-    """POST {PREFIX}/requests/{id}/status.json for keys with the `reports:update` scope."""
+    """POST {PREFIX}/requests/{id}/status.json for keys with the `reports:update` scope and
+    {PREFIX}/requests/{id}/commune.json for keys with `reports:assign`."""
     publisher = EventPublisher(settings)
+    places = geography(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,7 +130,28 @@ def status_updates_router(settings: Settings) -> APIRouter:
             log.warning("open311: field_reports unreadable", error=type(exc).__name__)
             raise Open311Error(503, "service requests cannot be read now; try again") from None
 
+    async def known(request: Request, request_id: str) -> dict[str, Any]:
+        row = await current(request, request_id[:256])
+        if row is None:
+            raise Open311Error(404, f"service_request_id: {request_id[:64]!r} is not a"
+                                    " known request")
+        return row
+
+    async def send(changed: dict[str, Any], now: datetime, source: str) -> FieldReportEvent:
+        try:
+            event = snapshot(changed, now, source)
+        except ValidationError as exc:  # a stored row the contract refuses
+            raise Open311Error(409, *_describe(exc)) from None
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await publish(event)
+        except Exception as exc:
+            log.warning("open311: change publish failed", error=type(exc).__name__)
+            raise Open311Error(503, "the update could not be queued; try again") from None
+        return event
+
     authorized = Annotated[ApiKey, Depends(require_key(SCOPE))]
+    assigner = Annotated[ApiKey, Depends(require_key(ASSIGN_SCOPE))]
 
     @router.post("/requests/{request_id}/status.json", openapi_extra=body_schema(StatusUpdate))
     async def update_status(request: Request, request_id: str, key: authorized) -> Response:
@@ -124,21 +160,10 @@ def status_updates_router(settings: Settings) -> APIRouter:
                 update = StatusUpdate.model_validate(await _parse_body(request))
             except ValidationError as exc:
                 raise Open311Error(400, *_describe(exc)) from None
-            row = await current(request, request_id[:256])
-            if row is None:
-                raise Open311Error(404, f"service_request_id: {request_id[:64]!r} is not a"
-                                        " known request")
-            now = datetime.now(UTC)
-            try:
-                event = snapshot(row, update, now)
-            except ValidationError as exc:  # a stored row the contract refuses
-                raise Open311Error(409, *_describe(exc)) from None
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT):
-                    await publish(event)
-            except Exception as exc:
-                log.warning("open311: status publish failed", error=type(exc).__name__)
-                raise Open311Error(503, "the update could not be queued; try again") from None
+            row, now = await known(request, request_id), datetime.now(UTC)
+            changed = {**row, "status": update.status.value,
+                       "expected_datetime": update.expected_datetime or row["expected_datetime"]}
+            event = await send(changed, now, SOURCE)
         except Open311Error as exc:
             return _errors("json", exc)
         log.info("open311: status updated", service_request_id=request_id, key=key.name,
@@ -148,5 +173,31 @@ def status_updates_router(settings: Settings) -> APIRouter:
         if update.status_notes:
             answer["status_notes"] = update.status_notes
         return JSONResponse([answer])
+
+    @router.post("/requests/{request_id}/commune.json",
+                 openapi_extra=body_schema(CommuneAssignment))
+    async def assign_commune(request: Request, request_id: str, key: assigner) -> Response:
+        try:
+            try:
+                assignment = CommuneAssignment.model_validate(await _parse_body(request))
+                commune = places.check(assignment.commune_code)
+            except ValidationError as exc:
+                raise Open311Error(400, *_describe(exc)) from None
+            except UnknownCommune as exc:
+                raise Open311Error(400, str(exc).replace("attribute[commune_code]",
+                                                         "commune_code")) from None
+            row, now = await known(request, request_id), datetime.now(UTC)
+            if row["province_code"] != places.province_code:
+                raise Open311Error(409, f"service_request_id: {request_id[:64]!r} belongs to"
+                                        f" province {row['province_code']}")
+            agency_code, agency_name = places.directory.agency(commune)
+            changed = {**row, "commune_code": commune, "agency_code": agency_code,
+                       "agency_name": agency_name}
+            await send(changed, now, ASSIGN_SOURCE)
+        except Open311Error as exc:
+            return _errors("json", exc)
+        log.info("open311: commune assigned", service_request_id=request_id, key=key.name,
+                 commune=commune, before=row["commune_code"] or None)
+        return JSONResponse([request_row({**changed, "updated_datetime": now})])
 
     return router

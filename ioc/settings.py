@@ -7,7 +7,7 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOPIC_NAMES = ("dossiers", "documents", "field_reports", "dead_letters", "connector_status")
@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     # Storage policies (applied where TimescaleDB is installed).
     compress_after_days: int = Field(7, ge=1)
     retain_events_days: int = Field(730, ge=1)
+
+    # Field reports (ioc/geography.py): the province's agency directory (CSV: code, name,
+    # commune_code; sample in docs/agency-directory.sample.csv) and its communes' boundaries
+    # (GeoJSON polygons, the official code in the `commune_boundaries_code_property` of each
+    # feature). Without them reports are placed by the app's code or the address only, and
+    # filed under the agency code "IOC".
+    agency_directory: Path | None = None
+    commune_boundaries: Path | None = None
+    commune_boundaries_code_property: str = "commune_code"
 
     # HTTP API.
     api_host: str = "127.0.0.1"
@@ -113,6 +122,11 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @field_validator("agency_directory", "commune_boundaries", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> "Settings":

@@ -125,6 +125,8 @@ def embedded_stack(settings: Settings) -> Iterator[RunningStack]:
 
         env = {**os.environ, "IOC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                "IOC_DATABASE_URL": settings.database_url}
+        if settings.agency_directory:  # `ioc demo`: the simulator's directory
+            env["IOC_AGENCY_DIRECTORY"] = str(settings.agency_directory.resolve())
         children = [Child("worker", ["worker"], env, state_dir),
                     Child("api", ["api"], env, state_dir)]
         for child in children:
