@@ -1,6 +1,10 @@
-"""Open311 GeoReport v2 routes against the real broker, PostgreSQL and an `ioc worker`."""
+"""Open311 GeoReport v2 routes against the real broker, PostgreSQL and an `ioc worker`.
+
+Expected communes are official codes looked up by hand in vietnam-provinces (Phú Thọ, 25), and
+the boundaries are squares drawn here: nothing is computed with the code under test."""
 
 import asyncio
+import json
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -11,13 +15,17 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from connectors.province import load_province
+from dashboards import field_reports
+from dashboards.macros import Context
+from dashboards.sdk import to_dict
 from ioc.api import create_app
+from ioc.db import connect
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
 from ioc.keys import create_key
 from ioc.kpis import read_kpis
-from ioc.open311 import nearest_commune
+from ioc.report_services import SERVICES
 from ioc.settings import Settings
+from tests.boards import run, variable
 from tests.services import ServedApps, WorkerProcess, free_port, publish, query, wait_until
 
 try:  # parse what the server sends as an untrusted client would
@@ -28,6 +36,8 @@ except ImportError:
 V2 = "/open311/v2"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 VIET_TRI = (21.3227, 105.4019)  # Phú Thọ
+# Phường Việt Trì, Phường Nông Trang, Xã Hy Cương; Phường Hoàn Kiếm (Hà Nội)
+VIET_TRI_WARD, NONG_TRANG, HY_CUONG, HANOI_WARD = "07900", "07894", "08515", "00070"
 PERSONAL = {"first_name": "Thị Hoa-Reporter", "last_name": "Nguyễn-Reporter",
             "email": "hoa.nguyen@example.vn", "phone": "0987654321", "device_id": "dev-5f3a9c",
             "account_id": "acct-778899"}
@@ -83,7 +93,8 @@ def fixed_event(settings: Settings, request_id: str) -> bytes:
     now = datetime.now(UTC) + timedelta(seconds=1)
     return FieldReportEvent(
         event_id=uuid.uuid4(), source="test-agency", occurred_at=now,
-        unit=AdminUnit(province_code="25", commune_code=commune), agency=Agency(code=agency),
+        unit=AdminUnit(province_code="25", commune_code=commune or None),
+        agency=Agency(code=agency),
         payload=FieldReportPayload(service_request_id=request_id, service_code=code,
                                    status=ReportStatus.FIXED, lat=lat, long=long,
                                    updated_datetime=now)).model_dump_json().encode()
@@ -95,7 +106,7 @@ def test_services_match_the_catalogue(
     serve: Callable[[Settings], httpx.Client], settings: Settings
 ) -> None:
     api = serve(settings)
-    catalogue = load_province(settings.province_code).services
+    catalogue = SERVICES
     response = api.get(f"{V2}/services.json")
     assert response.status_code == 200
     services = response.json()
@@ -103,11 +114,15 @@ def test_services_match_the_catalogue(
     for row, service in zip(services, catalogue, strict=True):
         assert list(row) == SERVICE_FIELDS
         assert (row["service_name"], row["group"]) == (service.name, service.group)
-        assert row["metadata"] is False and row["type"] == "realtime"
+        assert row["metadata"] is True and row["type"] == "realtime"
 
     definition = api.get(f"{V2}/services/{catalogue[0].code}.json")
     assert definition.status_code == 200
-    assert definition.json() == {"service_code": catalogue[0].code, "attributes": []}
+    [attribute] = definition.json()["attributes"]
+    assert definition.json()["service_code"] == catalogue[0].code
+    assert (attribute["code"], attribute["variable"], attribute["datatype"],
+            attribute["required"], attribute["order"]) == ("commune_code", True, "string",
+                                                           False, 1)
     assert_error(api.get(f"{V2}/services/XX-99.json"), 404, "service_code")
     assert_error(api.get(f"{V2}/services.csv"), 404, "format")
 
@@ -120,7 +135,7 @@ def test_services_match_the_catalogue(
     assert [e.findtext("service_code") for e in elements] == [s.code for s in catalogue]
     assert [child.tag for child in elements[0]] == SERVICE_FIELDS
     assert elements[0].findtext("service_name") == catalogue[0].name  # UTF-8 Vietnamese
-    assert elements[0].findtext("metadata") == "false"
+    assert elements[0].findtext("metadata") == "true"
 
     missing = api.get(f"{V2}/services/XX-99.xml")
     assert missing.status_code == 404
@@ -156,11 +171,12 @@ def test_request_reaches_the_kpis_without_personal_data(
 
         wait_until(lambda: query(prepared, "SELECT count(*) FROM field_reports")[0][0] == 2, 60,
                    "both reports in field_reports", worker.log)
+        # Coordinates only, no boundary file, no directory: stored unassigned, held by the IOC.
         [(commune, agency, status)] = query(
             prepared, "SELECT commune_code, agency_code, status FROM field_reports"
             " WHERE service_request_id = %s", (request_id,))
-        nearest = nearest_commune(load_province("25"), lat, long)
-        assert (commune, agency, status) == (nearest.code, nearest.agency.code, "open")
+        assert (commune, agency, status) == ("", "IOC", "open")
+        assert "chưa xác định xã/phường" in answer["service_notice"]
         assert read_kpis(prepared)["field_reports"]["open"] == 2
 
         # An agency fixes the second one (a status event as a connector would send it).
@@ -186,7 +202,7 @@ def test_request_reaches_the_kpis_without_personal_data(
     [row] = got.json()
     assert list(row) == REQUEST_FIELDS
     assert (row["status"], row["status_notes"], row["service_code"]) == ("open", "open", "GT-01")
-    assert row["agency_responsible"] == nearest.agency.name
+    assert row["agency_responsible"] == "IOC"
     assert (row["lat"], row["long"]) == (lat, long)
     assert row["requested_datetime"].endswith("+07:00")
     assert not set(PERSONAL) & set(row)
@@ -214,6 +230,110 @@ def test_request_reaches_the_kpis_without_personal_data(
     assert_error(api.get(f"{V2}/requests/PAHT-25-NOPE.json"), 404, "service_request_id")
 
 
+# --- placing a report in a commune, routing it, assigning it --------------------------------
+
+def square(west: float, south: float) -> list[list[float]]:
+    """A 0.1° square drawn for the test, GeoJSON order (long, lat)."""
+    return [[west, south], [west + 0.1, south], [west + 0.1, south + 0.1],
+            [west, south + 0.1], [west, south]]
+
+
+def place_files(folder: Path) -> tuple[Path, Path]:
+    """A directory (Việt Trì and Hy Cương have an agency, Nông Trang none) and two boundaries."""
+    directory = folder / "agencies.csv"
+    directory.write_text("code,name,commune_code\nTTDH,Trung tâm điều hành,\n"
+                         f"UBND-VT,UBND phường Việt Trì,{VIET_TRI_WARD}\n"
+                         f"UBND-HC,UBND xã Hy Cương,{HY_CUONG}\n", encoding="utf-8")
+    boundaries = folder / "communes.geojson"
+    boundaries.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"commune_code": code},
+         "geometry": {"type": "Polygon", "coordinates": [square(west, 21.0)]}}
+        for code, west in ((VIET_TRI_WARD, 105.0), (NONG_TRANG, 105.1))]}), encoding="utf-8")
+    return directory, boundaries
+
+
+def unassigned_panels(settings: Settings) -> tuple[int, list[str], dict[str, int]]:
+    """The field-report dashboard's "Chưa xác định" count, list and per-commune counts, run
+    as Grafana runs them (every variable "All")."""
+    board = to_dict(field_reports.build())
+    specs = {v["name"]: v for v in board["templating"]["list"]}
+    values = {name: variable(specs[name], None, []) for name in
+              ("commune", "agency", "category", "former_district")}
+    now = datetime.now(UTC)
+    ctx = Context(now - timedelta(days=1), now + timedelta(minutes=5), timescaledb=False,
+                  variables=values)
+    panels = {p["title"]: p["targets"][0]["rawSql"] for p in board["panels"]}
+    with connect(settings) as conn:
+        [(count,)] = run(conn, panels["Chưa xác định xã/phường"], ctx)[1]
+        listed = [r[0] for r in run(conn, panels["Phản ánh chưa xác định xã/phường"], ctx)[1]]
+        by_commune = {r[0]: r[1] for r in run(conn, panels["Theo xã/phường"], ctx)[1]}
+    return count, listed, by_commune
+
+
+def test_reports_are_placed_routed_and_assigned(
+    serve: Callable[[Settings], httpx.Client], prepared: Settings, app_key: str, tmp_path: Path
+) -> None:
+    directory, boundaries = place_files(tmp_path)
+    settings = prepared.model_copy(update={"agency_directory": directory,
+                                           "commune_boundaries": boundaries})
+    _, officer = create_key(settings, "truc-ban", ["reports:assign"])
+    _, handler = create_key(settings, "ubnd", ["reports:update"])
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        api = serve(settings)
+        in_nong_trang = {"lat": "21.05", "long": "105.15"}
+        posts = {  # name -> (form, expected commune, agency code, agency name)
+            "attribute": ({"attribute[commune_code]": HY_CUONG,
+                           "address_string": "phường Việt Trì", **in_nong_trang},
+                          HY_CUONG, "UBND-HC", "UBND xã Hy Cương"),
+            "address": ({"address_string": "Số 3 Hùng Vương, phường Việt Trì", **in_nong_trang},
+                        VIET_TRI_WARD, "UBND-VT", "UBND phường Việt Trì"),
+            "boundary": (in_nong_trang, NONG_TRANG, "TTDH", "Trung tâm điều hành"),
+            "nowhere": ({"lat": "21.05", "long": "105.45"}, "", "TTDH", "Trung tâm điều hành"),
+        }
+        ids = {}
+        for name, (form, *_) in posts.items():
+            response = api.post(f"{V2}/requests.json", headers=FORM, data={
+                "service_code": "GT-01", "api_key": app_key, **form})
+            assert response.status_code == 200, (name, response.text)
+            ids[name] = response.json()[0]["service_request_id"]
+        wait_until(lambda: query(settings, "SELECT count(*) FROM field_reports")[0][0] == 4, 60,
+                   "four reports stored", worker.log)
+        for name, (_, commune, code, agency) in posts.items():
+            assert query(settings, "SELECT commune_code, agency_code, agency_name FROM"
+                         " field_reports WHERE service_request_id = %s", (ids[name],)) == \
+                [(commune, code, agency)], name
+        assert unassigned_panels(settings) == (1, [ids["nowhere"]], {
+            "Chưa xác định": 1, NONG_TRANG: 1, VIET_TRI_WARD: 1, HY_CUONG: 1})
+
+        url = f"{V2}/requests/{ids['nowhere']}/commune.json"
+        assert_error(api.post(url, data={"commune_code": VIET_TRI_WARD}), 401, "API key")
+        assert_error(api.post(url, data={"commune_code": VIET_TRI_WARD},
+                              headers={"X-API-Key": handler}), 403, "reports:assign")
+        api.headers["X-API-Key"] = officer
+        assert_error(api.post(url, data={"commune_code": "7900"}), 400, "commune_code")
+        assert_error(api.post(url, data={"commune_code": HANOI_WARD}), 400, "province 25")
+        assert_error(api.post(f"{V2}/requests/PAHT-25-NOPE/commune.json",
+                              data={"commune_code": VIET_TRI_WARD}), 404, "service_request_id")
+        assigned = api.post(url, json={"commune_code": VIET_TRI_WARD})
+        assert assigned.status_code == 200, assigned.text
+        [row] = assigned.json()
+        assert (row["service_request_id"], row["agency_responsible"]) == \
+            (ids["nowhere"], "UBND phường Việt Trì")
+        wait_until(lambda: query(settings, "SELECT commune_code, agency_code FROM field_reports"
+                                 " WHERE service_request_id = %s", (ids["nowhere"],))
+                   == [(VIET_TRI_WARD, "UBND-VT")], 60, "the assignment applied", worker.log)
+        assert unassigned_panels(settings) == (0, [], {NONG_TRANG: 1, VIET_TRI_WARD: 2,
+                                                      HY_CUONG: 1})
+        assert read_kpis(settings, unit=VIET_TRI_WARD)["field_reports"]["reports"] == 2
+        assert read_kpis(settings, agency="UBND-VT")["field_reports"]["reports"] == 2
+        assert read_kpis(settings, agency="TTDH")["field_reports"]["reports"] == 1
+    finally:
+        worker.stop()
+    sent = asyncio.run(topic_bytes(settings, 5))
+    assert sum(b'"source":"open311-duty-officer"' in value for value in sent) == 1
+
+
 # --- bad input: 400 in the spec's format, naming the field; never a 500 -------------------------
 
 def test_bad_requests_answer_400_naming_the_field(
@@ -238,7 +358,9 @@ def test_bad_requests_answer_400_naming_the_field(
         ({**ok, "long": "-181"}, "long"),
         ({**ok, "lat": "abc"}, "lat"),
         ({**ok, "lat": "nan"}, "lat"),
-        ({**ok, "lat": "10.8", "long": "106.6"}, "lat/long"),  # Hồ Chí Minh City, not Phú Thọ
+        ({**ok, "attribute[commune_code]": "99999"}, "attribute[commune_code]"),
+        ({**ok, "attribute[commune_code]": HANOI_WARD}, "province 25"),
+        ({**ok, "attribute[commune_code]": "Việt Trì"}, "attribute[commune_code]"),
         ({**ok, "description": "x" * 4001}, "description"),
         ({**ok, "service_code": "XX-99"}, "service_code"),
         ({**ok, "email": "e" * 300}, "email"),
