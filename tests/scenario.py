@@ -86,7 +86,7 @@ class Document:
 @dataclass
 class Report:
     request_id: str
-    commune: str
+    commune: str  # "": not placed in a commune yet (the API's "unassigned")
     agency: str
     service_code: str
     requested_at: datetime
@@ -196,7 +196,7 @@ def former_district(i: int) -> str | None:
 
 def _envelope(source: str, at: datetime, commune: str, agency: str,
               district: str | None = None) -> dict[str, Any]:
-    unit = {"province_code": PROVINCE, "commune_code": commune}
+    unit = {"province_code": PROVINCE, "commune_code": commune or None}
     if district is not None:
         unit["former_district_code"] = district
     return {
@@ -209,7 +209,10 @@ def _envelope(source: str, at: datetime, commune: str, agency: str,
 
 
 def build(seed: int = 7, dossiers: int = 120, documents: int = 80, reports: int = 60,
-          duplicate_share: float = 0.1, malformed: bool = True) -> Scenario:
+          duplicate_share: float = 0.1, malformed: bool = True,
+          unassigned_every: int = 0) -> Scenario:
+    """`unassigned_every` n: every n-th report has no commune (drawn all the same, so the other
+    values of a seeded scenario stay as they were)."""
     rng = random.Random(seed)
     now = datetime.now(UTC).replace(microsecond=0)
     sc = Scenario(now=now)
@@ -315,6 +318,8 @@ def build(seed: int = 7, dossiers: int = 120, documents: int = 80, reports: int 
                    agency=rng.choice(AGENCIES), service_code=rng.choice(["LIGHT", "ROAD", "WASTE"]),
                    requested_at=requested, expected_at=expected, status=status, updated_at=updated,
                    former_district=former_district(i))
+        if unassigned_every and i % unassigned_every == unassigned_every - 1:
+            r.commune = ""
         sc.reports.append(r)
         for step, at in (("open", requested), (status, updated)):
             events.append(("field_reports", {

@@ -42,6 +42,10 @@ KEYS = ["reports", "open", "overdue", "resolved", "duplicate", "median_hours_to_
 BY_CATEGORY, BY_COMMUNE = "Theo lĩnh vực", "Theo xã/phường"
 TREND, DURATIONS = "Phản ánh mới và đã giải quyết theo chu kỳ", "Thời gian giải quyết"
 LATE_LIST, MAP = "Phản ánh quá hạn và sắp đến hạn", "Bản đồ phản ánh"
+UNASSIGNED = "Chưa xác định"  # the commune/ward of a report not placed yet
+UNASSIGNED_TILE, UNASSIGNED_LIST = f"{UNASSIGNED} xã/phường", "Phản ánh chưa xác định xã/phường"
+UNASSIGNED_COLUMNS = ["Mã phản ánh", "Lĩnh vực", "Tiếp nhận", "Mã cơ quan", "Tình trạng", "Vĩ độ",
+                      "Kinh độ"]
 COUNT_COLUMNS = ["Phản ánh", "Đang xử lý", "Quá hạn", "Đã giải quyết", "Trùng lặp",
                  "Trung vị giờ giải quyết"]
 LIST_COLUMNS = ["Mã phản ánh", "Lĩnh vực", "Mã xã/phường", "Mã cơ quan", "Hạn xử lý",
@@ -100,7 +104,8 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
     for title in titles:
         assert unicodedata.is_normalized("NFC", title), title
     assert {p["title"] for p in board["panels"]} == {*TILES, BY_CATEGORY, BY_COMMUNE, TREND,
-                                                     DURATIONS, LATE_LIST, MAP}
+                                                     DURATIONS, LATE_LIST, MAP, UNASSIGNED_TILE,
+                                                     UNASSIGNED_LIST}
     sqls = queries(board) + [v["query"] for v in board["templating"]["list"]
                              if v["type"] == "query"]
     for sql in sqls:
@@ -120,12 +125,13 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
     colours = override["properties"][0]["value"][0]["options"]
     assert set(colours) == {*LABELS.values(), "Quá hạn"} and colours["Quá hạn"]["color"] == "red"
     assert_hours_left_coloured(panels[LATE_LIST], LIST_COLUMNS[-1])
-    for title in (LATE_LIST, MAP):  # codes, category, place, dates and status only
+    for title in (LATE_LIST, MAP, UNASSIGNED_LIST):  # codes, category, place, dates, status
         sql = panels[title]["targets"][0]["rawSql"]
         listed = identifiers(sql.split("FROM field_report_facts")[0])
         assert listed <= {"select", "as", "case", "when", "then", "else", "end", "status",
                           "overdue", "service_request_id", "service_name", "service_code",
                           "commune_code", "agency_code", "expected_datetime", "lat", "long",
+                          "requested_datetime",
                           "latitude", "longitude", "coalesce", "round", "extract", "epoch",
                           "from", "now", "numeric"}, title
 
@@ -134,8 +140,14 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
 
 @pytest.fixture(scope="module")
 def sc() -> scenario.Scenario:
-    # seed 47: open reports overdue, due soon and not yet due; none near now() or now() + 24 h
-    return scenario.build(seed=47, dossiers=20, documents=10, reports=90, malformed=False)
+    # seed 47: open reports overdue, due soon and not yet due; none near now() or now() + 24 h;
+    # every 7th report not placed in a commune
+    return scenario.build(seed=47, dossiers=20, documents=10, reports=90, malformed=False,
+                          unassigned_every=7)
+
+
+def shown(commune: str) -> str:
+    return commune or UNASSIGNED
 
 
 def places(sc: scenario.Scenario) -> dict[str, tuple[float, float]]:
@@ -194,7 +206,8 @@ def late_list(sel: scenario.Scenario) -> list[tuple[Any, ...]]:
     late = sorted((r for r in sel.reports
                    if r.status in OPEN and r.expected_at < sel.now + scenario.DUE_SOON),
                   key=lambda r: (r.expected_at, r.request_id))
-    return [(r.request_id, SERVICE_NAME, r.commune, r.agency, r.expected_at, LABELS[r.status],
+    return [(r.request_id, SERVICE_NAME, shown(r.commune), r.agency, r.expected_at,
+             LABELS[r.status],
              (r.expected_at - sel.now).total_seconds() / 3600)
             for r in late[:field_reports.LIST_LIMIT]]
 
@@ -207,12 +220,23 @@ def test_no_expected_date_near_a_boundary(sc: scenario.Scenario) -> None:
                 r.request_id
 
 
+def label(sel: scenario.Scenario, r: scenario.Report) -> str:
+    return "Quá hạn" if r.status in OPEN and r.expected_at < sel.now else LABELS[r.status]
+
+
+def unassigned(sel: scenario.Scenario, where: dict[str, tuple[float, float]]) -> list[tuple]:
+    """Reports without a commune, oldest request first: the duty officer's queue."""
+    queue = sorted((r for r in sel.reports if r.commune == ""),
+                   key=lambda r: (r.requested_at, r.request_id))
+    return [(r.request_id, SERVICE_NAME, r.requested_at, r.agency, label(sel, r),
+             *where[r.request_id]) for r in queue[:field_reports.LIST_LIMIT]]
+
+
 def points(sel: scenario.Scenario, where: dict[str, tuple[float, float]]) -> list[tuple]:
-    def label(r: scenario.Report) -> str:
-        return "Quá hạn" if r.status in OPEN and r.expected_at < sel.now else LABELS[r.status]
     ordered = sorted(sel.reports, key=lambda r: r.request_id)
     ordered.sort(key=lambda r: r.requested_at, reverse=True)
-    return [(*where[r.request_id], label(r), SERVICE_NAME, r.request_id) for r in ordered]
+    return [(*where[r.request_id], label(sel, r), SERVICE_NAME, r.request_id)
+            for r in ordered]
 
 
 # --- every query on real servers ----------------------------------------------------------
@@ -244,7 +268,7 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
         assert rows == [(c, f"Huyện cũ {c}") for c in scenario.FORMER_DISTRICTS]
         options["former_district"] = districts = [r[0] for r in rows]
         assert options["commune"] == sorted({d.commune for d in sc.dossiers}
-                                            | {r.commune for r in sc.reports})
+                                            | {r.commune for r in sc.reports} - {""})
         ward, agency, category = options["commune"][1], options["agency"][0], options["category"][2]
         selections = [(None, None, None, None), (ward, None, None, None),
                       (None, agency, None, None), (None, None, category, None),
@@ -257,8 +281,9 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                 kpis = sel.expected_report_kpis()
                 by_category = [(code, SERVICE_NAME, GROUP, *counts(sc, rs))
                                for code, rs in grouped(sel, "service_code").items()]
-                by_commune = [(code, *counts(sc, rs))
+                by_commune = [(shown(code), *counts(sc, rs))
                               for code, rs in grouped(sel, "commune").items()]
+                queue = unassigned(sel, where_is)
                 spread, late, dots = durations(sel), late_list(sel), points(sel, where_is)
                 seen.update(categories=len(by_category), late=sum(e[6] < 0 for e in late),
                             soon=sum(e[6] >= 0 for e in late), dots=len(dots),
@@ -266,7 +291,8 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                                             and r.expected_at >= sel.now + scenario.DUE_SOON
                                             for r in sel.reports),
                             resolved=sum(n for _, n in spread),
-                            district=len(sel.reports) if choice[3] else 0)
+                            district=len(sel.reports) if choice[3] else 0,
+                            unassigned=len(queue))
                 for timescaledb in (True, False):
                     # every period for "All", days for the narrower choices (time)
                     for unit in PERIODS if choice == (None,) * 4 else ["day"]:
@@ -307,8 +333,12 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                     assert cols == ["latitude", "longitude", "Tình trạng", "Lĩnh vực",
                                     "Mã phản ánh"]
                     assert rows == dots, where
+                    _, rows = run(conn, panels[UNASSIGNED_TILE]["rawSql"], ctx)
+                    assert rows == [(sum(r.commune == "" for r in sel.reports),)], where
+                    cols, rows = run(conn, panels[UNASSIGNED_LIST]["rawSql"], ctx)
+                    assert cols == UNASSIGNED_COLUMNS and rows == queue, where
     assert all(seen[k] > 0 for k in ("categories", "late", "soon", "not_yet_due", "dots",
-                                     "resolved", "periods", "district")), seen
+                                     "resolved", "periods", "district", "unassigned")), seen
 
 
 def test_every_query_on_plain_postgresql(settings: Settings, sc: scenario.Scenario) -> None:
