@@ -94,15 +94,22 @@ def simulate(
         help="Simulated seconds per real second until the clock reaches now.")] = 60,
     rate: Rate = 1,
     history_hours: Annotated[float, typer.Option(help="Start this far in the past.")] = 24,
+    directory: Annotated[Path | None, typer.Option(
+        help="Write the simulated agencies here first, for the API's IOC_AGENCY_DIRECTORY."
+    )] = None,
 ) -> None:
     """Publish a realistic province's traffic to the configured broker (a demo source)."""
     from datetime import UTC, datetime, timedelta
 
+    from connectors.province import write_directory
     from connectors.simulator import Simulator, run
 
     settings = get_settings()
     simulator = Simulator(settings.province_code, seed=seed, speed=speed, rate=rate,
                           start=datetime.now(UTC) - timedelta(hours=history_hours))
+    if directory is not None:
+        written = write_directory(simulator.province, directory)
+        errors.print(f"agency directory: {written} (IOC_AGENCY_DIRECTORY={written.resolve()})")
     with suppress(KeyboardInterrupt):
         asyncio.run(run(settings, simulator, seconds,
                         on_tick=lambda stats: errors.print(stats.line(), highlight=False)))

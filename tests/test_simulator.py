@@ -240,3 +240,16 @@ def test_run_publishes_a_province_that_a_worker_turns_into_kpis(settings: Settin
     assert documents["completed"] > 0 and documents["backlog"] > 0, documents
     assert reports["reports"] > 10 and reports["resolved"] > 0, reports
     assert query(settings, "SELECT count(DISTINCT commune_code) FROM field_reports")[0][0] > 5
+
+
+def test_the_simulators_directory_is_one_the_api_reads(tmp_path: Path) -> None:
+    """`ioc demo` hands the simulated agencies to the API as an agency directory file."""
+    from connectors.province import write_directory
+    from ioc.geography import Directory
+
+    province = load_province("25")
+    directory = Directory.load(write_directory(province, tmp_path / "d" / "agencies.csv"), "25")
+    assert len(directory.agencies) == len(province.agencies)
+    for commune in province.communes:
+        assert directory.agency(commune.code) == (commune.agency.code, commune.agency.name)
+    assert directory.agency(None) == (province.committee.code, province.committee.name)
