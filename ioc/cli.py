@@ -127,8 +127,12 @@ def worker() -> None:
 def api() -> None:
     """Run the HTTP API (health, readiness, metrics)."""
     from ioc.api import serve
+    from ioc.geography import PlaceError
 
-    serve(get_settings())
+    try:
+        serve(get_settings())
+    except PlaceError as exc:  # the agency directory or the boundaries file
+        raise fail(str(exc)) from None
 
 
 @db_app.command("migrate")

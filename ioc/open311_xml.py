@@ -20,7 +20,7 @@ def _text(value: Any) -> str | None:
 def _fill(parent: ET.Element, fields: Mapping[str, Any]) -> None:
     for name, value in fields.items():
         child = ET.SubElement(parent, name)
-        if isinstance(value, list):  # service definition attributes: none in this catalogue
+        if isinstance(value, list):  # service definition attributes
             for item in value:
                 _fill(ET.SubElement(child, "attribute"), item)
         else:
