@@ -137,6 +137,10 @@ def test_services_match_the_catalogue(
     assert elements[0].findtext("service_name") == catalogue[0].name  # UTF-8 Vietnamese
     assert elements[0].findtext("metadata") == "true"
 
+    xml_definition = parse_xml(api.get(f"{V2}/services/{catalogue[0].code}.xml").content)
+    assert xml_definition.findtext("attributes/attribute/code") == "commune_code"
+    assert xml_definition.findtext("attributes/attribute/required") == "false"
+
     missing = api.get(f"{V2}/services/XX-99.xml")
     assert missing.status_code == 404
     errors = parse_xml(missing.content)
