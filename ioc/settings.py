@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     retain_events_days: int = Field(730, ge=1)
 
     # Field reports (ioc/geography.py): the province's agency directory (CSV: code, name,
-    # commune_code; sample in docs/agency-directory.sample.csv) and its communes' boundaries
+    # commune_code; sample in deploy/province/agencies.sample.csv) and its communes' boundaries
     # (GeoJSON polygons, the official code in the `commune_boundaries_code_property` of each
     # feature). Without them reports are placed by the app's code or the address only, and
     # filed under the agency code "IOC".

@@ -175,7 +175,7 @@ def test_directory_routes_by_commune(directory: Path) -> None:
 
 
 def test_the_shipped_sample_directory_loads() -> None:
-    sample = Directory.load(ROOT / "docs" / "agency-directory.sample.csv", "25")
+    sample = Directory.load(ROOT / "deploy" / "province" / "agencies.sample.csv", "25")
     assert sample.agency(VIET_TRI)[1] == "UBND phường Việt Trì"
     assert sample.agency(None)[1] == "Ủy ban nhân dân tỉnh Phú Thọ"
 
