@@ -21,7 +21,7 @@ from tests.services import settings_env
 from tests.test_dashboards import load
 from tests.timescaledb import TimescaleServer
 
-REPO_RULES = Path(__file__).parent.parent / "alerts" / "rules"
+REPO_RULES = Path(__file__).parent.parent / "ioc" / "alerts" / "defaults" / "rules"
 VIETNAM = scenario.VIETNAM
 
 
