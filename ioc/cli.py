@@ -198,7 +198,7 @@ def kpis(
         help="Counted from (received/requested), local time unless a zone is given.")] = None,
     until: Annotated[datetime | None, typer.Option(help="... up to, excluded.")] = None,
 ) -> None:
-    """Show the KPIs (definitions: DOMAIN.md; SQL: ioc/migrations/0003_kpis.sql)."""
+    """Show the KPIs (definitions: docs/domain.md; SQL: ioc/migrations/0003_kpis.sql)."""
     import psycopg
 
     from ioc.kpis import read_kpis
