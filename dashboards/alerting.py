@@ -1,6 +1,6 @@
-"""The IOC's alert rules (alerts/rules/*.yaml) as Grafana alert-rule provisioning, for sites that
-prefer Grafana alerting: dashboards/provisioning/alerting/rules.yaml, written by
-`ioc dashboards build` and checked by `--check`.
+"""The IOC's alert rules (the packaged ioc/alerts/defaults/rules/*.yaml) as Grafana alert-rule
+provisioning, for sites that prefer Grafana alerting: dashboards/provisioning/alerting/rules.yaml,
+written by `ioc dashboards build` and checked by `--check`.
 
 Each rule becomes one Grafana rule: A, the rule's value in SQL on the provisioned
 datasource (one row per agency, commune/ward or source for `each ...` scopes: a label column
@@ -38,14 +38,15 @@ from grafana_foundation_sdk.builders import expr as eb
 from grafana_foundation_sdk.models import alerting as am
 from grafana_foundation_sdk.models import dashboard as model
 
+from dashboards import PROVISIONING_DIR
 from dashboards.sdk import DATASOURCE_UID, Sql, to_dict
 from ioc.alerts.rules import Rule, Window, load_rules
+from ioc.settings import DEFAULT_ALERT_RULES
 
 log = structlog.get_logger()
 
-HERE = Path(__file__).resolve().parent
-RULES_DIR = HERE.parent / "alerts" / "rules"
-RULES_FILE = HERE / "provisioning" / "alerting" / "rules.yaml"
+RULES_DIR = DEFAULT_ALERT_RULES  # the rules the package ships
+RULES_FILE = PROVISIONING_DIR / "alerting" / "rules.yaml"
 TIMEZONE = "Asia/Ho_Chi_Minh"  # the province's (Settings.timezone's default)
 FOLDER = "IOC — Cảnh báo"  # not the dashboards' "IOC": Grafana provisions alerting first
 GROUP = "ioc-chi-tieu"
@@ -322,8 +323,8 @@ _Dumper.add_representer(str, _string)
 def render(rules: Sequence[Rule]) -> str:
     document, skipped = export(rules)
     header = ["# Grafana alert rules for sites that prefer Grafana alerting. Generated from",
-              "# alerts/rules/*.yaml by `ioc dashboards build` (dashboards/alerting.py).",
-              "# Do not edit."]
+              "# ioc/alerts/defaults/rules/*.yaml by `ioc dashboards build`",
+              "# (dashboards/alerting.py). Do not edit."]
     header += [f"# Not exported: {name} ({reason})" for name, reason in skipped]
     body = yaml.dump(document, Dumper=_Dumper, allow_unicode=True, sort_keys=False, width=1000)
     return "\n".join(header) + "\n" + body

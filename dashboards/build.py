@@ -8,6 +8,7 @@ from pathlib import Path
 from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards import (
+    JSON_DIR,
     alerting,
     annotations,
     documents,
@@ -19,7 +20,6 @@ from dashboards import (
 )
 from dashboards.sdk import dumps
 
-JSON_DIR = Path(__file__).resolve().parent / "json"
 DASHBOARDS: dict[str, Callable[[], model.Dashboard]] = {
     "overview.json": overview.build, "ranking.json": ranking.build, "pipeline.json": pipeline.build,
     "dossiers.json": dossiers.build, "documents.json": documents.build,

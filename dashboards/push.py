@@ -19,12 +19,11 @@ import yaml
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 
+from dashboards import JSON_DIR, PROVISIONING_DIR
 from ioc.settings import Settings
 
-HERE = Path(__file__).resolve().parent
-JSON_DIR = HERE / "json"
-DATASOURCES = HERE / "provisioning" / "datasources" / "ioc.yaml"
-PROVIDERS = HERE / "provisioning" / "dashboards" / "ioc.yaml"
+DATASOURCES = PROVISIONING_DIR / "datasources" / "ioc.yaml"
+PROVIDERS = PROVISIONING_DIR / "dashboards" / "ioc.yaml"
 MESSAGE = "ioc dashboards push"
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-JSON_DIR = Path(__file__).resolve().parent / "json"
+from dashboards import JSON_DIR
+
 COLUMNS = 24
 COLUMN_PX = 40  # one grid column
 ROW_PX = 30  # one grid row (Grafana: 30 px high, plus its 8 px margin)

@@ -189,7 +189,9 @@ def schema_openapi(
 
     document = openapi_document()
     if check:
-        if not out.exists() or out.read_text(encoding="utf-8") != document:
+        if not out.exists():  # a repository file (for review and the fuzz tests), not package data
+            raise fail(f"{out}: no such file; run in the repository, or pass --out")
+        if out.read_text(encoding="utf-8") != document:
             raise fail(f"{out} is not what the code serves: run `ioc schema openapi`")
         console.print(f"{out} is up to date")
         return
@@ -207,7 +209,7 @@ def kpis(
         help="Counted from (received/requested), local time unless a zone is given.")] = None,
     until: Annotated[datetime | None, typer.Option(help="... up to, excluded.")] = None,
 ) -> None:
-    """Show the KPIs (definitions: DOMAIN.md; SQL: ioc/migrations/0003_kpis.sql)."""
+    """Show the KPIs (definitions: docs/domain.md; SQL: ioc/migrations/0003_kpis.sql)."""
     import psycopg
 
     from ioc.kpis import read_kpis

@@ -1,4 +1,4 @@
-"""Event contracts: one envelope for every event, one payload per kind (see DOMAIN.md).
+"""Event contracts: one envelope for every event, one payload per kind (see docs/domain.md).
 
 Every model forbids unknown fields, so personal data of applicants and reporters
 (`ChuHoSo`, `email`, `phone`...) cannot ride along by accident: a connector must drop it.

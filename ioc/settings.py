@@ -5,12 +5,24 @@ The same code runs on the embedded stack and on docker-compose services; only th
 
 import socket
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOPIC_NAMES = ("dossiers", "documents", "field_reports", "dead_letters", "connector_status")
+
+
+def packaged(*parts: str) -> Path:
+    """A data file shipped inside the `ioc` package, so an installed wheel finds it from any
+    working directory (in a checkout, the source tree's file)."""
+    return Path(str(resources.files("ioc").joinpath(*parts)))
+
+
+DEFAULT_ALERT_RULES = packaged("alerts", "defaults", "rules")
+DEFAULT_ALERT_RECIPIENTS = packaged("alerts", "defaults", "recipients.yaml")
 
 
 class Settings(BaseSettings):
@@ -76,12 +88,12 @@ class Settings(BaseSettings):
     embedded_kafka_port: int = 19092
     embedded_postgres_port: int = 15432
 
-    # Alert rule files (*.yaml), a directory or one file.
-    alert_rules: Path = Path("alerts/rules")
+    # Alert rule files (*.yaml), a directory or one file; empty: the rules the package ships.
+    alert_rules: Path = DEFAULT_ALERT_RULES
     alert_evaluate_seconds: float = Field(15, gt=0)
     # Role or name -> addresses: e-mail, telegram:, zalo:, webhook: (YAML, see
-    # ioc/alerts/recipients.py).
-    alert_recipients: Path = Path("alerts/recipients.yaml")
+    # ioc/alerts/recipients.py); empty: the package's example file.
+    alert_recipients: Path = DEFAULT_ALERT_RECIPIENTS
     # Alert e-mail; with smtp_host empty no e-mail is sent.
     smtp_host: str = ""
     smtp_port: int = 25
@@ -127,6 +139,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("alert_rules", "alert_recipients", mode="before")
+    @classmethod
+    def _packaged_when_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        """`IOC_ALERT_RULES=` (empty) means the packaged files, not the working directory."""
+        if value is None or value == "":
+            return cls.model_fields[info.field_name or ""].default
+        return value
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> "Settings":

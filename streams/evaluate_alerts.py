@@ -1,6 +1,7 @@
 """Alert rules evaluated by the worker: a timer every `alert_evaluate_seconds` (default 15)
-loads the rules (settings.alert_rules, re-read each time so edits take effect), evaluates them
-(ioc.alerts.evaluate, in a thread: psycopg is blocking) and logs the transitions. When a
+loads the rules (settings.alert_rules, by default the rules the package ships; re-read each
+time so edits take effect), evaluates them (ioc.alerts.evaluate, in a thread: psycopg is
+blocking) and logs the transitions. When a
 channel is configured (smtp_host, telegram_bot_token, zalo_access_token or
 alert_webhook_secret), it then queues the new transitions and sends what is due
 (ioc.alerts.deliver). Nothing raised escapes: a failed round is logged and the next one runs.
@@ -25,8 +26,8 @@ EVALUATE_SECONDS = settings.alert_evaluate_seconds
 
 def evaluate_once(now: datetime) -> None:
     """One round (blocking): evaluate, log transitions, queue and send the messages."""
-    if not settings.alert_rules.exists():
-        log.debug("no alert rules", path=str(settings.alert_rules))
+    if not settings.alert_rules.exists():  # the packaged default exists: a wrong setting
+        log.warning("alert rules not found", path=str(settings.alert_rules))
         return
     try:
         rules = load_rules(settings.alert_rules)

@@ -1,5 +1,5 @@
 """A province's worth of ground truth, the events that tell it (shuffled, duplicated, some
-malformed), and the KPIs computed from the ground truth by DOMAIN.md's definitions.
+malformed), and the KPIs computed from the ground truth by docs/domain.md's definitions.
 
 The expected values never go through the code under test: they come from the truth tables
 here, so a wrong SQL view or a lost/double-counted event makes the comparison fail.

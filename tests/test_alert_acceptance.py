@@ -10,7 +10,7 @@ rates do not move with the clock. The simulator's planted bad agencies (`bad_age
 late on 10-15 % of their dossiers, the others on at most 0.2 %; the run is aligned on a local
 Monday, so the same seed gives the same dossiers whatever day the test runs. Ground truth: the
 simulator's own list, and the on-time rate recomputed here from the published messages
-(DOMAIN.md's definition), never read from the database's KPI functions.
+(docs/domain.md's definition), never read from the database's KPI functions.
 """
 
 from __future__ import annotations

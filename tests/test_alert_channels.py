@@ -408,7 +408,7 @@ def test_recipients_file_old_and_new_forms_and_clear_errors(tmp_path: Path) -> N
 
 
 def test_the_shipped_recipients_file_loads() -> None:
-    table = load(Path(__file__).parent.parent / "alerts" / "recipients.yaml")
+    table = load(Path(__file__).parent.parent / "ioc" / "alerts" / "defaults" / "recipients.yaml")
     assert table["chairman"] and all(a.channel in ("email", "telegram", "zalo", "webhook")
                                      for addresses in table.values() for a in addresses)
 

@@ -32,7 +32,7 @@ from tests.timescaledb import TimescaleServer
 
 VIETNAM = scenario.VIETNAM
 NOW = datetime(2026, 11, 18, 15, 0, tzinfo=VIETNAM)  # a Wednesday afternoon, in the past
-REPO_RULES = Path(__file__).parent.parent / "alerts" / "rules"
+REPO_RULES = Path(__file__).parent.parent / "ioc" / "alerts" / "defaults" / "rules"
 A, B, C = scenario.AGENCIES
 X, Y, Z, W = scenario.COMMUNES
 

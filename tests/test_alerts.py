@@ -21,7 +21,7 @@ from tests.services import settings_env
 from tests.test_dashboards import load
 from tests.timescaledb import TimescaleServer
 
-REPO_RULES = Path(__file__).parent.parent / "alerts" / "rules"
+REPO_RULES = Path(__file__).parent.parent / "ioc" / "alerts" / "defaults" / "rules"
 VIETNAM = scenario.VIETNAM
 
 
@@ -134,7 +134,7 @@ def sc() -> scenario.Scenario:
 
 
 def agency_rates(sc: scenario.Scenario) -> dict[str, float]:
-    """On-time rate per agency from the ground truth (DOMAIN.md), never from the SQL."""
+    """On-time rate per agency from the ground truth (docs/domain.md), never from the SQL."""
     rates = {}
     for agency in scenario.AGENCIES:
         part = scenario.Scenario(now=sc.now, dossiers=[d for d in sc.dossiers

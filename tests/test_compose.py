@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tomllib
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -34,7 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ioc.cli import app as ioc_app
 from ioc.db import migrate
 from ioc.embedded import Postgres
-from ioc.settings import Settings
+from ioc.settings import DEFAULT_ALERT_RECIPIENTS, DEFAULT_ALERT_RULES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
@@ -46,6 +47,8 @@ OURS = sorted(name for name, service in SERVICES.items() if "build" in service)
 ONE_SHOT = {"setup"}
 LONG_RUNNING = sorted(set(SERVICES) - ONE_SHOT)
 INIT_SCRIPT = ROOT / "deploy" / "timescaledb" / "init-grafana-role.sh"
+DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME, $$
 INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?])"
@@ -236,6 +239,60 @@ def test_our_services_share_one_image_whose_entrypoint_is_ioc() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     entrypoint = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", dockerfile, re.M)
     assert entrypoint and json.loads(entrypoint[1]) == ["ioc"]
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each a list of (INSTRUCTION, arguments), continuations joined."""
+    text = re.sub(r"\\\n", " ", re.sub(r"^\s*#.*\n", "", DOCKERFILE, flags=re.M))
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        keyword, _, args = line.strip().partition(" ")
+        if keyword.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((keyword.upper(), " ".join(args.split())))
+    return stages
+
+
+def packaged_top_levels() -> set[str]:
+    """The top-level packages pyproject.toml's find directive puts in the wheel."""
+    patterns = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    return {path.name for path in ROOT.iterdir() if (path / "__init__.py").is_file()
+            and any(re.fullmatch(p.replace("*", ".*"), path.name) for p in patterns)}
+
+
+def test_the_image_installs_the_wheel_and_no_source_tree() -> None:
+    build, runtime = dockerfile_stages()
+    assert re.fullmatch(r"\S+ AS build", build[0][1], re.I), build[0]
+    copied = {args.split()[0].rstrip("/") for keyword, args in build if keyword == "COPY"
+              and "--from" not in args}
+    assert copied >= {"pyproject.toml", *packaged_top_levels()}, copied
+    assert any(k == "RUN" and "pip wheel" in a and "--no-deps" in a for k, a in build)
+    # The runtime stage takes nothing from the build context: only the wheel from `build`.
+    assert not [args for keyword, args in runtime if keyword in ("COPY", "ADD")]
+    [install] = [a for k, a in runtime if k == "RUN" and "pip install" in a]
+    assert "from=build" in install and re.search(r"\bioc_monitor-\*\.whl\b", install)
+    # The settings' own defaults (the packaged alert rules) apply in the image.
+    env = " ".join(args for keyword, args in runtime if keyword in ("ENV", "ARG"))
+    assert "IOC_ALERT_RULES" not in env and "IOC_ALERT_RECIPIENTS" not in env
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert not ignored & {"pyproject.toml", "README.md", *packaged_top_levels()}
+
+
+@pytest.mark.parametrize("name", ["worker", "api"])
+def test_alert_files_are_mounted_where_the_settings_point(name: str) -> None:
+    """The checkout's copy of the packaged alert files, so a site edits them without a rebuild."""
+    env = SERVICES[name]["environment"]
+    [(target, (source, read_only))] = [
+        (t, m) for t, m in volume_mounts(name).items() if t.startswith("/etc/ioc/")]
+    assert (ROOT / source).resolve() == DEFAULT_ALERT_RULES.parent and read_only
+    for setting, packaged in (("IOC_ALERT_RULES", DEFAULT_ALERT_RULES),
+                              ("IOC_ALERT_RECIPIENTS", DEFAULT_ALERT_RECIPIENTS)):
+        inside = Path(env[setting]).relative_to(target)
+        assert DEFAULT_ALERT_RULES.parent / inside == packaged, setting
+        assert packaged.exists(), packaged
 
 
 def ioc_command(args: list[str]) -> str:

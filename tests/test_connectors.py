@@ -129,7 +129,7 @@ def province() -> list[dict[str, Any]]:
 
 
 def expected_kpis(records: list[dict[str, Any]]) -> dict[str, int]:
-    """The DOMAIN.md definitions, computed from the source records themselves."""
+    """The docs/domain.md definitions, computed from the source records themselves."""
     now = datetime.now(VN).strftime("%Y%m%d%H%M%S")
     in_process = [r for r in records if r["TrangThaiHoSo"] in (1, 2, 4, 5, 6)]
     finished = [r for r in records if r["TrangThaiHoSo"] in (9, 10)]

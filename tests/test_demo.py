@@ -18,5 +18,5 @@ def test_demo_runs_and_prints_final_kpis(stack_env: dict[str, str]) -> None:  # 
     online_rate = float(re.search(r"│ online_rate\s+│ ([\d.]+)", out).group(1))
     on_time_rate = float(re.search(r"│ on_time_rate\s+│ ([\d.]+)", out).group(1))
     assert received > 100
-    assert 75 <= online_rate <= 98  # DOMAIN.md: 80-97 %, with planted bad agencies
+    assert 75 <= online_rate <= 98  # docs/domain.md: 80-97 %, with planted bad agencies
     assert on_time_rate >= 95

@@ -112,7 +112,7 @@ def test_pushed_dossiers_and_documents_reach_the_kpis_once(
 
 
 def kpis_match(settings: Settings, records: list[dict[str, object]]) -> bool:
-    """The dossier KPIs are those DOMAIN.md defines, computed from the records themselves."""
+    """The dossier KPIs are those docs/domain.md defines, computed from the records themselves."""
     expected, actual = expected_kpis(records), read_kpis(settings)["dossiers"]  # type: ignore[arg-type]
     assert {k: actual[k] for k in expected} == expected
     return True

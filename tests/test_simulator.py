@@ -53,7 +53,7 @@ def final_snapshots(valid: list[tuple[str, dict[str, Any]]],
 
 
 def dossier_rates(dossiers: list[dict[str, Any]], now: datetime) -> dict[str, float]:
-    """DOMAIN.md's definitions, in percent."""
+    """docs/domain.md's definitions, in percent."""
     to_handle = [d for d in dossiers if d["status"] not in (3, 7, 8)]
     late = [d for d in to_handle if d.get("due_at") and (
         (d["status"] in (9, 10) and at(d["finished_at"]) > at(d["due_at"]))

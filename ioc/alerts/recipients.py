@@ -1,5 +1,6 @@
-"""The recipients file (setting alert_recipients, e.g. alerts/recipients.yaml): a rule's
-recipient (a role, `role:CODE`, or a name) -> its addresses, on any channel:
+"""The recipients file (setting alert_recipients, by default the packaged
+ioc/alerts/defaults/recipients.yaml): a rule's recipient (a role, `role:CODE`, or a name) -> its
+addresses, on any channel:
 
     webhooks:                                  # optional: named webhooks, name -> URL
       dieu-hanh: https://ops.example.vn/hooks/ioc

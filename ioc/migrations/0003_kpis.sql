@@ -1,4 +1,4 @@
--- KPIs, defined once here, by DOMAIN.md. Dashboards, alerts and `ioc kpis` read these.
+-- KPIs, defined once here, by docs/domain.md. Dashboards, alerts and `ioc kpis` read these.
 --
 -- Periods are cohorts: an entity counts in the period of its anchor time (a dossier when it
 -- was received, a document when it was first seen, a field report when it was requested).

@@ -1,5 +1,5 @@
--- League tables in the style of Decision 766/QĐ-TTg (DOMAIN.md): per agency and per commune,
--- the dossier rates of ioc_migrations/0003_kpis.sql turned into points.
+-- League tables in the style of Decision 766/QĐ-TTg (docs/domain.md): per agency and per
+-- commune, the dossier rates of ioc_migrations/0003_kpis.sql turned into points.
 --
 -- Scoring rule: a rate at or above its target earns the group's full points, otherwise
 -- rate / target × points (rounded to 2 decimals). A rate without data (NULL: nothing to handle)

@@ -1,9 +1,9 @@
--- Former districts (before 1 July 2025 there was a district level; DOMAIN.md tracks rates per
--- district too for that time): the KPI functions of 0003_kpis.sql take a fifth argument,
--- `former_district` (a former district code; NULL: no filter), which the dashboards' "Huyện cũ"
--- variable passes. The KPIs are defined once, in the five-argument functions; the four-argument
--- ones (every existing caller) now call them with NULL. The fifth argument has no default, so
--- a call with four arguments or fewer is never ambiguous.
+-- Former districts (before 1 July 2025 there was a district level, and rates were tracked per
+-- district too for that time: docs/domain.md): the KPI functions of 0003_kpis.sql take a fifth
+-- argument, `former_district` (a former district code; NULL: no filter), which the dashboards'
+-- "Huyện cũ" variable passes. The KPIs are defined once, in the five-argument functions; the
+-- four-argument ones (every existing caller) now call them with NULL. The fifth argument has no
+-- default, so a call with four arguments or fewer is never ambiguous.
 
 -- Partial indexes: only records of the former map carry a district, so the variable's list
 -- and the filter read those alone.
