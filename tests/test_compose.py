@@ -286,7 +286,7 @@ def test_alert_files_are_mounted_where_the_settings_point(name: str) -> None:
     """The checkout's copy of the packaged alert files, so a site edits them without a rebuild."""
     env = SERVICES[name]["environment"]
     [(target, (source, read_only))] = [
-        (t, m) for t, m in volume_mounts(name).items() if t.startswith("/etc/ioc/")]
+        (t, m) for t, m in volume_mounts(name).items() if t.startswith("/etc/ioc/alerts")]
     assert (ROOT / source).resolve() == DEFAULT_ALERT_RULES.parent and read_only
     for setting, packaged in (("IOC_ALERT_RULES", DEFAULT_ALERT_RULES),
                               ("IOC_ALERT_RECIPIENTS", DEFAULT_ALERT_RECIPIENTS)):
