@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from ioc.broker import Broker
 from ioc.db import migrate
-from ioc.embedded import Broker, Postgres
+from ioc.embedded import Postgres
 from ioc.settings import Settings
 from ioc.topics import ensure_topics
 from tests.services import ServedApps, isolated_settings, start_broker, start_postgres
