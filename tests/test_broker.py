@@ -23,7 +23,7 @@ def clean_env(**values: str) -> dict[str, str]:
     return env
 
 
-def test_the_pinned_version_is_the_compose_image_s() -> None:
+def test_the_pinned_version_is_the_compose_images() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka_version()}"
 
