@@ -9,7 +9,7 @@ import base64
 import socket
 import subprocess
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -64,6 +64,9 @@ class ApacheKafka(Broker):
     # Production creates topics explicitly (`ioc topics ensure`), as docker-compose.yml does.
     auto_create_topics: bool = False
     controller_port: int = 0  # 0: a free port at each start (nothing stores it)
+    # More server properties, or other values (tests: e.g. a shorter broker.session.timeout.ms,
+    # which a restart after a crash waits out before the broker can register again).
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def properties(self) -> Path:
@@ -90,6 +93,7 @@ class ApacheKafka(Broker):
             "transaction.state.log.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": str(self.auto_create_topics).lower(),
+            **self.overrides,
         }
         lines = ["# Written by ioc at each start (ioc/broker/apache.py)."]
         return "\n".join([*lines, *(f"{k}={v}" for k, v in values.items())]) + "\n"
