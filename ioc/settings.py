@@ -3,14 +3,22 @@
 The same code runs on the embedded stack and on docker-compose services; only these change.
 """
 
+import os
 import socket
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BrokerSetting = Literal["auto", "apache-kafka", "emulator"]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ioc-monitor"
+
 
 TOPIC_NAMES = ("dossiers", "documents", "field_reports", "dead_letters", "connector_status")
 
@@ -47,15 +55,13 @@ class Settings(BaseSettings):
     # Static group membership: a restarted worker takes its partitions back at once.
     worker_instance_id: str = Field(default_factory=socket.gethostname)
 
-    # An empty fetch answered sooner than this waits out the rest (see ioc/fetch_pacing.py).
-    empty_fetch_pause_ms: int = Field(100, ge=0)
+    # An empty fetch answered sooner than this waits out the rest (ioc/fetch_pacing.py): only
+    # for the emulator, which answers them at once; `ioc up` sets it when it runs the emulator.
+    empty_fetch_pause_ms: int = Field(0, ge=0)
 
     # Stream processing.
     batch_size: int = Field(2000, ge=1)
     batch_seconds: float = Field(0.2, gt=0)
-    # How often consumed offsets are committed. Longer means more to re-read (and skip as
-    # duplicates) after a crash; the embedded broker rewrites its snapshot at each commit.
-    commit_seconds: float = Field(2.8, gt=0)
     due_soon_hours: float = Field(24, gt=0)
     # The province this IOC serves (official two-digit code; 25 = Phú Thọ).
     province_code: str = Field("25", pattern=r"^\d{2}$")
@@ -83,8 +89,11 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(64 * 1024, ge=1024)
     api_rate_per_minute: float = Field(120, gt=0)
 
-    # Embedded stack (`ioc up`).
+    # Embedded stack (`ioc up`): its broker (auto: Apache Kafka when Java ≥ 17 can run it,
+    # else the emulator), state, ports, and where Apache Kafka's jars are installed.
+    broker: BrokerSetting = "auto"
     state_dir: Path = Path(".ioc")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
     embedded_kafka_port: int = 19092
     embedded_postgres_port: int = 15432
 
@@ -147,6 +156,11 @@ class Settings(BaseSettings):
         if value is None or value == "":
             return cls.model_fields[info.field_name or ""].default
         return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> "Settings":

@@ -2,7 +2,8 @@
 
 Broker and PostgreSQL first, then migrations and topics, then the worker and the API as
 child processes (the same commands docker-compose runs). A child that dies is restarted;
-Ctrl-C or SIGTERM stops everything in reverse order.
+Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops everything in reverse order, and
+should `ioc up` itself be killed, the kernel stops its children (`die_with_parent`).
 """
 
 import asyncio
@@ -20,7 +21,8 @@ from types import FrameType
 
 import structlog
 
-from ioc.embedded import Broker, EmbeddedError, Postgres, port_in_use, terminate
+from ioc import broker as brokers
+from ioc.embedded import EmbeddedError, Postgres, die_with_parent, port_in_use, terminate
 from ioc.settings import Settings
 
 log = structlog.get_logger()
@@ -65,6 +67,7 @@ class Child:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ioc", *self.args], env=self.env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
 
     def check(self) -> None:
@@ -80,7 +83,13 @@ class Child:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C
+    if signum == signal.SIGHUP:  # the terminal is gone: what we still print goes nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+        os.close(devnull)
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP stop as cleanly as Ctrl-C
 
 
 @dataclass
@@ -99,16 +108,27 @@ def embedded_stack(settings: Settings) -> Iterator[RunningStack]:
     from ioc.db import migrate
     from ioc.topics import ensure_topics
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     state_dir = settings.state_dir.resolve()
     with ExitStack() as stack:
         fd = lock_state_dir(state_dir)
         stack.callback(os.close, fd)
+        try:
+            choice = brokers.choose(settings.broker, settings.cache_dir)
+        except brokers.InstallError as exc:
+            raise StackError(str(exc)) from None
+        log.info("broker", broker=choice.kind, why=choice.reason,
+                 choose="--broker apache-kafka|emulator or IOC_BROKER")
         if port_in_use(settings.api_port, settings.api_host):
             raise StackError(f"port {settings.api_port} for the API is already in use: stop what"
                              " runs there or choose another port (IOC_API_PORT)")
         postgres = Postgres(port=settings.embedded_postgres_port, data_dir=state_dir / "postgres")
-        broker = Broker(port=settings.embedded_kafka_port, data_dir=state_dir / "kafka")
+        try:
+            broker = brokers.make(choice.kind, settings.embedded_kafka_port, state_dir,
+                                  settings.cache_dir, progress=lambda line: log.info(line))
+        except brokers.InstallError as exc:
+            raise StackError(str(exc)) from None
         for server in (postgres, broker):
             try:
                 server.start()
@@ -117,14 +137,16 @@ def embedded_stack(settings: Settings) -> Iterator[RunningStack]:
             stack.callback(server.stop)
             log.info("started", server=server.name, port=server.port, data=str(server.data_dir))
 
+        client = broker.client_settings()
         settings = settings.model_copy(update={
-            "kafka_bootstrap": f"127.0.0.1:{broker.port}", "database_url": postgres.url,
+            "kafka_bootstrap": broker.bootstrap, "database_url": postgres.url, **client,
         })
         migrate(settings)
         asyncio.run(ensure_topics(settings))
 
         env = {**os.environ, "IOC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-               "IOC_DATABASE_URL": settings.database_url}
+               "IOC_DATABASE_URL": settings.database_url,
+               **{f"IOC_{name.upper()}": str(value) for name, value in client.items()}}
         if settings.agency_directory:  # `ioc demo`: the simulator's directory
             env["IOC_AGENCY_DIRECTORY"] = str(settings.agency_directory.resolve())
         children = [Child("worker", ["worker"], env, state_dir),

@@ -6,7 +6,7 @@ from ioc.fetch_pacing import pace_empty_fetches
 from ioc.settings import get_settings
 
 settings = get_settings()
-pace_empty_fetches(settings.empty_fetch_pause_ms / 1000)
+pace_empty_fetches(settings.empty_fetch_pause_ms / 1000)  # 0 but with the emulator
 FAUST_DIR = settings.state_dir / "faust"
 FAUST_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -21,7 +21,6 @@ app = faust.App(
     # Static membership: a worker restarted after a crash takes its partitions back at once.
     consumer_group_instance_id=settings.worker_instance_id,
     broker_session_timeout=10,
-    broker_commit_interval=settings.commit_seconds,
     web_enabled=False,
     datadir=str(FAUST_DIR / "{conf.name}"),  # faust's own files, not the working directory
     producer_acks=-1,

@@ -4,11 +4,18 @@ from pathlib import Path
 
 import pytest
 
+from ioc.broker import Broker
 from ioc.db import migrate
-from ioc.embedded import Broker, Postgres
+from ioc.embedded import Postgres
 from ioc.settings import Settings
 from ioc.topics import ensure_topics
-from tests.services import ServedApps, isolated_settings, start_broker, start_postgres
+from tests.services import (
+    ServedApps,
+    broker_kind_under_test,
+    isolated_settings,
+    start_broker,
+    start_postgres,
+)
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +26,17 @@ def services_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def broker(services_root: Path) -> Iterator[Broker]:
     server = start_broker(services_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator(services_root: Path, request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """The emulator (noida-db), for the few tests that keep its path alive."""
+    if broker_kind_under_test() == "emulator":
+        yield request.getfixturevalue("broker")
+        return
+    server = start_broker(services_root, "emulator")
     yield server
     server.stop()
 

@@ -1,5 +1,7 @@
 """The real servers the tests talk to: one broker and one PostgreSQL per test session.
 
+The broker is Apache Kafka (its jars installed on first use), or the emulator with
+IOC_TEST_BROKER=emulator; a few tests run on the emulator anyway to keep its path alive.
 Each test gets its own topics, consumer group and schema (named with uuid4), so tests never
 see each other's data. A server that cannot start fails the run; nothing is skipped.
 """
@@ -19,9 +21,11 @@ import httpx
 import uvicorn
 from aiokafka import AIOKafkaProducer
 
+from ioc import broker as brokers
+from ioc.broker import Broker, BrokerKind
 from ioc.db import connect
-from ioc.embedded import Broker, Postgres, terminate
-from ioc.settings import Settings
+from ioc.embedded import Postgres, die_with_parent, terminate
+from ioc.settings import Settings, default_cache_dir
 
 
 def free_port() -> int:
@@ -30,8 +34,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_broker(root: Path) -> Broker:
-    broker = Broker(port=free_port(), data_dir=root / "kafka")
+def broker_kind_under_test() -> BrokerKind:
+    kind = os.environ.get("IOC_TEST_BROKER", "apache-kafka")
+    assert kind in brokers.KINDS, f"IOC_TEST_BROKER={kind}: one of {', '.join(brokers.KINDS)}"
+    return kind  # type: ignore[return-value]
+
+
+def make_broker(root: Path, kind: BrokerKind | None = None) -> Broker:
+    """A broker on a free port with its data under `root` (not started): `start()`, `stop()`,
+    `kill()`, `restart()`; a start after a stop or a kill reuses the data."""
+    progress = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    return brokers.make(kind or broker_kind_under_test(), free_port(), root, default_cache_dir(),
+                        progress=progress)
+
+
+def start_broker(root: Path, kind: BrokerKind | None = None) -> Broker:
+    broker = make_broker(root, kind)
     broker.start()
     return broker
 
@@ -55,6 +73,7 @@ def isolated_settings(broker: Broker, postgres: Postgres, **overrides: object) -
         "partitions": 2,
         "batch_seconds": 0.2,
         "heartbeat_seconds": 1,
+        **broker.client_settings(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -79,7 +98,8 @@ class WorkerProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "ioc", "worker"],
                                          env=settings_env(self.settings), stdout=log,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
         return self
 
     def stop(self) -> None:

@@ -30,8 +30,9 @@ import pytest
 
 from connectors.simulator import TOPICS, VIETNAM, Message, Simulator
 from ioc.api import create_app
+from ioc.broker import Broker
 from ioc.db import migrate
-from ioc.embedded import Broker, Postgres
+from ioc.embedded import Postgres
 from ioc.events import parse_event
 from ioc.keys import create_key
 from ioc.settings import Settings

@@ -17,8 +17,9 @@ import schemathesis
 from hypothesis import HealthCheck, given
 
 from ioc.api import create_app, openapi_document
+from ioc.broker import Broker
 from ioc.db import migrate
-from ioc.embedded import Broker, Postgres
+from ioc.embedded import Postgres
 from ioc.keys import SCOPES, create_key
 from ioc.settings import Settings
 from ioc.topics import ensure_topics

@@ -12,12 +12,21 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from ioc.broker import Broker
 from ioc.db import migrate
+from ioc.embedded import Postgres
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
 from ioc.topics import ensure_topics
 from tests import scenario
-from tests.services import WorkerProcess, publish, query, settings_env, wait_until
+from tests.services import (
+    WorkerProcess,
+    isolated_settings,
+    publish,
+    query,
+    settings_env,
+    wait_until,
+)
 
 TIME_INVARIANT = {  # rollup metric -> key of the expected KPIs it must equal
     "dossier": {"received": "received", "to_handle": "to_handle", "finished": "finished",
@@ -123,6 +132,23 @@ async def read_dead_letters(settings: Settings, count: int) -> list[tuple[bytes,
 
 
 def test_events_become_exact_kpis(settings: Settings, worker: WorkerProcess) -> None:
+    check_exact_kpis(settings, worker)
+
+
+def test_events_become_exact_kpis_on_the_emulator(emulator: Broker, postgres: Postgres,
+                                                  tmp_path: Path) -> None:
+    """The pure-PyPI path (a laptop without Java) keeps working end to end."""
+    settings = isolated_settings(emulator, postgres)
+    assert settings.empty_fetch_pause_ms > 0  # the emulator's one client-side workaround
+    prepare(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log").start()
+    try:
+        check_exact_kpis(settings, worker)
+    finally:
+        worker.stop()
+
+
+def check_exact_kpis(settings: Settings, worker: WorkerProcess) -> None:
     sc = scenario.build(seed=1)
     asyncio.run(publish(settings, sc.messages))
     wait_stored(settings, sc, worker)

@@ -6,7 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from ioc.embedded import Broker, Postgres
+from ioc.broker import Broker
+from ioc.embedded import Postgres
 from ioc.settings import Settings
 from tests import scenario
 from tests.services import (
@@ -14,6 +15,7 @@ from tests.services import (
     free_port,
     isolated_settings,
     publish,
+    start_broker,
     wait_until,
 )
 from tests.test_pipeline import (
@@ -92,8 +94,7 @@ def test_database_outage_is_waited_out(broker: Broker, tmp_path: Path) -> None:
 
 
 def test_broker_restart_is_survived(postgres: Postgres, tmp_path: Path) -> None:
-    broker = Broker(port=free_port(), data_dir=tmp_path / "kafka")
-    broker.start()
+    broker = start_broker(tmp_path)
     settings = isolated_settings(broker, postgres)
     prepare(settings)
     sc = scenario.build(seed=5, dossiers=300, documents=200, reports=150, malformed=False)

@@ -1,4 +1,5 @@
-"""`ioc up` as a user runs it: a real process tree on loopback, stopped by a signal."""
+"""`ioc up` as a user runs it: a real process tree on loopback, stopped by a signal, and
+leaving nothing behind when it is killed."""
 
 import json
 import os
@@ -14,7 +15,9 @@ import httpx
 import pytest
 
 from tests import scenario
-from tests.services import free_port, wait_until
+from tests.services import broker_kind_under_test, free_port, wait_until
+
+PORTS = ("IOC_API_PORT", "IOC_EMBEDDED_KAFKA_PORT", "IOC_EMBEDDED_POSTGRES_PORT")
 
 
 @pytest.fixture
@@ -23,7 +26,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     env.update(IOC_STATE_DIR=str(tmp_path / "state"), IOC_API_PORT=str(free_port()),
                IOC_EMBEDDED_KAFKA_PORT=str(free_port()),
                IOC_EMBEDDED_POSTGRES_PORT=str(free_port()), IOC_PARTITIONS="2",
-               IOC_HEARTBEAT_SECONDS="1")
+               IOC_HEARTBEAT_SECONDS="1", IOC_BROKER=broker_kind_under_test())
     return env
 
 
@@ -49,8 +52,8 @@ class Up:
     def wait_ready(self) -> None:
         wait_until(self.ready, 90, "ioc up to be ready", self.log.read_text)
 
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
         return self.proc.wait(60)
 
 
@@ -60,6 +63,15 @@ def running(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Up]:
     yield up
     if up.proc.poll() is None:
         up.stop()
+
+
+def ports_open(env: dict[str, str]) -> list[str]:
+    open_ = []
+    for port in PORTS:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", int(env[port]))) == 0:
+                open_.append(port)
+    return open_
 
 
 def dossiers_received(env: dict[str, str]) -> int:
@@ -87,16 +99,63 @@ def test_up_serves_kpis_stops_cleanly_and_keeps_data(running: Up,
     assert "Traceback" not in second.stdout + second.stderr
 
     assert running.stop() == 0
-    for port in ("IOC_API_PORT", "IOC_EMBEDDED_KAFKA_PORT", "IOC_EMBEDDED_POSTGRES_PORT"):
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", int(stack_env[port]))) != 0, f"{port} still open"
+    assert ports_open(stack_env) == []
+    first = running.log.read_text().splitlines()[0]  # says which broker runs, and why
+    assert f"broker={stack_env['IOC_BROKER']}" in first and "why=" in first, first
 
     again = Up(stack_env, running.log)  # same state directory: the data is still there
     try:
         again.wait_ready()
         assert dossiers_received(stack_env) == len(sc.dossiers)
     finally:
-        assert again.stop() == 0
+        assert again.stop(signal.SIGHUP) == 0  # the terminal closed: as clean as SIGTERM
+    assert ports_open(stack_env) == []
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid` (children, grandchildren...) with its command line."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                found[child] = (Path(f"/proc/{child}/cmdline").read_bytes()
+                                .replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killed_up_leaves_no_child_running(running: Up, stack_env: dict[str, str]) -> None:
+    running.wait_ready()
+    tree = descendants(running.proc.pid)
+    commands = " | ".join(tree.values())
+    for part in ("postgres", "ioc worker", "ioc api",
+                 "kafka.Kafka" if stack_env["IOC_BROKER"] == "apache-kafka" else "noida"):
+        assert part in commands, f"{part} not among the stack's processes: {commands}"
+
+    running.proc.kill()  # SIGKILL: no handler, no cleanup in `ioc up` itself
+    running.proc.wait(10)
+    wait_until(lambda: not any(alive(pid) for pid in tree), 60, "every child to exit",
+               lambda: "still running: " + ", ".join(
+                   f"{pid} {cmd}" for pid, cmd in tree.items() if alive(pid)))
+    wait_until(lambda: ports_open(stack_env) == [], 10, "the ports to close")
 
 
 def test_port_in_use_is_a_clear_message(stack_env: dict[str, str]) -> None:
