@@ -18,8 +18,8 @@
 Answers: 202 `{"event_ids": [...]}` once the broker acknowledged every event. A request is all
 or nothing: when any record cannot be mapped, 422 with one message per refused record naming
 the field (`body[2]: TrangThaiHoSo: 42 is not a dossier status (1-10)`) and nothing is
-published. 400 for a body nested too deep or holding a NUL character (PostgreSQL cannot
-store it); dates must be plausible (ioc/events.py: from 2000 to 10 years ahead). 415 for
+published (a body nested deeper than 32 levels too). 400 for a NUL character (PostgreSQL
+cannot store it); dates must be plausible (ioc/events.py: from 2000 to 10 years ahead). 415 for
 another content type, 401/403/429/413 from the key and size checks, 503
 when the broker did not acknowledge in time (send again: the ids make it safe).
 
@@ -107,8 +107,8 @@ def dossier_records(body: bytes, content_type: str) -> tuple[list[Any], bool]:
         raise Refused(415, f"content-type: {content_type!r}; send application/json")
     try:
         data = loads(body)
-    except BadInput as exc:  # invalid JSON stays 422; too deep or a NUL: 400 at the edge
-        raise Refused(422 if "not valid JSON" in str(exc) else 400, str(exc)) from None
+    except BadInput as exc:  # a NUL: 400 (PostgreSQL cannot store it); the rest 422
+        raise Refused(400 if "NUL" in str(exc) else 422, str(exc)) from None
     records = data if isinstance(data, list) else [data]
     if not records or not all(isinstance(r, dict) for r in records):
         raise Refused(422, "body: a sync payload record (a JSON object) or a non-empty list of"
