@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ioc import keys
 from ioc.alerts.api import alerts_router
-from ioc.auth import BodySizeLimit, _error_body
+from ioc.auth import BodySizeLimit, FailedAuthGate, KeyRing, RateLimiter, _error_body
 from ioc.connector_metrics import ConnectorRow, connector_families, connector_rows
 from ioc.db import connect_kwargs
 from ioc.ingest import ingest_body_limits, ingest_router
@@ -476,9 +476,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.database = db
     app.state.registry = registry
+    app.state.keyring = KeyRing(settings, db)
+    app.state.key_failures = RateLimiter(settings.api_failed_auth_per_minute)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
                        per_path=ingest_body_limits(settings),
                        timeout=settings.api_body_timeout_seconds)
+    app.add_middleware(FailedAuthGate)
     app.add_middleware(RequestCounter, counter=requests)
     app.add_middleware(Guard)  # outermost: sees every request and every failure
 

@@ -114,6 +114,15 @@ class KeyRing:
     def known(self, key_id: str) -> bool:
         return key_id in self.entries
 
+    def recently_verified(self, presented: str) -> bool:
+        """A live key this process verified within KEY_GRACE, with the right secret."""
+        parsed = keys.parse(presented)
+        entry = self.entries.get(parsed[0]) if parsed else None
+        if parsed is None or entry is None or entry.verified_at is None:
+            return False
+        return time.monotonic() - entry.verified_at < KEY_GRACE and \
+            keys.matches(self.pepper, entry.row, parsed[1])
+
     async def _read(self, key_id: str) -> dict[str, Any] | None:
         async def read(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any] | None:
             async with conn.cursor(row_factory=dict_row) as cur:
@@ -206,6 +215,49 @@ class KeyRing:
         task.add_done_callback(self.background.discard)
 
 
+def _client(host: str | None) -> str:
+    return f"addr:{host or '?'}"
+
+
+def _credential(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """`presented_key` on raw ASGI headers."""
+    found = dict(headers)
+    kind, _, value = found.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if kind.lower() == "bearer" and value.strip():
+        return value.strip()
+    return found.get(b"x-api-key", b"").decode("latin-1").strip() or None
+
+
+class FailedAuthGate:
+    """ASGI middleware: a client address past its failed-check budget gets 429 at once for a
+    request carrying a key, before routing or reading the body, unless the key is one this
+    process verified lately (a caller sharing the address keeps working). A flood of wrong
+    secrets so costs little more than the connection, and a valid caller's latency holds."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = getattr(scope.get("app"), "state", None)
+        failures: RateLimiter | None = getattr(state, "key_failures", None)
+        ring: KeyRing | None = getattr(state, "keyring", None)
+        if scope["type"] == "http" and failures is not None and ring is not None:
+            client = _client((scope.get("client") or (None,))[0])
+            wait = failures.peek(client)
+            presented = _credential(scope.get("headers") or []) if wait > 0 else None
+            if presented is not None and not ring.recently_verified(presented):
+                seconds = str(max(1, math.ceil(wait)))
+                body = _error_body(scope.get("path", ""), 429, "too many failed API key"
+                                   f" checks; retry in {seconds} s")
+                await send({"type": "http.response.start", "status": 429,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"retry-after", seconds.encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def presented_key(request: Request) -> str | None:
     """The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
     header = request.headers.get("authorization")
@@ -255,7 +307,7 @@ async def authorize(request: Request, scope: str, presented: str | None) -> ApiK
                            lambda: KeyRing(settings, request.app.state.database))
     failures: RateLimiter = _state(request, "key_failures",
                                    lambda: RateLimiter(settings.api_failed_auth_per_minute))
-    client = f"addr:{request.client.host if request.client else '?'}"
+    client = _client(request.client.host if request.client else None)
     parsed = keys.parse(presented)
     key_id, secret = parsed if parsed is not None else ("", presented)
     row = None
