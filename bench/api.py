@@ -189,8 +189,7 @@ def main() -> None:
         keys = [create_key(settings, f"app-{n}", ["reports:create"])[1]
                 for n in range(args.keys)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-        env.update({f"IOC_{k.upper()}": str(v) for k, v in settings.model_dump().items()
-                    if v is not None})
+        env.update({f"IOC_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
         for command in ("api", "worker"):
             procs.append(subprocess.Popen([sys.executable, "-m", "ioc", command], env=env,
                                           stdout=(root / f"{command}.log").open("wb"),

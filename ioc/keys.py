@@ -15,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -51,8 +52,8 @@ def pepper(settings: Settings) -> bytes:
     """The HMAC key: IOC_API_KEY_PEPPER, else the content of IOC_API_KEY_PEPPER_FILE."""
     if settings.api_key_pepper:
         return settings.api_key_pepper.encode()
-    if settings.api_key_pepper_file is not None:
-        return settings.api_key_pepper_file.read_text(encoding="utf-8").strip().encode()
+    if settings.api_key_pepper_file:
+        return Path(settings.api_key_pepper_file).read_text(encoding="utf-8").strip().encode()
     return b""
 
 

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # the file): the same on every API process and for `ioc keys`, never in the database.
     # Changing it invalidates every key. Empty: unpeppered (a warning at start).
     api_key_pepper: str = ""
-    api_key_pepper_file: Path | None = None
+    api_key_pepper_file: str = ""
     # Failed key checks allowed per client address and per key id, a minute (and as a
     # burst); more answer 429.
     api_failed_auth_per_minute: float = Field(30, gt=0)
