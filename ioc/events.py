@@ -67,14 +67,6 @@ class Kind(StrEnum):
 class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
-        # PostgreSQL text cannot hold NUL: such an event would only ever be dead-lettered.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("a NUL character is not accepted")
-        return value
-
 
 class AdminUnit(Contract):
     """Where it happened, in the two-tier map in force since 1 July 2025."""
