@@ -42,6 +42,7 @@ LOOKUP_TIMEOUT = 2.5  # a frozen database must not hold a request longer
 KEYRING_SIZE = 10_000  # key ids remembered (unknown ones too), least recently used dropped
 TOUCH_EVERY = 60.0  # last_used_at is written at most this often per key and process
 VERIFY_CONCURRENCY = 2  # scrypt checks of not yet upgraded keys at once (CPU, memory)
+TARPIT = 1.0  # seconds an address over its failure budget waits for its 429 (see the gate)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -229,10 +230,11 @@ def _credential(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class FailedAuthGate:
-    """ASGI middleware: a client address past its failed-check budget gets 429 at once for a
-    request carrying a key, before routing or reading the body, unless the key is one this
-    process verified lately (a caller sharing the address keeps working). A flood of wrong
-    secrets so costs little more than the connection, and a valid caller's latency holds."""
+    """ASGI middleware: a client address past its failed-check budget gets 429 for a request
+    carrying a key, before routing or reading the body, unless the key is one this process
+    verified lately (a caller sharing the address keeps working). The 429 comes after TARPIT
+    seconds: a flood's connections then send one request a second each instead of as many as
+    the event loop can answer, and a valid caller's latency holds."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -249,6 +251,7 @@ class FailedAuthGate:
                 seconds = str(max(1, math.ceil(wait)))
                 body = _error_body(scope.get("path", ""), 429, "too many failed API key"
                                    f" checks; retry in {seconds} s")
+                await asyncio.sleep(TARPIT)
                 await send({"type": "http.response.start", "status": 429,
                             "headers": [(b"content-type", b"application/json"),
                                         (b"content-length", str(len(body)).encode()),
