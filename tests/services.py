@@ -85,7 +85,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The IOC_* environment that makes a child process use these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     for name, value in settings.model_dump().items():
-        env[f"IOC_{name.upper()}"] = str(value)
+        env[f"IOC_{name.upper()}"] = "" if value is None else str(value)
     return env
 
 
