@@ -32,6 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ioc import keys
 from ioc.alerts.api import alerts_router
@@ -41,7 +42,7 @@ from ioc.db import connect_kwargs
 from ioc.ingest import ingest_body_limits, ingest_router
 from ioc.inputs import nul_in_url
 from ioc.lag import BrokerUnavailable, broker_metadata, consumer_lag
-from ioc.open311 import open311_router
+from ioc.open311 import discovery_router, http_errors, open311_router
 from ioc.open311_updates import status_updates_router
 from ioc.settings import Settings
 
@@ -522,7 +523,9 @@ def create_app(settings: Settings) -> FastAPI:
             collector.snapshot = None
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(discovery_router(settings))
     app.include_router(open311_router(settings))
+    app.add_exception_handler(StarletteHTTPException, http_errors)
     app.include_router(status_updates_router(settings))
     app.include_router(alerts_router(settings))
     app.include_router(ingest_router(settings))

@@ -4,6 +4,7 @@ Every model forbids unknown fields, so personal data of applicants and reporters
 (`ChuHoSo`, `email`, `phone`...) cannot ride along by accident: a connector must drop it.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from typing import Annotated, Literal
@@ -20,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from ioc.redact import redact
 from ioc.units import check_unit
 
 SCHEMA_VERSION = 1
@@ -56,6 +58,16 @@ def check_plausible(value: datetime) -> datetime:
 When = Annotated[AwareDatetime, AfterValidator(check_plausible)]
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+
+
+def _redacted(limit: int) -> Callable[[str], str]:
+    """Free text with phone numbers, e-mails and ID numbers masked by the contract itself, so
+    no publisher can put them in an event (cut to `limit`: a placeholder can be longer)."""
+    return lambda text: redact(text)[:limit]
+
+
+LongText = Annotated[str, Field(max_length=4000), AfterValidator(_redacted(4000))]
+Address = Annotated[str, Field(max_length=1024), AfterValidator(_redacted(1024))]
 
 
 class Kind(StrEnum):
@@ -248,6 +260,10 @@ class FieldReportPayload(Contract):
     requested_datetime: When | None = None
     updated_datetime: When | None = None
     expected_datetime: When | None = None
+    # Free text, redacted by the contract (ioc/redact.py): never a raw phone, e-mail or ID.
+    description: LongText | None = None
+    address_string: Address | None = None
+    status_notes: LongText | None = None
 
     @model_validator(mode="after")
     def _both_coordinates(self) -> "FieldReportPayload":

@@ -4,33 +4,24 @@ Logs never hold secrets or personal data. Tracebacks are plain text without loca
 (rich's tracebacks with locals put a caller's whole `Authorization` header and request body in
 the log, ~700 KB a request); every line then passes `scrub`, which drops fields named like
 personal data or credentials and masks API keys, bearer tokens, e-mail addresses and phone
-numbers wherever they appear, exception messages included.
+numbers (and ID numbers) wherever they appear, exception messages included: the patterns of
+`ioc/redact.py`, the same that redact Open311 free text.
 """
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+from ioc.redact import mask
+
 # Field names whose values never reach a log line.
 HIDDEN = frozenset({"authorization", "api_key", "x-api-key", "key_secret", "secret", "password",
                     "token", "email", "phone", "first_name", "last_name", "device_id",
-                    "account_id", "body", "headers", "cookie"})
-MASKS = (
-    (re.compile(r"ioc_[0-9a-fA-F]{6,}_[A-Za-z0-9_-]+"), "ioc_<key>"),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[^\s'\",]+"), r"\1 <hidden>"),
-    (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "<e-mail>"),
-    (re.compile(r"(?<![\w.])(\+?84|0)\d{8,10}(?![\w.])"), "<phone>"),
-)
-
-
-def mask(text: str) -> str:
-    for pattern, replacement in MASKS:
-        text = pattern.sub(replacement, text)
-    return text
+                    "account_id", "body", "headers", "cookie", "description",
+                    "address_string", "status_notes"})
 
 
 def scrub(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

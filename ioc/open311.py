@@ -5,7 +5,8 @@ to an agency by `ioc/geography.py` (or left unassigned), becomes a `FieldReportE
 to the field-reports topic (acknowledged before the answer), and requests are read back from
 the worker's `field_reports` table. The reporter's identity (e-mail, name, phone,
 device and account ids) is accepted as the spec says, then dropped: it never reaches an
-event, the database, a log line or an answer.
+event, the database, a log line or an answer. The description and address are kept redacted
+(`ioc/redact.py`: phone numbers, e-mails, ID numbers masked before publishing).
 """
 
 import asyncio
@@ -13,17 +14,20 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
 import psycopg
 import structlog
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.datetime import TimestamptzLoader
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ioc import open311_xml
 from ioc.auth import authorize, presented_key
@@ -38,6 +42,7 @@ from ioc.events import (
 from ioc.geography import COMMUNE_ATTRIBUTE, UnknownCommune, attributes, geography
 from ioc.inputs import BadInput, check, loads
 from ioc.publisher import EventPublisher
+from ioc.redact import redact
 from ioc.report_services import SERVICES, Service
 from ioc.settings import Settings
 from ioc.units import provinces
@@ -45,6 +50,8 @@ from ioc.units import provinces
 log = structlog.get_logger()
 
 PREFIX = "/open311/v2"
+SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
+CHANGESET = "2026-12-02T00:00:00Z"  # the last change of these routes (discovery.json says it)
 SOURCE = "open311-api"
 CREATE_SCOPE = "reports:create"  # the API key a citizen app posts reports with
 VIETNAM = timezone(timedelta(hours=7))
@@ -155,19 +162,20 @@ class LenientTimestamptz(TimestamptzLoader):
 
 
 def request_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A `field_reports` row in the spec's shape; the detailed status goes to status_notes."""
+    """A `field_reports` row in the spec's shape. Its free text is stored redacted; without the
+    agency's notes, status_notes names the detailed status."""
     detailed = row["status"]
     return {"service_request_id": row["service_request_id"],
             "status": "open" if detailed in OPEN else "closed",
-            "status_notes": detailed,
+            "status_notes": row.get("status_notes") or detailed,
             "service_name": row["service_name"], "service_code": row["service_code"],
-            "description": None,
+            "description": row.get("description"),
             "agency_responsible": row["agency_name"] or row["agency_code"],
             "service_notice": None,
             "requested_datetime": _iso(row["requested_datetime"]),
             "updated_datetime": _iso(row["updated_datetime"]),
             "expected_datetime": _iso(row["expected_datetime"]),
-            "address": None, "address_id": None, "zipcode": None,
+            "address": row.get("address_string"), "address_id": None, "zipcode": None,
             "lat": row["lat"], "long": row["long"], "media_url": None}
 
 
@@ -360,7 +368,10 @@ def open311_router(settings: Settings) -> APIRouter:
                     service_name=service.name, group=service.group,
                     status=ReportStatus.OPEN, lat=new.lat, long=new.long,
                     requested_datetime=now, updated_datetime=now,
-                    expected_datetime=now + timedelta(hours=service.hours)))
+                    expected_datetime=now + timedelta(hours=service.hours),
+                    description=redact(new.description) if new.description else None,
+                    address_string=redact(new.address_string) if new.address_string
+                    else None))
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT):
                     await publish(event)
@@ -401,3 +412,45 @@ def open311_router(settings: Settings) -> APIRouter:
         return _list(fmt, "service_requests", "request", [request_row(r) for r in found])
 
     return router
+
+
+def discovery_router(settings: Settings) -> APIRouter:
+    """GET /open311/discovery.json (.xml): where the GeoReport v2 endpoint is, per the spec."""
+    router = APIRouter(prefix="/open311", tags=["open311"])
+    province = provinces()[settings.province_code]
+
+    @router.get("/discovery.{fmt}")
+    async def discovery(request: Request, fmt: str) -> Response:
+        try:
+            fmt = _fmt(fmt)
+        except Open311Error as exc:
+            return _errors("json", exc)
+        base = (settings.public_api_url or str(request.base_url)).rstrip("/")
+        body = {"changeset": CHANGESET,
+                "contact": f"Trung tâm Giám sát, điều hành thông minh (IOC) {province}",
+                "key_service": "API keys (scope reports:create) are issued by the IOC operators",
+                "endpoints": [{"specification": SPECIFICATION, "url": base + PREFIX,
+                               "changeset": CHANGESET, "type": "production",
+                               "formats": ["application/json", "text/xml"]}]}
+        if fmt == "xml":
+            return open311_xml.render_one("discovery", body)
+        return JSONResponse(body)
+
+    return router
+
+
+async def http_errors(request: Request, exc: Exception) -> Response:
+    """Unmatched /open311 paths, wrong methods: the spec's error list (XML for .xml paths)."""
+    if not isinstance(exc, StarletteHTTPException):
+        raise exc
+    path = request.url.path
+    if path != "/open311" and not path.startswith("/open311/"):
+        return await http_exception_handler(request, exc)
+    description = str(exc.detail)
+    if exc.detail == HTTPStatus(exc.status_code).phrase:  # the router's own: say more
+        description = {
+            404: f"{path[:128]}: no such Open311 resource (see /open311/discovery.json)",
+            405: f"{request.method[:16]}: not allowed on {path[:128]}",
+        }.get(exc.status_code, description)
+    return _errors("xml" if path.endswith(".xml") else "json",
+                   Open311Error(exc.status_code, description, headers=exc.headers))

@@ -1,7 +1,8 @@
 """Changes to Open311 service requests after they were filed (an API key's write).
 
 POST /open311/v2/requests/{id}/status.json (scope `reports:update`, the handling agency):
-`status` and optionally `status_notes` and `expected_datetime`. POST
+`status` and optionally `status_notes` (stored redacted, served by GET requests) and
+`expected_datetime`. POST
 /open311/v2/requests/{id}/commune.json (scope `reports:assign`, the IOC's duty officer):
 `commune_code`, placing a report that could not be placed (or correcting one); its agency
 follows from the directory. Bodies are form or JSON. The answer comes after the broker
@@ -111,7 +112,8 @@ def snapshot(row: dict[str, Any], now: datetime, source: str = SOURCE) -> FieldR
             service_name=row["service_name"], group=row["service_group"],
             status=row["status"], lat=row["lat"], long=row["long"],
             requested_datetime=row["requested_datetime"], updated_datetime=now,
-            expected_datetime=expected))
+            expected_datetime=expected, description=row.get("description"),
+            address_string=row.get("address_string"), status_notes=row.get("status_notes")))
 
 
 def status_updates_router(settings: Settings) -> APIRouter:
@@ -174,17 +176,19 @@ def status_updates_router(settings: Settings) -> APIRouter:
             except ValidationError as exc:
                 raise Open311Error(400, *_describe(exc)) from None
             row, now = await known(request, request_id), datetime.now(UTC)
+            # A new status without notes clears the old ones ("" is stored: a None would keep
+            # them, as the fold keeps what a newer event leaves out).
             changed = {**row, "status": update.status.value,
-                       "expected_datetime": update.expected_datetime or row["expected_datetime"]}
+                       "expected_datetime": update.expected_datetime or row["expected_datetime"],
+                       "status_notes": update.status_notes or ""}
             event = await send(changed, now, SOURCE)
         except Open311Error as exc:
             return _errors("json", exc)
         log.info("open311: status updated", service_request_id=request_id, key=key.name,
                  status=update.status.value, notes=bool(update.status_notes))
         answer = request_row({**row, "status": update.status.value, "updated_datetime": now,
-                              "expected_datetime": event.payload.expected_datetime})
-        if update.status_notes:
-            answer["status_notes"] = update.status_notes
+                              "expected_datetime": event.payload.expected_datetime,
+                              "status_notes": event.payload.status_notes})
         return JSONResponse([answer])
 
     @router.post("/requests/{request_id}/commune.json",

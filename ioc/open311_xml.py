@@ -7,6 +7,9 @@ from xml.etree import ElementTree as ET
 from fastapi.responses import Response
 
 XML_TYPE = "text/xml; charset=utf-8"
+DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'  # as the spec's examples write it
+ITEMS = {"attributes": "attribute", "values": "value", "endpoints": "endpoint",
+         "formats": "format"}  # the element of each list's items
 
 
 def _text(value: Any) -> str | None:
@@ -20,11 +23,19 @@ def _text(value: Any) -> str | None:
 def _fill(parent: ET.Element, fields: Mapping[str, Any]) -> None:
     for name, value in fields.items():
         child = ET.SubElement(parent, name)
-        if isinstance(value, list):  # service definition attributes
+        if isinstance(value, list):  # attributes of a definition, discovery's endpoints
             for item in value:
-                _fill(ET.SubElement(child, "attribute"), item)
+                element = ET.SubElement(child, ITEMS.get(name, "item"))
+                if isinstance(item, Mapping):
+                    _fill(element, item)
+                else:
+                    element.text = _text(item)
         else:
             child.text = _text(value)
+
+
+def _document(top: ET.Element) -> bytes:
+    return DECLARATION + ET.tostring(top, encoding="utf-8", xml_declaration=False)
 
 
 def render(root: str, item: str, rows: Sequence[Mapping[str, Any]], status: int = 200) -> Response:
@@ -32,15 +43,14 @@ def render(root: str, item: str, rows: Sequence[Mapping[str, Any]], status: int 
     top = ET.Element(root)
     for row in rows:
         _fill(ET.SubElement(top, item), row)
-    body = ET.tostring(top, encoding="utf-8", xml_declaration=True)
-    return Response(body, status_code=status, media_type=XML_TYPE)
+    return Response(_document(top), status_code=status, media_type=XML_TYPE)
 
 
 def render_one(root: str, fields: Mapping[str, Any]) -> Response:
     """One element with children, e.g. service_definition."""
     top = ET.Element(root)
     _fill(top, fields)
-    return Response(ET.tostring(top, encoding="utf-8", xml_declaration=True), media_type=XML_TYPE)
+    return Response(_document(top), media_type=XML_TYPE)
 
 
 def errors(status: int, descriptions: Sequence[str]) -> Response:

@@ -149,7 +149,8 @@ STATE_TABLES: dict[Kind, StateTable] = {
         Kind.FIELD_REPORT, "field_reports", "service_request_id", _field_report_row,
         clocks={ROW_CLOCK: (*UNIT_COLUMNS, "service_code", "service_name", "service_group",
                             "status", "lat", "long", "requested_datetime", "updated_datetime",
-                            "expected_datetime", "resolved_at")},
+                            "expected_datetime", "resolved_at", "description", "address_string",
+                            "status_notes")},
     ),
 }
 

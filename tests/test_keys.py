@@ -119,7 +119,7 @@ def test_status_update_moves_a_report_to_fixed(
 
         # The read side shows it; the key's use was recorded.
         [read] = api.get(f"{V2}/requests/{request_id}.json").json()
-        assert (read["status"], read["status_notes"]) == ("closed", "fixed")
+        assert (read["status"], read["status_notes"]) == ("closed", "Đã vá ổ gà")
         assert query(prepared, "SELECT bool_and(last_used_at IS NOT NULL) FROM api_keys") \
             == [(True,)]
 

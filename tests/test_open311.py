@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from georeport import GeoReport
 
 from dashboards import field_reports
 from dashboards.macros import Context
@@ -23,6 +24,8 @@ from ioc.db import connect
 from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
 from ioc.keys import create_key
 from ioc.kpis import read_kpis
+from ioc.logs import scrub
+from ioc.redact import redact
 from ioc.report_services import SERVICES
 from ioc.settings import Settings
 from tests.boards import run, variable
@@ -128,7 +131,7 @@ def test_services_match_the_catalogue(
 
     xml = api.get(f"{V2}/services.xml")
     assert xml.status_code == 200 and xml.headers["content-type"].startswith("text/xml")
-    assert xml.content.startswith(b"<?xml version='1.0' encoding='utf-8'?>")
+    assert xml.content.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
     root = parse_xml(xml.content)
     assert root.tag == "services"
     elements = root.findall("service")
@@ -198,7 +201,9 @@ def test_request_reaches_the_kpis_without_personal_data(
         for secret in (*PERSONAL.values(), description, "ignored"):
             assert secret.encode() not in value, secret
             assert secret.encode("unicode_escape") not in value, secret
-    leaked = "SELECT count(*) FROM events WHERE body::text ~* 'email|phone|reporter|dev-5f3a9c'"
+    # No personal field and no value ("<phone>", a redacted number, is no personal data).
+    leaked = ("SELECT count(*) FROM events WHERE body::text ~*"
+              " '\"(email|phone)\"|reporter|dev-5f3a9c|0987654321'")
     assert query(prepared, leaked) == [(0,)]
 
     got = api.get(f"{V2}/requests/{request_id}.json")
@@ -426,3 +431,158 @@ def test_dependencies_down_answer_503_not_500(
     assert_error(response, 503, "API keys cannot be checked")
     assert_error(api.get(f"{V2}/requests.json"), 503, "cannot be read")
     assert api.get(f"{V2}/services.json").status_code == 200  # the catalogue needs neither
+
+
+# --- free text: stored redacted, served, never raw anywhere ---------------------------------
+
+# Personal data planted in the free text, and the same text as it must be served (by hand).
+CCCD, CMND = "001203012345", "123456789"
+DESCRIPTION = (f"Ổ gà sâu trước số nhà 12. Gọi 0912 345 678 hoặc hoa.nguyen@example.vn,"
+               f" CCCD {CCCD}, CMND {CMND}.")
+DESCRIPTION_SERVED = ("Ổ gà sâu trước số nhà 12. Gọi <phone> hoặc <e-mail>, CCCD <id-number>,"
+                      " CMND <id-number>.")
+ADDRESS = "Ngõ 5 tổ 3, nhà ông Ba (+84 987.654.321)"
+ADDRESS_SERVED = "Ngõ 5 tổ 3, nhà ông Ba (<phone>)"
+NOTES = "Đã vá, đội trưởng 0987654321 xác nhận"
+NOTES_SERVED = "Đã vá, đội trưởng <phone> xác nhận"
+RAW = ("0912 345 678", "0912345678", "hoa.nguyen@example.vn", CCCD, CMND, "987.654.321",
+       "0987654321")
+
+
+def test_redaction_patterns_serve_text_and_logs_alike() -> None:
+    assert redact(DESCRIPTION) == DESCRIPTION_SERVED
+    assert redact(ADDRESS) == ADDRESS_SERVED
+    assert redact(NOTES) == NOTES_SERVED
+    # Not personal: dates, house numbers, decimals, other lengths of digits.
+    for kept in ("2026-12-02T03:48:14Z", "số nhà 12", "0.123456789", "1234567890",
+                 "mã 12345678901"):
+        assert redact(kept) == kept
+    line = scrub(None, "info", {"event": f"reply to CCCD {CCCD}", "text": NOTES,
+                                "description": "Ổ gà", "status_notes": "Đã vá"})
+    assert line == {"event": "reply to CCCD <id-number>", "text": NOTES_SERVED,
+                    "description": "<hidden>", "status_notes": "<hidden>"}
+
+
+def test_description_address_and_notes_are_stored_redacted_and_served(
+    serve: Callable[[Settings], httpx.Client], prepared: Settings, app_key: str, tmp_path: Path
+) -> None:
+    _, agency = create_key(prepared, "ubnd", ["reports:update"])
+    worker = WorkerProcess(prepared, tmp_path / "worker.log").start()
+    try:
+        api = serve(prepared)
+        lat, long = VIET_TRI
+        created = api.post(f"{V2}/requests.json", headers=FORM, data={
+            "service_code": "GT-01", "lat": str(lat), "long": str(long), "api_key": app_key,
+            "description": DESCRIPTION, "address_string": ADDRESS})
+        assert created.status_code == 200, created.text
+        request_id = created.json()[0]["service_request_id"]
+        stored = "SELECT description, address_string, status_notes FROM field_reports" \
+                 " WHERE service_request_id = %s"
+        wait_until(lambda: query(prepared, stored, (request_id,))
+                   == [(DESCRIPTION_SERVED, ADDRESS_SERVED, None)], 60,
+                   "the redacted text in field_reports", worker.log)
+
+        [row] = api.get(f"{V2}/requests/{request_id}.json").json()
+        assert (row["description"], row["address"], row["status_notes"]) == \
+            (DESCRIPTION_SERVED, ADDRESS_SERVED, "open")
+
+        answer = api.post(f"{V2}/requests/{request_id}/status.json",
+                          headers={"X-API-Key": agency},
+                          data={"status": "fixed", "status_notes": NOTES})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()[0]["status_notes"] == NOTES_SERVED
+        wait_until(lambda: query(prepared, stored, (request_id,))
+                   == [(DESCRIPTION_SERVED, ADDRESS_SERVED, NOTES_SERVED)], 60,
+                   "the agency's notes in field_reports", worker.log)
+
+        # The georeport client (as a city's app would read it), JSON and XML alike.
+        client = GeoReport(f"{api.base_url}{V2}")
+        read = client.get_service_request(request_id)
+        assert (read["status"], read["status_notes"], read["description"], read["address"]) \
+            == ("closed", NOTES_SERVED, DESCRIPTION_SERVED, ADDRESS_SERVED)
+        listed = GeoReport(f"{api.base_url}{V2}", output_format="xml").get_service_requests(
+            service_request_id=request_id)
+        assert (listed["status_notes"], listed["description"], listed["address"]) == \
+            (NOTES_SERVED, DESCRIPTION_SERVED, ADDRESS_SERVED)
+
+        # A later status without notes: the old notes no longer describe it.
+        reopened = api.post(f"{V2}/requests/{request_id}/status.json",
+                            headers={"X-API-Key": agency}, json={"status": "in_progress"})
+        assert reopened.status_code == 200, reopened.text
+        wait_until(lambda: query(prepared, "SELECT status, status_notes FROM field_reports"
+                                 " WHERE service_request_id = %s", (request_id,))
+                   == [("in_progress", "")], 60, "the new status stored", worker.log)
+        [row] = api.get(f"{V2}/requests/{request_id}.json").json()
+        assert (row["status_notes"], row["description"]) == ("in_progress", DESCRIPTION_SERVED)
+    finally:
+        worker.stop()
+
+    sent = asyncio.run(topic_bytes(prepared, 3))
+    events = query(prepared, "SELECT body::text FROM events")
+    logs = (tmp_path / "worker.log").read_text(errors="replace")
+    for raw in RAW:
+        for value in sent:
+            assert raw.encode() not in value, raw
+        assert not any(raw in body for (body,) in events), raw
+        assert raw not in logs, raw
+    assert any(DESCRIPTION_SERVED.encode("unicode_escape") in v or
+               DESCRIPTION_SERVED.encode() in v for v in sent)
+
+
+# --- the spec's error list for any /open311 path; discovery --------------------------------
+
+def test_unmatched_routes_and_methods_answer_the_spec_error_list(
+    serve: Callable[[Settings], httpx.Client], settings: Settings
+) -> None:
+    api = serve(settings)
+    for path in ("/open311/v2/nothing.json", "/open311/v2/requests/X/what.json", "/open311/v3",
+                 "/open311"):
+        assert_error(api.get(path), 404, "discovery.json")
+    assert_error(api.put(f"{V2}/services.json"), 405, "PUT")
+    deleted = api.delete(f"{V2}/requests/PAHT-25-X/status.json")
+    assert_error(deleted, 405, "DELETE")
+    assert deleted.headers["allow"] == "POST"
+
+    xml = api.get("/open311/v2/nothing.xml")
+    assert xml.status_code == 404 and xml.headers["content-type"].startswith("text/xml")
+    assert xml.content.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+    root = parse_xml(xml.content)
+    assert (root.tag, root.findtext("error/code")) == ("errors", "404")
+    wrong = api.post(f"{V2}/services.xml")
+    assert wrong.status_code == 405
+    assert parse_xml(wrong.content).findtext("error/code") == "405"
+
+    other = api.get("/no-such-route")  # outside /open311: FastAPI's own shape stays
+    assert (other.status_code, other.json()) == (404, {"detail": "Not Found"})
+
+
+def test_discovery_names_the_georeport_v2_endpoint(
+    serve: Callable[[Settings], httpx.Client], settings: Settings
+) -> None:
+    api = serve(settings)
+    found = api.get("/open311/discovery.json")
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert set(body) == {"changeset", "contact", "key_service", "endpoints"}
+    datetime.fromisoformat(body["changeset"])
+    assert body["contact"] and body["key_service"]
+    [endpoint] = body["endpoints"]
+    assert endpoint == {"specification": "http://wiki.open311.org/GeoReport_v2",
+                        "url": f"{api.base_url}{V2}", "changeset": body["changeset"],
+                        "type": "production", "formats": ["application/json", "text/xml"]}
+    # The endpoint it names serves the spec (the georeport client reads it).
+    assert [s["service_code"] for s in GeoReport(endpoint["url"]).get_service_list()] == \
+        [s.code for s in SERVICES]
+
+    xml = api.get("/open311/discovery.xml")
+    assert xml.status_code == 200 and xml.headers["content-type"].startswith("text/xml")
+    root = parse_xml(xml.content)
+    assert root.tag == "discovery"
+    assert root.findtext("endpoints/endpoint/specification") == \
+        "http://wiki.open311.org/GeoReport_v2"
+    assert [f.text for f in root.findall("endpoints/endpoint/formats/format")] == \
+        ["application/json", "text/xml"]
+
+    public = serve(settings.model_copy(update={"public_api_url": "https://ioc.phutho.gov.vn/"}))
+    assert public.get("/open311/discovery.json").json()["endpoints"][0]["url"] == \
+        "https://ioc.phutho.gov.vn/open311/v2"
