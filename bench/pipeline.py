@@ -28,6 +28,7 @@ import psutil
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
@@ -117,6 +118,8 @@ async def _group_ready(settings: Settings, workers: int) -> bool:
     await admin.start()
     try:
         (response,) = await admin.describe_consumer_groups([settings.app_id])
+    except KafkaError:  # no coordinator yet: the offsets topic is being created
+        return False
     finally:
         await admin.close()
     (group,) = response.groups
@@ -225,6 +228,7 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
                         **broker.client_settings())
     migrate(settings)
     asyncio.run(ensure_topics(settings))
+    load = os.getloadavg()[0]  # other work on the machine: the figures' context
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env.update({f"IOC_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
     procs: list[subprocess.Popen[bytes]] = []
@@ -282,6 +286,7 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
         "freshness_p99_s": round(quantile(window, 0.99), 3),
         "worker_rss_mb": max(round(w.peak / 2**20) for w in watches),
         "idle_cpu_percent": round(100 * idle, 1),
+        "load_before": round(load, 1),
     }
 
 
@@ -339,13 +344,13 @@ def main() -> None:
                ("baseline_events_per_s", "consume→COPY ev/s"), ("ratio", "ratio"),
                ("freshness_p50_s", f"fresh p50 s @{args.rate:.0f}/s"),
                ("freshness_p95_s", "fresh p95 s"), ("worker_rss_mb", "RSS MB/worker"),
-               ("idle_cpu_percent", "idle CPU %")]
+               ("idle_cpu_percent", "idle CPU %"), ("load_before", "load before")]
     for _, title in columns:
         table.add_column(title, justify="right")
     for row in results:
         table.add_row(*(f"{row[key]:,}" if isinstance(row[key], int) else str(row[key])
                         for key, _ in columns))
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
@@ -264,3 +264,23 @@ def group_members(settings: Settings) -> dict[str, set[tuple[str, int]]]:
         return asyncio.run(_describe_group(settings))
     except KafkaError:
         return {}
+
+
+async def _group_lag(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+        ends = await consumer.end_offsets(list(committed))
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return {(tp.topic, tp.partition): (meta.offset, ends[tp]) for tp, meta in committed.items()}
+
+
+def group_lag(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (the group's committed offset, the end offset), for diagnostics."""
+    return asyncio.run(_group_lag(settings))
