@@ -43,6 +43,7 @@ from ioc.events import (
     DossierPayload,
     DossierStatus,
     Kind,
+    implausible,
 )
 
 VIETNAM = timezone(timedelta(hours=7))  # the payload's dates: local time, no offset
@@ -251,6 +252,10 @@ def _parse(value: Any, name: str) -> datetime:
     if not isinstance(value, str) or not DATE.match(value):
         raise ValueError(f"{name}: yyyyMMddHHmmss expected, not {value!r}")
     try:
-        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=VIETNAM)
+        parsed = datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=VIETNAM)
     except ValueError:
         raise ValueError(f"{name}: {value!r} is not a valid date") from None
+    reason = implausible(parsed)
+    if reason:
+        raise ValueError(f"{name}: {value!r} is {reason}")
+    return parsed

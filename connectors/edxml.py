@@ -70,6 +70,7 @@ from ioc.events import (
     DocumentPayload,
     DocumentStatus,
     Kind,
+    implausible,
 )
 
 VIETNAM = timezone(timedelta(hours=7))  # edXML times: local time, no offset
@@ -375,9 +376,17 @@ def _date(value: str | None, name: str, end_of_day: bool = False) -> datetime | 
             continue
         if end_of_day and "%H" not in fmt:
             parsed = datetime.combine(parsed.date(), time(23, 59, 59))
-        return parsed.replace(tzinfo=VIETNAM)
+        return _plausible(parsed.replace(tzinfo=VIETNAM), value, name)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{name}: {value!r} is not a date (dd/MM/yyyy HH:mm:ss)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=VIETNAM)
+    return _plausible(parsed if parsed.tzinfo else parsed.replace(tzinfo=VIETNAM), value, name)
+
+
+def _plausible(parsed: datetime, value: str, name: str) -> datetime:
+    """The one date rule of the contracts (ioc/events.py), said with the edXML field."""
+    reason = implausible(parsed)
+    if reason:
+        raise ValueError(f"{name}: {value!r} is {reason}")
+    return parsed

@@ -9,11 +9,12 @@ import asyncio
 import json
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 import structlog
@@ -32,11 +33,13 @@ from prometheus_client.registry import Collector
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from ioc import keys
 from ioc.alerts.api import alerts_router
-from ioc.auth import BodySizeLimit
+from ioc.auth import BodySizeLimit, FailedAuthGate, KeyRing, RateLimiter, _error_body
 from ioc.connector_metrics import ConnectorRow, connector_families, connector_rows
 from ioc.db import connect_kwargs
 from ioc.ingest import ingest_body_limits, ingest_router
+from ioc.inputs import nul_in_url
 from ioc.lag import BrokerUnavailable, broker_metadata, consumer_lag
 from ioc.open311 import open311_router
 from ioc.open311_updates import status_updates_router
@@ -49,7 +52,10 @@ LAG_TIMEOUT = 3.0  # metrics: offsets of every source partition
 POOL_TIMEOUT = 1.0  # waiting for a pooled connection before diagnosing with a direct one
 DIRECT_TIMEOUT = 1.5  # the diagnosing connection (libpq's connect_timeout is at least 2 s)
 STATEMENT_TIMEOUT_MS = 2000
+READY_DEADLINE = 3.0  # /readyz answers within this, whatever a dependency does
+CHECK_LIMIT = 30.0  # a check still stuck after this is cancelled (then the next one starts)
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
@@ -355,6 +361,96 @@ class RequestCounter:
             self.counter.labels(scope["method"], path, str(status)).inc()
 
 
+class SingleFlight(Generic[T]):
+    """One run of `check` at a time, shared by the callers that come meanwhile; each waits at
+    most its deadline (None then). A frozen dependency so never piles up stuck checks."""
+
+    def __init__(self, check: Callable[[], Awaitable[T]]) -> None:
+        self.check = check
+        self.task: asyncio.Task[T] | None = None
+
+    async def _bounded(self) -> T:
+        async with asyncio.timeout(CHECK_LIMIT):
+            return await self.check()
+
+    async def __call__(self, deadline: float) -> T | None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._bounded())
+            self.task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.task), deadline)
+        except TimeoutError:
+            return None
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame of the project's code: enough to find the bug, and no
+    message or variable that could hold a caller's data."""
+    tb, found = exc.__traceback__, "?"
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "/site-packages/" not in name and "/lib/python" not in name:
+            found = f"{'/'.join(name.split('/')[-2:])}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+class Guard:
+    """ASGI middleware, outermost: a request id (X-Request-ID) for every answer; 400 for a NUL
+    in the path or query (bad input is not an outage); and for any unhandled exception a
+    generic 500 naming the request id, logged as type and place only, never locals, headers,
+    bodies or the exception's text."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    async def _answer(scope: Scope, send: Callable[[Message], Awaitable[None]], status: int,
+                      message: str, request_id: str) -> None:
+        if status < 500:
+            body = _error_body(scope.get("path", ""), status, message)
+        elif scope.get("path", "").startswith("/open311/"):
+            body = _error_body(scope["path"], status, f"{message} ({request_id})")
+        else:
+            body = json.dumps({"detail": message, "request_id": request_id}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"x-request-id", request_id.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        part = nul_in_url(scope.get("path", ""), scope.get("query_string", b""))
+        if part is not None:
+            await self._answer(scope, send, 400, f"{part}: a NUL character is not accepted",
+                               request_id)
+            return
+        started = False
+
+        async def tagged(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        except Exception as exc:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            log.error("unhandled error", request_id=request_id, method=scope.get("method"),
+                      route=route, error=type(exc).__name__, at=_where(exc))
+            if not started:
+                await self._answer(scope, send, 500, "internal error; quote the request id"
+                                   " when reporting it", request_id)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The API for one settings object; its metrics live in a registry of its own."""
     db = Database(settings)
@@ -368,6 +464,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.open()
         log.info("api started", database=_safe_url(settings), broker=settings.kafka_bootstrap)
+        if not keys.pepper(settings):
+            log.warning("api keys: IOC_API_KEY_PEPPER is not set; key hashes are unpeppered")
         try:
             yield
         finally:
@@ -378,20 +476,29 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.database = db
     app.state.registry = registry
+    app.state.keyring = KeyRing(settings, db)
+    app.state.key_failures = RateLimiter(settings.api_failed_auth_per_minute)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
-                       per_path=ingest_body_limits(settings))
+                       per_path=ingest_body_limits(settings),
+                       timeout=settings.api_body_timeout_seconds)
+    app.add_middleware(FailedAuthGate)
     app.add_middleware(RequestCounter, counter=requests)
+    app.add_middleware(Guard)  # outermost: sees every request and every failure
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers; no dependency is asked."""
         return {"status": "ok"}
 
+    database_check = SingleFlight(lambda: check_database(db))
+
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Readiness: broker, database and at least one live worker."""
-        broker, (database, worker) = await asyncio.gather(
-            check_broker(settings), check_database(db))
+        """Readiness: broker, database and at least one live worker, within READY_DEADLINE."""
+        broker, checked = await asyncio.gather(
+            check_broker(settings), database_check(READY_DEADLINE))
+        late = Check(False, f"no answer within {READY_DEADLINE:g} s")
+        database, worker = checked or (late, Check(False, "unknown: database unavailable"))
         checks = {"broker": broker, "database": database, "worker": worker}
         ready = all(c.ok for c in checks.values())
         if not ready:

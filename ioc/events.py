@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -23,6 +24,36 @@ from ioc.units import check_unit
 
 SCHEMA_VERSION = 1
 MAX_CLOCK_SKEW = timedelta(hours=1)
+# Plausible dates, the one rule of every contract, mapping and API date: nothing before 2000
+# (no record of this IOC is older; year 1 or 1 BC is a placeholder, not a date) and nothing
+# more than 10 years ahead (a deadline, an expected date). PostgreSQL stores more than Python
+# reads back, and one stored 9999-12-31 breaks every reader: refuse at the edge instead.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+HORIZON = timedelta(days=3653)
+
+
+def implausible(value: datetime, now: datetime | None = None) -> str | None:
+    """Why an aware `value` is no plausible date, or None when it is one."""
+    latest = (now or datetime.now(UTC)) + HORIZON
+    try:
+        if value < EARLIEST:
+            return "before 2000-01-01: not a plausible date"
+        if value > latest:
+            return "more than 10 years ahead: not a plausible date"
+    except OverflowError:
+        return "out of range"
+    return None
+
+
+def check_plausible(value: datetime) -> datetime:
+    """`value`, or ValueError saying why it is no plausible date (see EARLIEST, HORIZON)."""
+    reason = implausible(value)
+    if reason:
+        raise ValueError(reason)
+    return value
+
+
+When = Annotated[AwareDatetime, AfterValidator(check_plausible)]
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
 
@@ -64,8 +95,8 @@ class Agency(Contract):
 class Envelope(Contract):
     event_id: UUID = Field(description="Idempotency key: the same event sent twice counts once.")
     source: Code = Field(description="Name of the connector that produced the event.")
-    occurred_at: AwareDatetime = Field(description="When it happened in the source system.")
-    ingested_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    occurred_at: When = Field(description="When it happened in the source system.")
+    ingested_at: When = Field(default_factory=lambda: datetime.now(UTC))
     schema_version: Literal[1] = SCHEMA_VERSION
     unit: AdminUnit
     agency: Agency
@@ -119,12 +150,12 @@ class DossierPayload(Contract):
     field_code: str | None = Field(None, max_length=64, description="MaLinhVuc")
     status: DossierStatus = Field(description="TrangThaiHoSo")
     channel: Channel | None = Field(None, description="KenhThucHien")
-    submitted_at: AwareDatetime | None = Field(None, description="NgayNopHoSo")
-    received_at: AwareDatetime | None = Field(None, description="NgayTiepNhan")
-    due_at: AwareDatetime | None = Field(None, description="NgayHenTra")
-    finished_at: AwareDatetime | None = Field(None, description="NgayKetThucXuLy")
-    returned_at: AwareDatetime | None = Field(None, description="NgayTra")
-    refused_at: AwareDatetime | None = Field(None, description="NgayTuChoi")
+    submitted_at: When | None = Field(None, description="NgayNopHoSo")
+    received_at: When | None = Field(None, description="NgayTiepNhan")
+    due_at: When | None = Field(None, description="NgayHenTra")
+    finished_at: When | None = Field(None, description="NgayKetThucXuLy")
+    returned_at: When | None = Field(None, description="NgayTra")
+    refused_at: When | None = Field(None, description="NgayTuChoi")
     digitized: bool | None = Field(None, description="HoSoCoThanhPhanSoHoa")
     fee_required: bool | None = Field(None, description="DanhSachLePhi not empty")
     paid_online: bool | None = Field(None, description="DuocThanhToanTrucTuyen")
@@ -172,7 +203,7 @@ class DocumentPayload(Contract):
     )
     direction: Direction | None = None
     signed: bool | None = Field(None, description="Sent with a digital signature.")
-    deadline: AwareDatetime | None = Field(None, description="Processing deadline (DueDate).")
+    deadline: When | None = Field(None, description="Processing deadline (DueDate).")
     document_type: str | None = Field(None, max_length=64, description="DocumentType/Type")
     code_notation: str | None = Field(None, max_length=128, description="e.g. 1482/SKHCN-CĐS")
     from_organ_id: str | None = Field(None, max_length=64)
@@ -214,9 +245,9 @@ class FieldReportPayload(Contract):
     status: ReportStatus
     lat: float | None = Field(None, ge=-90, le=90)
     long: float | None = Field(None, ge=-180, le=180)
-    requested_datetime: AwareDatetime | None = None
-    updated_datetime: AwareDatetime | None = None
-    expected_datetime: AwareDatetime | None = None
+    requested_datetime: When | None = None
+    updated_datetime: When | None = None
+    expected_datetime: When | None = None
 
     @model_validator(mode="after")
     def _both_coordinates(self) -> "FieldReportPayload":

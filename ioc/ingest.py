@@ -18,7 +18,9 @@
 Answers: 202 `{"event_ids": [...]}` once the broker acknowledged every event. A request is all
 or nothing: when any record cannot be mapped, 422 with one message per refused record naming
 the field (`body[2]: TrangThaiHoSo: 42 is not a dossier status (1-10)`) and nothing is
-published. 415 for another content type, 401/403/429/413 from the key and size checks, 503
+published (a body nested deeper than 32 levels too). 400 for a NUL character (PostgreSQL
+cannot store it); dates must be plausible (ioc/events.py: from 2000 to 10 years ahead). 415 for
+another content type, 401/403/429/413 from the key and size checks, 503
 when the broker did not acknowledge in time (send again: the ids make it safe).
 
 Refused input is not dead-lettered: the sender is told why at once and still holds the
@@ -26,7 +28,6 @@ record (and a dead-letter topic any key holder could fill would be one more thin
 """
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ from connectors.dvcqg import DvcqgConnector
 from connectors.edxml import EdxmlInboxConnector
 from ioc.auth import require_key
 from ioc.events import Event
+from ioc.inputs import BadInput, loads
 from ioc.keys import ApiKey
 from ioc.publisher import EventPublisher
 from ioc.settings import Settings
@@ -104,9 +106,9 @@ def dossier_records(body: bytes, content_type: str) -> tuple[list[Any], bool]:
     if content_type not in ("", "application/json"):
         raise Refused(415, f"content-type: {content_type!r}; send application/json")
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise Refused(422, "body: not valid JSON") from None
+        data = loads(body)
+    except BadInput as exc:  # a NUL: 400 (PostgreSQL cannot store it); the rest 422
+        raise Refused(400 if "NUL" in str(exc) else 422, str(exc)) from None
     records = data if isinstance(data, list) else [data]
     if not records or not all(isinstance(r, dict) for r in records):
         raise Refused(422, "body: a sync payload record (a JSON object) or a non-empty list of"

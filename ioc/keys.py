@@ -1,7 +1,12 @@
 """API keys: created once (the secret is shown then, never stored), revoked, verified.
 
 A key reads `ioc_<key id>_<secret>`: the key id finds its row (no scan of every key), the
-secret is checked against a salted scrypt hash with a constant-time comparison.
+secret (256 random bits) is checked against HMAC-SHA-256(pepper, secret) with a
+constant-time comparison. The pepper is a server-side secret (`IOC_API_KEY_PEPPER` or
+`IOC_API_KEY_PEPPER_FILE`), never in the database: a stolen table alone checks nothing. A
+random 256-bit secret needs no slow KDF (no dictionary to guess from); scrypt cost ~50 ms of
+CPU per request and made every failure a denial of service. Keys made before (kdf
+`scrypt:...`) keep working: checked once with scrypt, then rehashed in place (`upgrade`).
 """
 
 import hashlib
@@ -10,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -18,7 +24,8 @@ from ioc.db import connect
 from ioc.settings import Settings
 
 PREFIX = "ioc"
-KDF = "scrypt:16384:8:1"  # n, r, p: about 16 MiB and a few tens of ms per check
+KDF = "hmac-sha256"
+LEGACY_KDF = "scrypt:16384:8:1"  # keys made before: n, r, p (16 MiB, ~50 ms per check)
 SCOPE = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
 NAME = re.compile(r"^[\w.@-]{1,64}$")
 KEY = re.compile(r"^ioc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -41,11 +48,28 @@ class ApiKey:
     last_used_at: datetime | None = None
 
 
-def _hash(kdf: str, salt: bytes, secret: str) -> bytes:
+def pepper(settings: Settings) -> bytes:
+    """The HMAC key: IOC_API_KEY_PEPPER, else the content of IOC_API_KEY_PEPPER_FILE."""
+    if settings.api_key_pepper:
+        return settings.api_key_pepper.encode()
+    if settings.api_key_pepper_file:
+        return Path(settings.api_key_pepper_file).read_text(encoding="utf-8").strip().encode()
+    return b""
+
+
+def digest(key: bytes, secret: str) -> bytes:
+    return hmac.new(key, secret.encode(), hashlib.sha256).digest()
+
+
+def _legacy_hash(kdf: str, salt: bytes, secret: str) -> bytes:
     name, n, r, p = kdf.split(":")
     if name != "scrypt":
         raise ValueError(f"unknown key derivation {name!r}")
     return hashlib.scrypt(secret.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=32)
+
+
+def is_legacy(row: dict[str, Any]) -> bool:
+    return bool(row["kdf"] != KDF)
 
 
 def parse(presented: str) -> tuple[str, str] | None:
@@ -69,13 +93,12 @@ def create_key(settings: Settings, name: str, scopes: list[str]) -> tuple[ApiKey
         raise KeyRequestError(f"name {name!r}: 1-64 letters, digits, '.', '_', '-' or '@'")
     wanted = check_scopes(scopes)
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    salt = secrets.token_bytes(16)
     with connect(settings) as conn:
         try:
             row = conn.execute(
                 "INSERT INTO api_keys (key_id, name, scopes, kdf, salt, secret_hash)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING created_at",
-                (key_id, name, list(wanted), KDF, salt, _hash(KDF, salt, secret))).fetchone()
+                " VALUES (%s, %s, %s, %s, '', %s) RETURNING created_at",
+                (key_id, name, list(wanted), KDF, digest(pepper(settings), secret))).fetchone()
         except psycopg.errors.UniqueViolation:
             raise KeyRequestError(f"a live key named {name!r} exists; revoke it first") from None
     assert row is not None
@@ -99,13 +122,29 @@ def revoke_key(settings: Settings, name: str) -> int:
         return cur.rowcount
 
 
-def matches(row: dict[str, Any], secret: str) -> bool:
-    """Constant-time check of `secret` against a stored row (CPU-bound: run it off the loop)."""
+DUMMY = bytes(32)  # compared against when there is no row: every failure costs the same
+
+
+def matches(key: bytes, row: dict[str, Any] | None, secret: str) -> bool:
+    """Constant-time check of `secret` against a live HMAC row; one HMAC whatever the row
+    (None, revoked, legacy: False). Legacy rows: `matches_legacy`, off the event loop."""
+    computed = digest(key, secret)
+    usable = row is not None and row["revoked_at"] is None and not is_legacy(row)
+    stored = bytes(row["secret_hash"]) if usable and row is not None else DUMMY
+    return hmac.compare_digest(computed, stored) and usable
+
+
+def matches_legacy(row: dict[str, Any], secret: str) -> bool:
+    """The scrypt check of a key made before HMAC (CPU-bound, ~50 ms: run it in a thread)."""
     try:
-        expected = _hash(row["kdf"], bytes(row["salt"]), secret)
+        expected = _legacy_hash(row["kdf"], bytes(row["salt"]), secret)
     except ValueError:
         return False
     return hmac.compare_digest(expected, bytes(row["secret_hash"]))
+
+
+UPGRADE = ("UPDATE api_keys SET kdf = %s, salt = '', secret_hash = %s"
+           " WHERE key_id = %s AND kdf = %s")
 
 
 LOOKUP = ("SELECT key_id, name, scopes, kdf, salt, secret_hash, created_at, revoked_at,"
@@ -132,7 +171,14 @@ def verify(settings: Settings, presented: str) -> ApiKey | None:
         if found is None:
             return None
         row = dict(zip(names, found, strict=True))
-        if row["revoked_at"] is not None or not matches(row, secret):
+        key = pepper(settings)
+        if row["revoked_at"] is not None:
+            return None
+        if is_legacy(row):
+            if not matches_legacy(row, secret):
+                return None
+            conn.execute(UPGRADE, (KDF, digest(key, secret), key_id, row["kdf"]))
+        elif not matches(key, row, secret):
             return None
         conn.execute(TOUCH, (key_id,))
     return as_key(row)

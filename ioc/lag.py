@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from ioc.settings import Settings
 
@@ -111,6 +113,22 @@ async def broker_metadata(settings: Settings, timeout: float = 2.0) -> dict[str,
     return await _bounded(settings, timeout, work())
 
 
+def _retriable(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaError) and exc.retriable
+
+
+async def _committed(admin: AIOKafkaAdminClient, group: str,
+                     partitions: list[TopicPartition]) -> dict[TopicPartition, Any]:
+    """The group's committed offsets. Apache Kafka answers "coordinator not available" while
+    it creates its offsets topic (a fresh cluster) or moves a coordinator: ask again, within
+    the caller's deadline."""
+    async for attempt in AsyncRetrying(retry=retry_if_exception(_retriable), reraise=True,
+                                       wait=wait_exponential(multiplier=0.05, max=0.5)):
+        with attempt:
+            return await admin.list_consumer_group_offsets(group, partitions=partitions)
+    raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
 async def consumer_lag(settings: Settings, timeout: float = 3.0) -> dict[tuple[str, int], int]:
     """Messages not yet committed by the worker's group, per (topic, partition).
 
@@ -142,7 +160,7 @@ async def consumer_lag(settings: Settings, timeout: float = 3.0) -> dict[tuple[s
             if not partitions:
                 return {}
             committed, beginning, end = await asyncio.gather(
-                admin.list_consumer_group_offsets(settings.app_id, partitions=partitions),
+                _committed(admin, settings.app_id, partitions),
                 consumer.beginning_offsets(partitions),
                 consumer.end_offsets(partitions),
             )

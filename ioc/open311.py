@@ -9,7 +9,6 @@ event, the database, a log line or an answer.
 """
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,12 +22,21 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.datetime import TimestamptzLoader
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ioc import open311_xml
 from ioc.auth import authorize, presented_key
-from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.events import (
+    AdminUnit,
+    Agency,
+    FieldReportEvent,
+    FieldReportPayload,
+    ReportStatus,
+    implausible,
+)
 from ioc.geography import COMMUNE_ATTRIBUTE, UnknownCommune, attributes, geography
+from ioc.inputs import BadInput, check, loads
 from ioc.publisher import EventPublisher
 from ioc.report_services import SERVICES, Service
 from ioc.settings import Settings
@@ -126,7 +134,24 @@ COMMUNE_DEFINITION = {
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(VIETNAM).isoformat() if value else None
+    """Local time; a stored value local time cannot hold (9999-12-31Z) as it is."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(VIETNAM).isoformat()
+    except (OverflowError, ValueError):
+        return value.isoformat()
+
+
+class LenientTimestamptz(TimestamptzLoader):
+    """A stored date Python cannot hold (year 1 BC, after 9999, infinity) reads as None: one
+    bad row never makes a listing fail for everyone."""
+
+    def load(self, data: Any) -> datetime | None:  # type: ignore[override]
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            return None
 
 
 def request_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +179,9 @@ def _date(name: str, text: str) -> datetime:
             from None
     if value.tzinfo is None:
         raise Open311Error(400, f"{name}: a time zone is required (Z or +07:00)")
+    reason = implausible(value)
+    if reason:
+        raise Open311Error(400, f"{name}: {reason}")
     return value
 
 
@@ -194,9 +222,9 @@ async def _parse_body(request: Request) -> dict[str, Any]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json" or (not kind and text.lstrip().startswith("{")):
         try:
-            data = json.loads(text)
-        except ValueError:
-            raise Open311Error(400, "body: not valid JSON") from None
+            data = loads(text)
+        except BadInput as exc:
+            raise Open311Error(400, str(exc)) from None
         if not isinstance(data, dict):
             raise Open311Error(400, "body: a JSON object is expected")
         # JSON true/false is no number or text: left as text, the model rejects it.
@@ -212,6 +240,10 @@ async def _parse_body(request: Request) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in pairs:
         fields.setdefault(key, value)  # repeated fields: the first one counts
+    try:
+        check(fields)
+    except BadInput as exc:
+        raise Open311Error(400, str(exc)) from None
     return fields
 
 
@@ -258,6 +290,7 @@ def open311_router(settings: Settings) -> APIRouter:
 
         async def run(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
             async with conn.cursor(row_factory=dict_row) as cur:
+                cur.adapters.register_loader("timestamptz", LenientTimestamptz)
                 await cur.execute(query, args)
                 return await cur.fetchall()
 

@@ -24,15 +24,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ioc.auth import require_key
-from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.events import (
+    AdminUnit,
+    Agency,
+    FieldReportEvent,
+    FieldReportPayload,
+    ReportStatus,
+    When,
+    implausible,
+)
 from ioc.geography import UnknownCommune, geography
 from ioc.keys import ApiKey
 from ioc.open311 import (
     PREFIX,
     PUBLISH_TIMEOUT,
+    LenientTimestamptz,
     Open311Error,
     _describe,
     _errors,
@@ -56,7 +65,7 @@ class StatusUpdate(BaseModel):
 
     status: ReportStatus
     status_notes: str | None = Field(None, max_length=4000)
-    expected_datetime: AwareDatetime | None = None
+    expected_datetime: When | None = None  # plausible: from 2000 to 10 years ahead
 
 
 class CommuneAssignment(BaseModel):
@@ -89,6 +98,9 @@ def snapshot(row: dict[str, Any], now: datetime, source: str = SOURCE) -> FieldR
     """The report as `row` has it (with a change applied to the row), as a newer event."""
     # Strictly after what the worker holds, so the row's clock takes this event as newer.
     occurred = max(now, row["last_occurred_at"] + timedelta(microseconds=1))
+    expected = row["expected_datetime"]
+    if expected is not None and implausible(expected):
+        expected = None  # stored before dates were checked: not carried into a new event
     return FieldReportEvent(
         event_id=uuid.uuid4(), source=source, occurred_at=occurred, ingested_at=now,
         unit=AdminUnit(province_code=row["province_code"],
@@ -99,7 +111,7 @@ def snapshot(row: dict[str, Any], now: datetime, source: str = SOURCE) -> FieldR
             service_name=row["service_name"], group=row["service_group"],
             status=row["status"], lat=row["lat"], long=row["long"],
             requested_datetime=row["requested_datetime"], updated_datetime=now,
-            expected_datetime=row["expected_datetime"]))
+            expected_datetime=expected))
 
 
 def status_updates_router(settings: Settings) -> APIRouter:
@@ -120,6 +132,7 @@ def status_updates_router(settings: Settings) -> APIRouter:
     async def current(request: Request, request_id: str) -> dict[str, Any] | None:
         async def run(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any] | None:
             async with conn.cursor(row_factory=dict_row) as cur:
+                cur.adapters.register_loader("timestamptz", LenientTimestamptz)
                 await cur.execute("SELECT * FROM field_reports WHERE service_request_id = %s",
                                   (request_id,))
                 return await cur.fetchone()

@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     # Bodies over this answer 413; write keys get this many requests a minute (per process).
     api_max_body_bytes: int = Field(64 * 1024, ge=1024)
     api_rate_per_minute: float = Field(120, gt=0)
+    # API key secrets are stored as HMAC-SHA-256 keyed with this pepper (or the content of
+    # the file): the same on every API process and for `ioc keys`, never in the database.
+    # Changing it invalidates every key. Empty: unpeppered (a warning at start).
+    api_key_pepper: str = ""
+    api_key_pepper_file: str = ""
+    # Failed key checks allowed per client address and per key id, a minute (and as a
+    # burst); more answer 429.
+    api_failed_auth_per_minute: float = Field(30, gt=0)
+    # Seconds a client may take to send a request body (slower: 408, connection closed).
+    api_body_timeout_seconds: float = Field(10, gt=0)
 
     # Embedded stack (`ioc up`): its broker (auto: Apache Kafka when Java ≥ 17 can run it,
     # else the emulator), state, ports, and where Apache Kafka's jars are installed.

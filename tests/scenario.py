@@ -357,7 +357,8 @@ def _add_malformed(sc: Scenario, rng: random.Random) -> None:
         ("dossiers", "invalid_event", json.dumps({**base, "event_id": str(uuid.uuid4()),
             "unit": {"province_code": "25", "commune_code": "00070"}}).encode()),  # Hà Nội ward
         ("dossiers", "invalid_event", json.dumps({**base, "event_id": str(uuid.uuid4()),
-            "occurred_at": "2031-01-01T00:00:00+07:00"}).encode()),
+            "occurred_at": (sc.now + timedelta(days=30)).astimezone(VIETNAM).isoformat(),
+        }).encode()),  # in the future (a fixed date would stop being one)
         ("documents", "invalid_event",  # a dossier on the documents topic
          json.dumps({**base, "event_id": str(uuid.uuid4())}).encode()),
         ("field_reports", "invalid_event", json.dumps({

@@ -7,6 +7,7 @@ see each other's data. A server that cannot start fails the run; nothing is skip
 """
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -79,6 +80,7 @@ def isolated_settings(broker: Broker, postgres: Postgres, **overrides: object) -
         "batch_seconds": 0.2,
         "heartbeat_seconds": 1,
         **broker.client_settings(),
+        "api_key_pepper": f"pepper-{tag}",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -88,7 +90,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The IOC_* environment that makes a child process use these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     for name, value in settings.model_dump().items():
-        env[f"IOC_{name.upper()}"] = str(value)
+        env[f"IOC_{name.upper()}"] = "" if value is None else str(value)
     return env
 
 
@@ -284,3 +286,72 @@ async def _group_lag(settings: Settings) -> dict[tuple[str, int], tuple[int, int
 def group_lag(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
     """(topic, partition) -> (the group's committed offset, the end offset), for diagnostics."""
     return asyncio.run(_group_lag(settings))
+class TcpProxy:
+    """A TCP proxy on a free loopback port to `target_port`, for a peer that fails: `freeze()`
+    stops moving bytes (a frozen server: connections open, no answer), `close()` refuses."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.frozen = threading.Event()
+        self.closed = False
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+                if self.closed:
+                    break
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+        self._close_sockets()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                while self.frozen.is_set() and not self.closed:
+                    time.sleep(0.05)
+                if self.closed:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def thaw(self) -> None:
+        self.frozen.clear()
+
+    def _close_sockets(self) -> None:
+        with self.lock:
+            for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        with self.lock:
+            self.closed = True
+        self.listener.close()
+        self._close_sockets()

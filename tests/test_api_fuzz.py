@@ -7,14 +7,19 @@ Hypothesis runs derandomized: CI sees the same examples each time.
 """
 
 import asyncio
+import copy
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from ioc.api import create_app, openapi_document
 from ioc.broker import Broker
@@ -24,6 +29,7 @@ from ioc.keys import SCOPES, create_key
 from ioc.settings import Settings
 from ioc.topics import ensure_topics
 from tests.services import ServedApps, isolated_settings
+from tests.test_connectors import dossier
 
 EXAMPLES = 20  # per operation
 
@@ -78,3 +84,88 @@ def test_no_input_earns_a_server_error(name: str, api: tuple[str, dict[str, str]
 def test_the_committed_openapi_document_is_what_the_api_serves() -> None:
     committed = (Path(__file__).parents[1] / "docs" / "openapi.json").read_text(encoding="utf-8")
     assert committed == openapi_document(), "run `ioc schema openapi`"
+
+
+# --- hostile inputs the schema does not suggest: deep nesting, NUL, extreme dates and numbers --
+
+EXTREME_DATES = st.sampled_from([
+    "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "0001-01-02T00:00:00+07:00",
+    "1999-12-31T23:59:59Z", "2199-01-01T00:00:00Z", "infinity", "-infinity", "99991231235959",
+    "00010101000000", "20261301000000", "31/12/9999", "9999-12-01T00:00:00-23:59"])
+NUL_TEXT = st.text(max_size=20).map(lambda t: f"{t}\x00{t}")
+NUMBERS = st.sampled_from([float("inf"), float("-inf"), float("nan"), 1e300, -1e300,
+                           10 ** 400, -(10 ** 400), 2 ** 63, 0, -1])
+NESTED = st.integers(2, 200).map(lambda n: json.loads("[" * n + "]" * n))
+DOSSIER = dossier(1)
+VALUES = st.one_of(EXTREME_DATES, NUL_TEXT, NUMBERS, NESTED, st.text(max_size=30))
+DEEP_BODIES = st.one_of(st.integers(33, 6000).map(lambda n: "[" * n + "]" * n),
+                        st.integers(33, 6000).map(lambda n: '{"a":' * n + "1" + "}" * n),
+                        st.integers(33, 6000).map(lambda n: "[" * n))
+
+
+@st.composite
+def hostile_requests(draw: st.DrawFn) -> dict[str, Any]:
+    """One request carrying a hostile value where some route reads one."""
+    value = draw(VALUES)
+    text = value if isinstance(value, str) else json.dumps(value)
+    where = draw(st.sampled_from([
+        "query", "path_id", "report_field", "status_update", "ack_note", "silence",
+        "dossier_field", "link", "deep_body"]))
+    v2 = "/open311/v2"
+    if where == "query":
+        name = draw(st.sampled_from(["start_date", "end_date", "service_code", "status",
+                                     "service_request_id"]))
+        fmt = draw(st.sampled_from(["json", "xml"]))
+        return {"method": "GET", "url": f"{v2}/requests.{fmt}", "params": {name: text}}
+    if where == "path_id":
+        return {"method": "GET", "url": f"{v2}/requests/{quote(text, safe='') or 'x'}.json"}
+    if where == "report_field":
+        name = draw(st.sampled_from(["service_code", "lat", "long", "address_string",
+                                     "description", "email", "phone", "media_url"]))
+        body = {"service_code": "GT-01", "lat": 21.32, "long": 105.40, name: value}
+        return {"method": "POST", "url": f"{v2}/requests.json", "json": body}
+    if where == "status_update":
+        body = {"status": "in_progress", draw(st.sampled_from(
+            ["expected_datetime", "status_notes", "status"])): value}
+        return {"method": "POST", "url": f"{v2}/requests/PAHT-25-X/status.json", "json": body}
+    if where == "ack_note":
+        return {"method": "POST", "url": "/alerts/1/ack", "json": {"note": value}}
+    if where == "silence":
+        return {"method": "POST", "url": "/alerts/1/silence",
+                "json": {"duration": value, "note": draw(NUL_TEXT)}}
+    if where == "dossier_field":
+        record = copy.deepcopy(DOSSIER)
+        record[draw(st.sampled_from(["NgayNopHoSo", "NgayHenTra", "MaHoSo", "TrangThaiHoSo",
+                                     "NgayTiepNhan", "DonViXuLy"]))] = value
+        return {"method": "POST", "url": "/ingest/dossiers", "json": record}
+    if where == "link":
+        return {"method": draw(st.sampled_from(["GET", "POST"])), "url": "/alerts/1/ack",
+                "params": {"exp": text, "sig": text}}
+    url = draw(st.sampled_from([f"{v2}/requests.json", f"{v2}/requests/PAHT-25-X/status.json",
+                                "/alerts/1/ack", "/alerts/1/silence", "/ingest/dossiers"]))
+    return {"method": "POST", "url": url, "content": draw(DEEP_BODIES).encode(),
+            "headers": {"content-type": "application/json"}}
+
+
+def test_hostile_inputs_earn_no_server_error_and_no_hang(
+        api: tuple[str, dict[str, str]]) -> None:
+    base_url, headers = api
+    seen: list[int] = []
+
+    @given(request=hostile_requests())
+    @hypothesis.settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(HealthCheck))
+    def fuzz(request: dict[str, Any]) -> None:
+        if "json" in request:  # Infinity and NaN as JavaScript writes them, not refused here
+            request["content"] = json.dumps(request.pop("json")).encode()
+            request["headers"] = {"content-type": "application/json"}
+        request["headers"] = {**headers, **request.get("headers", {})}
+        response = client.request(**request)  # a hang fails on the client's timeout
+        seen.append(response.status_code)
+        assert response.status_code < 500, (
+            f"{request['method']} {request['url']} -> {response.status_code}:"
+            f" {response.text[:300]}")
+
+    with httpx.Client(base_url=base_url, timeout=15) as client:
+        fuzz()
+    assert len(seen) == 200 and any(400 <= s < 500 for s in seen)

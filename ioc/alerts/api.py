@@ -4,11 +4,13 @@
     POST /alerts/{id}/ack             body {"note"} optional, key scope `alerts:ack`
     POST /alerts/{id}/silence         body {"duration": "2h", "note"}, key scope `alerts:ack`
     GET  /alerts/{id}/ack?exp=&sig=   the one-click link of an alert message (links.py): no
-                                      key, answers a small page in Vietnamese; POST with the
-                                      same query does the same (for clients that post)
+                                      key; a page in Vietnamese asking to confirm, with a
+                                      button that POSTs the same link, which acknowledges.
+                                      GET changes nothing: mail scanners prefetch links.
 
-Errors: 401/403 key, 404 unknown id, 409 resolved or not firing yet, 422 bad body (naming
-the field), 503 database down; a link: 403 bad signature, 410 expired, 404 links disabled.
+Errors: 401/403 key, 404 unknown id, 409 resolved or not firing yet, 400 a body that is no
+JSON, nests too deep or holds a NUL character, 422 a bad field (naming it), 503 database
+down; a link: 403 bad signature, 410 expired, 404 links disabled.
 """
 
 import asyncio
@@ -16,6 +18,7 @@ import html
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
 import psycopg
 import structlog
@@ -39,6 +42,7 @@ from ioc.alerts.email import scope_text
 from ioc.alerts.rules import human, parse_duration
 from ioc.auth import require_key
 from ioc.db import connect
+from ioc.inputs import BadInput, loads
 from ioc.keys import ApiKey
 from ioc.settings import Settings
 
@@ -50,6 +54,7 @@ LONGEST_SILENCE = timedelta(days=30)
 LINK_ACTOR = "liên kết trong tin cảnh báo"
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class AckBody(BaseModel):
@@ -86,13 +91,36 @@ async def _run(settings: Settings, work: Callable[[], T]) -> T:
         raise HTTPException(503, "alerts cannot be read or changed now; try again") from None
 
 
-def _page(status: int, title: str, text: str) -> HTMLResponse:
+def _page(status: int, title: str, text: str, form: str = "") -> HTMLResponse:
     body = (f'<!doctype html><html lang="vi"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="robots" content="noindex">'
             f"<title>{html.escape(title)}</title></head>"
             f'<body style="font-family:sans-serif;max-width:36em;margin:3em auto">'
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>")
-    return HTMLResponse(body, status_code=status)
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{form}</body></html>")
+    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _body(raw: bytes, model: type[M]) -> M:
+    """A JSON body as `model`: 400 when it is no JSON, too deep or holds a NUL; 422 naming the
+    field the model refuses (as FastAPI would)."""
+    try:
+        data = loads(raw) if raw.strip() else {}
+    except BadInput as exc:
+        raise HTTPException(400, str(exc)) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])}  # never echoed: Infinity is no JSON
+             for e in exc.errors(include_url=False, include_input=False, include_context=False)]
+        ) from None
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` of a route that parses its own JSON body."""
+    return {"requestBody": {"required": False, "content": {
+        "application/json": {"schema": model.model_json_schema()}}}}
 
 
 def _described(alert: Alert) -> str:
@@ -117,7 +145,8 @@ def alerts_router(settings: Settings) -> APIRouter:
         found = await _run(settings, connected(current_alerts))
         return [a.as_json() for a in found]
 
-    async def link_ack(alert_id: int, exp: str | None, sig: str | None) -> HTMLResponse:
+    async def link_ack(alert_id: int, exp: str | None, sig: str | None,
+                       confirmed: bool) -> HTMLResponse:
         if not links.enabled(settings):
             return _page(404, "Liên kết không dùng được",
                          "Hệ thống chưa bật liên kết xác nhận cảnh báo.")
@@ -134,6 +163,13 @@ def alerts_router(settings: Settings) -> APIRouter:
             return _page(410, "Liên kết đã hết hạn",
                          "Liên kết xác nhận này đã hết hạn. Hãy dùng liên kết trong tin nhắc"
                          " lại mới nhất, hoặc lệnh `ioc alerts ack`.")
+        if not confirmed:
+            query = html.escape(urlencode({"exp": expiry, "sig": sig}))
+            return _page(200, "Xác nhận cảnh báo?",
+                         f"Bấm nút dưới đây để xác nhận cảnh báo số {alert_id}: hệ thống sẽ"
+                         " không nhắc lại cho đến khi hết cảnh báo.",
+                         f'<form method="post" action="?{query}">'
+                         f'<button type="submit">Xác nhận cảnh báo</button></form>')
         try:
             outcome: Outcome = await _run(settings, lambda: acknowledge(
                 settings, Ref(seq=alert_id), LINK_ACTOR, None, now))
@@ -161,33 +197,29 @@ def alerts_router(settings: Settings) -> APIRouter:
     @router.get("/{alert_id}/ack", response_class=HTMLResponse)
     async def ack_by_link(alert_id: int, exp: str | None = None,
                           sig: str | None = None) -> HTMLResponse:
-        """The one-click link of an alert message (signed, expiring; no API key)."""
-        return await link_ack(alert_id, exp, sig)
+        """The one-click link of an alert message (signed, expiring; no API key): a page
+        asking to confirm; nothing changes until its button POSTs."""
+        return await link_ack(alert_id, exp, sig, confirmed=False)
 
-    @router.post("/{alert_id}/ack")
+    @router.post("/{alert_id}/ack", openapi_extra=_schema(AckBody))
     async def ack(request: Request, alert_id: int, exp: str | None = None,
                   sig: str | None = None) -> Any:
         """Acknowledge with an API key (`alerts:ack`), body {"note": ...} optional; or, with
-        `exp` and `sig`, as the one-click link."""
+        `exp` and `sig`, as the one-click link (its confirmation button)."""
         if exp is not None or sig is not None:
-            return await link_ack(alert_id, exp, sig)
+            return await link_ack(alert_id, exp, sig, confirmed=True)
         key = await ack_key(request)
-        raw = await request.body()
-        try:
-            body = AckBody.model_validate_json(raw) if raw.strip() else AckBody()
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-            ) from None
+        body = _body(await request.body(), AckBody)
         outcome: Outcome = await _run(settings, lambda: acknowledge(
             settings, Ref(seq=alert_id), f"key:{key.name}", body.note, datetime.now(UTC)))
         log.info("alert acknowledged", id=outcome.alert.id, rule=outcome.alert.rule,
                  scope=outcome.alert.scope, actor=f"key:{key.name}", changed=outcome.changed)
         return {"changed": outcome.changed, "alert": outcome.alert.as_json()}
 
-    @router.post("/{alert_id}/silence")
-    async def silence_alert(alert_id: int, body: SilenceBody, key: writer) -> Any:
+    @router.post("/{alert_id}/silence", openapi_extra=_schema(SilenceBody))
+    async def silence_alert(request: Request, alert_id: int, key: writer) -> Any:
         """Silence for `duration` with an API key (`alerts:ack`)."""
+        body = _body(await request.body(), SilenceBody)
         now = datetime.now(UTC)
         outcome: Outcome = await _run(settings, lambda: silence(
             settings, Ref(seq=alert_id), now + body.duration, f"key:{key.name}", body.note,

@@ -35,6 +35,7 @@ alike; see Rule.recipients_for).
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable
@@ -81,6 +82,7 @@ COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400,
          "s": 1, "m": 60, "h": 3600, "d": 86400}
+LONGEST = timedelta(days=36525)  # past this a "duration" is a typo (and timedelta overflows)
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(seconds?|minutes?|hours?|days?|[smhd])\s*$")
 LAST = re.compile(r"^\s*last\s+(.+)$")
 CODE = re.compile(r"^[0-9A-Za-z.\-_]+$")
@@ -104,15 +106,23 @@ def parse_duration(value: object) -> timedelta:
     """`15 minutes`, `2h`, `1 day`, `90s`, or a number of seconds (0 allowed)."""
     if isinstance(value, bool):
         raise ValueError("a duration like '15 minutes', '2 hours' or '1 day'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = DURATION.match(str(value).lower())
-        if not match:
-            raise ValueError(f"{value!r} is not a duration like '15 minutes', '2 hours', '1 day'")
-        seconds = float(match.group(1)) * UNITS[match.group(2).rstrip("s") or "s"]
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            match = DURATION.match(str(value)[:100].lower())
+            if not match:
+                raise ValueError(f"{str(value)[:40]!r} is not a duration like '15 minutes',"
+                                 " '2 hours', '1 day'")
+            seconds = float(match.group(1)) * UNITS[match.group(2).rstrip("s") or "s"]
+    except OverflowError:  # an integer of hundreds of digits
+        seconds = math.inf
+    if math.isnan(seconds):
+        raise ValueError("a duration like '15 minutes', '2 hours' or '1 day', not NaN")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > LONGEST.total_seconds():
+        raise ValueError("a duration of at most 100 years")
     return timedelta(seconds=seconds)
 
 
