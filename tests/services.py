@@ -286,6 +286,8 @@ async def _group_lag(settings: Settings) -> dict[tuple[str, int], tuple[int, int
 def group_lag(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
     """(topic, partition) -> (the group's committed offset, the end offset), for diagnostics."""
     return asyncio.run(_group_lag(settings))
+
+
 class TcpProxy:
     """A TCP proxy on a free loopback port to `target_port`, for a peer that fails: `freeze()`
     stops moving bytes (a frozen server: connections open, no answer), `close()` refuses."""
