@@ -1,13 +1,14 @@
-"""Pipeline benchmark on the embedded stack (run on demand; not a test).
+"""Pipeline benchmark on the embedded stack, on either broker (run on demand; not a test).
 
-    .venv/bin/python bench/pipeline.py [--events 200000] [--rate 1000] [--seconds 30] [--json]
+    .venv/bin/python bench/pipeline.py [--broker both] [--workers 1 2] [--partitions 8]
+        [--events 40000] [--rate 1000] [--seconds 20] [--json]
 
-Measures, in one run on fresh servers:
+For each broker and each worker count, in one run on fresh servers and a fresh schema:
 - throughput: events/s from the first publish until the last event is visible in the
   events table, the state tables and the rollups (one transaction makes all three visible);
-- the baseline: raw aiokafka consume + batched COPY of the same events into PostgreSQL;
-- freshness: p50/p95/p99 from publish to visible at a steady rate (the worker's histogram);
-- the worker's peak resident memory.
+- the baseline (once per broker): raw aiokafka consume + batched COPY of the same events;
+- freshness: p50/p95/p99 from publish to visible at a steady rate (the workers' histograms);
+- each worker's peak resident memory, and the workers' CPU once idle.
 """
 
 import argparse
@@ -26,11 +27,14 @@ from pathlib import Path
 import psutil
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
 from connectors.simulator import Message, Simulator
 from ioc import broker as brokers
+from ioc.broker import Broker
 from ioc.db import connect, migrate
 from ioc.embedded import Postgres
 from ioc.settings import Settings, default_cache_dir
@@ -97,10 +101,38 @@ def stored(settings: Settings) -> int:
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
-def worker_counters(settings: Settings) -> dict:
+def freshness_buckets(settings: Settings) -> dict[str, float]:
+    """The freshness histogram of every worker, summed."""
     with connect(settings) as conn:
-        row = conn.execute("SELECT counters FROM worker_status").fetchone()
-    return row[0] if row else {}
+        rows = conn.execute("SELECT counters FROM worker_status").fetchall()
+    total: dict[str, float] = {}
+    for (counters,) in rows:
+        for le, n in counters.get("freshness_buckets", {}).items():
+            total[le] = total.get(le, 0) + n
+    return total
+
+
+async def _group_ready(settings: Settings, workers: int) -> bool:
+    """`workers` members in a stable group, each with partitions (no rebalance to come)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([settings.app_id])
+    except KafkaError:  # no coordinator yet: the offsets topic is being created
+        return False
+    finally:
+        await admin.close()
+    (group,) = response.groups
+    state, members = group[2], group[5]
+    return state == "Stable" and len(members) == workers and all(m[4] for m in members)
+
+
+def wait_group(settings: Settings, workers: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(_group_ready(settings, workers)):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{workers} workers did not form a group within {timeout:.0f} s")
+        time.sleep(0.5)
 
 
 class RssWatch(threading.Thread):
@@ -119,12 +151,12 @@ class RssWatch(threading.Thread):
             time.sleep(0.2)
 
 
-def cpu_seconds(proc: subprocess.Popen[bytes], seconds: float) -> float:
-    """CPU the process uses over `seconds` of wall time."""
-    p = psutil.Process(proc.pid)
-    before = sum(p.cpu_times()[:2])
+def cpu_seconds(procs: list[subprocess.Popen[bytes]], seconds: float) -> float:
+    """CPU the processes use together over `seconds` of wall time."""
+    ps = [psutil.Process(proc.pid) for proc in procs]
+    before = sum(sum(p.cpu_times()[:2]) for p in ps)
     time.sleep(seconds)
-    return sum(p.cpu_times()[:2]) - before
+    return sum(sum(p.cpu_times()[:2]) for p in ps) - before
 
 
 def wait_stored(settings: Settings, total: int, what: str) -> None:
@@ -143,8 +175,8 @@ async def baseline(settings: Settings, total: int, group: str) -> float:
                                 group_id=group, auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_poll_records=5000)
     conn = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=False)
-    await conn.execute("CREATE UNLOGGED TABLE IF NOT EXISTS public.baseline"
-                       " (key text, value jsonb)")
+    table = f"{settings.database_schema}.baseline"
+    await conn.execute(f"CREATE UNLOGGED TABLE IF NOT EXISTS {table} (key text, value jsonb)")
     await conn.commit()
     await consumer.start()
     copied, started = 0, time.monotonic()
@@ -155,7 +187,7 @@ async def baseline(settings: Settings, total: int, group: str) -> float:
             if not records:
                 continue
             async with conn.cursor() as cur, cur.copy(
-                    "COPY public.baseline (key, value) FROM STDIN") as copy:
+                    f"COPY {table} (key, value) FROM STDIN") as copy:
                 for r in records:
                     await copy.write_row((r.key.decode(), r.value.decode()))
             await conn.commit()
@@ -182,49 +214,36 @@ def quantile(buckets: dict[str, float], q: float) -> float:
     return previous_bound
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--rate", type=float, default=1000, help="steady rate for freshness")
-    parser.add_argument("--seconds", type=float, default=30, help="freshness window")
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=2000)
-    parser.add_argument("--broker", choices=brokers.KINDS,
-                        help="default: the one `ioc up` would run")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
-    root = Path(tempfile.mkdtemp(prefix="ioc-bench-"))
-    postgres = Postgres(port=free_port(), data_dir=root / "postgres")
-    kind = args.broker or brokers.choose("auto", default_cache_dir()).kind
-    broker = brokers.make(kind, free_port(), root, default_cache_dir(), progress=console.print)
-    worker: subprocess.Popen[bytes] | None = None
+def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
+                 messages: list[Message], steady: list[Message], args: argparse.Namespace,
+                 root: Path, with_baseline: bool) -> dict:
+    """One measurement: `workers` `ioc worker` processes (static members, as docker-compose
+    runs them) on a fresh schema, topics and consumer group."""
+    tag = f"{kind.replace('-', '_')}_{workers}"
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{broker.port}",
+                        database_url=postgres.url, database_schema=f"bench_{tag}",
+                        topic_prefix=f"bench.{tag}.", app_id=f"bench-{tag}",
+                        partitions=args.partitions, batch_size=args.batch_size,
+                        heartbeat_seconds=1, topic_retention_hours=2,
+                        **broker.client_settings())
+    migrate(settings)
+    asyncio.run(ensure_topics(settings))
+    load = os.getloadavg()[0]  # other work on the machine: the figures' context
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update({f"IOC_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        postgres.start()
-        broker.start()
-        settings = Settings(kafka_bootstrap=f"127.0.0.1:{broker.port}",
-                            database_url=postgres.url, database_schema="bench",
-                            topic_prefix="bench.", app_id="bench", worker_instance_id="bench-1",
-                            partitions=args.partitions, batch_size=args.batch_size,
-                            heartbeat_seconds=1, topic_retention_hours=2,
-                            **broker.client_settings())
-        migrate(settings)
-        asyncio.run(ensure_topics(settings))
-        console.print(f"generating {args.events:,} events…")
-        messages = generate(args.events, seed=1)
-        steady = generate(int(args.rate * args.seconds) + len(messages), seed=2)[len(messages):]
+        for n in range(1, workers + 1):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "ioc", "worker"],
+                env={**env, "IOC_WORKER_INSTANCE_ID": f"bench-{tag}-{n}"},
+                stdout=(root / f"worker-{tag}-{n}.log").open("wb"), stderr=subprocess.STDOUT))
+        watches = [RssWatch(proc.pid) for proc in procs]
+        for watch in watches:
+            watch.start()
+        wait_group(settings, workers)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-        env.update({f"IOC_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
-        worker = subprocess.Popen([sys.executable, "-m", "ioc", "worker"], env=env,
-                                  stdout=(root / "worker.log").open("wb"),
-                                  stderr=subprocess.STDOUT)
-        rss = RssWatch(worker.pid)
-        rss.start()
-        while not worker_counters(settings):
-            time.sleep(0.2)
-
-        console.print("throughput: publishing and waiting until visible…")
+        console.print(f"{kind}, {workers} worker(s): throughput…")
         started = time.monotonic()
         asyncio.run(publish(settings, messages))
         published = time.monotonic() - started
@@ -232,50 +251,106 @@ def main() -> None:
         pipeline_eps = len(messages) / (time.monotonic() - started)
 
         time.sleep(2 * settings.heartbeat_seconds)  # a heartbeat after the last batch
-        idle = cpu_seconds(worker, 5) / 5
+        idle = cpu_seconds(procs, 5) / 5
 
-        console.print(f"freshness: {args.rate:.0f} events/s for {args.seconds:.0f} s…")
-        before = worker_counters(settings).get("freshness_buckets", {})
+        console.print(f"{kind}, {workers} worker(s): freshness at {args.rate:.0f} events/s "
+                      f"for {args.seconds:.0f} s…")
+        before = freshness_buckets(settings)
         asyncio.run(publish(settings, steady, rate=args.rate, stamp=True))
         wait_stored(settings, len(messages) + len(steady), "freshness")
-        time.sleep(2 * settings.heartbeat_seconds)  # the heartbeat carrying the last counts
-        after = worker_counters(settings)["freshness_buckets"]
+        time.sleep(2 * settings.heartbeat_seconds)  # the heartbeats carrying the last counts
+        after = freshness_buckets(settings)
         window = {le: after[le] - before.get(le, 0) for le in after}
-        rss.running = False
-
-        console.print("baseline: raw consume + COPY…")
-        baseline_eps = asyncio.run(baseline(settings, len(messages) + len(steady), "baseline"))
+        for watch in watches:
+            watch.running = False
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(30)
-        broker.stop()
-        postgres.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-    result = {
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+    baseline_eps = None
+    if with_baseline:
+        console.print(f"{kind}: baseline, raw consume + COPY…")
+        baseline_eps = asyncio.run(baseline(settings, len(messages) + len(steady),
+                                            f"baseline-{tag}"))
+    return {
         "broker": kind,
+        "workers": workers,
+        "partitions": args.partitions,
         "events": len(messages),
         "publish_events_per_s": round(len(messages) / published),
         "pipeline_events_per_s": round(pipeline_eps),
-        "baseline_events_per_s": round(baseline_eps),
-        "ratio": round(pipeline_eps / baseline_eps, 3),
+        "baseline_events_per_s": round(baseline_eps) if baseline_eps else None,
         "freshness_p50_s": round(quantile(window, 0.50), 3),
         "freshness_p95_s": round(quantile(window, 0.95), 3),
         "freshness_p99_s": round(quantile(window, 0.99), 3),
-        "worker_rss_mb": round(rss.peak / 2**20),
-        "worker_idle_cpu_percent": round(100 * idle, 1),
-        "machine": f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "worker_rss_mb": max(round(w.peak / 2**20) for w in watches),
+        "idle_cpu_percent": round(100 * idle, 1),
+        "load_before": round(load, 1),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--rate", type=float, default=1000, help="steady rate for freshness")
+    parser.add_argument("--seconds", type=float, default=20, help="freshness window")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--broker", choices=[*brokers.KINDS, "both"],
+                        help="default: the one `ioc up` would run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    kinds = list(brokers.KINDS) if args.broker == "both" else [
+        args.broker or brokers.choose("auto", default_cache_dir()).kind]
+    console.print(f"generating {args.events:,} events…")
+    messages = generate(args.events, seed=1)
+    steady = generate(int(args.rate * args.seconds) + len(messages), seed=2)[len(messages):]
+
+    root = Path(tempfile.mkdtemp(prefix="ioc-bench-"))
+    postgres = Postgres(port=free_port(), data_dir=root / "postgres")
+    results: list[dict] = []
+    try:
+        postgres.start()
+        for kind in kinds:
+            broker = brokers.make(kind, free_port(), root, default_cache_dir(),  # type: ignore[arg-type]
+                                  progress=console.print)
+            try:
+                broker.start()
+                rows = [run_pipeline(kind, broker, postgres, workers, messages, steady, args,
+                                     root, with_baseline=i == 0)
+                        for i, workers in enumerate(args.workers)]
+            finally:
+                broker.stop()
+            for row in rows:  # one baseline per broker: the same events, the same machine
+                row["baseline_events_per_s"] = rows[0]["baseline_events_per_s"]
+                row["ratio"] = round(row["pipeline_events_per_s"]
+                                     / row["baseline_events_per_s"], 3)
+            results += rows
+    finally:
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    machine = f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({"machine": machine, "results": results}))
         return
-    table = Table(title="IOC pipeline benchmark (embedded stack)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
+    table = Table(title=f"IOC pipeline benchmark (embedded stack; {machine}; "
+                        f"{args.partitions} partitions, {args.events:,} events)")
+    columns = [("broker", "broker"), ("workers", "workers"),
+               ("pipeline_events_per_s", "pipeline ev/s"),
+               ("baseline_events_per_s", "consume→COPY ev/s"), ("ratio", "ratio"),
+               ("freshness_p50_s", f"fresh p50 s @{args.rate:.0f}/s"),
+               ("freshness_p95_s", "fresh p95 s"), ("worker_rss_mb", "RSS MB/worker"),
+               ("idle_cpu_percent", "idle CPU %"), ("load_before", "load before")]
+    for _, title in columns:
+        table.add_column(title, justify="right")
+    for row in results:
+        table.add_row(*(f"{row[key]:,}" if isinstance(row[key], int) else str(row[key])
+                        for key, _ in columns))
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1)
     topic_retention_hours: int = Field(168, ge=1)
     app_id: str = "ioc-monitor"
-    # Static group membership: a restarted worker takes its partitions back at once.
+    # Static group membership (group.instance.id): a worker restarted within the session
+    # timeout takes its partitions back without a rebalance. Empty: dynamic membership.
     worker_instance_id: str = Field(default_factory=socket.gethostname)
 
     # An empty fetch answered sooner than this waits out the rest (ioc/fetch_pacing.py): only
@@ -179,6 +180,12 @@ class Settings(BaseSettings):
         if not self.database_url:
             self.database_url = f"postgresql://postgres@127.0.0.1:{self.embedded_postgres_port}/ioc"
         return self
+
+    @property
+    def worker_name(self) -> str:
+        """This worker's row in worker_status: its static member id, else host and process
+        (two dynamic members on one host must not share a row)."""
+        return self.worker_instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     def topic(self, name: str) -> str:
         """Full topic name: `topic('dossiers')` -> `ioc.dossiers`."""

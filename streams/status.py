@@ -87,7 +87,7 @@ async def _status(query: str, *params: object) -> bool:
         async with await psycopg.AsyncConnection.connect(
             settings.database_url, connect_timeout=3, autocommit=True, **connect_kwargs(settings)
         ) as conn:
-            await conn.execute(query, (settings.worker_instance_id, *params))
+            await conn.execute(query, (settings.worker_name, *params))
     except psycopg.Error as exc:
         log.warning("worker status not written", error=str(exc))
         return False

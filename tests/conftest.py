@@ -42,6 +42,18 @@ def emulator(services_root: Path, request: pytest.FixtureRequest) -> Iterator[Br
 
 
 @pytest.fixture(scope="session")
+def apache_kafka(services_root: Path, request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """Apache Kafka even when IOC_TEST_BROKER=emulator: the consumer-group tests need a broker
+    that expires a crashed member (the emulator never does)."""
+    if broker_kind_under_test() == "apache-kafka":
+        yield request.getfixturevalue("broker")
+        return
+    server = start_broker(services_root, "apache-kafka")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def postgres(services_root: Path) -> Iterator[Postgres]:
     server = start_postgres(services_root)
     yield server

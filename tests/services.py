@@ -6,6 +6,7 @@ Each test gets its own topics, consumer group and schema (named with uuid4), so 
 see each other's data. A server that cannot start fails the run; nothing is skipped.
 """
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -20,7 +21,11 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from ioc import broker as brokers
 from ioc.broker import Broker, BrokerKind
@@ -174,6 +179,113 @@ class ServedApps:
             server.should_exit = True
             thread.join(15)
             assert not thread.is_alive(), "uvicorn did not shut down"
+
+
+class PacedPublisher(threading.Thread):
+    """Publishes (topic, key, value) messages at `rate` a second in a thread, as a steady
+    source would, riding out a broker outage: a chunk that fails is sent again (the pipeline
+    deduplicates by event id, so a resend is harmless)."""
+
+    def __init__(self, settings: Settings, messages: list[tuple[str, bytes, bytes]],
+                 rate: float, chunk: int = 20) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.messages, self.rate, self.chunk = settings, messages, rate, chunk
+        self.sent = 0
+        self.resends = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # surfaced by finish()
+            self.error = exc
+
+    async def _run(self) -> None:
+        started = time.monotonic()
+        producer: AIOKafkaProducer | None = None
+        while self.sent < len(self.messages):
+            delay = started + self.sent / self.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            part = self.messages[self.sent:self.sent + self.chunk]
+            try:
+                if producer is None:
+                    producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                                enable_idempotence=True, linger_ms=5,
+                                                request_timeout_ms=5000)
+                    await producer.start()
+                sent = [await producer.send(self.settings.topic(t), v, key=k)
+                        for t, k, v in part]
+                await asyncio.gather(*sent)
+            except KafkaError:
+                self.resends += 1
+                if producer is not None:
+                    await producer.stop()
+                producer = None
+                await asyncio.sleep(0.5)
+                continue
+            self.sent += len(part)
+        if producer is not None:
+            await producer.stop()
+
+    def finish(self, timeout: float = 300) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), f"publishing took over {timeout:.0f} s"
+        if self.error is not None:
+            raise self.error
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition a keyed message lands on (the Java client's and aiokafka's murmur2)."""
+    return DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
+
+
+async def _describe_group(settings: Settings) -> dict[str, set[tuple[str, int]]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=5000)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([settings.app_id])
+    finally:
+        await admin.close()
+    (group,) = response.groups
+    members = group[5]  # error, group id, state, protocol type, protocol, members
+    assigned: dict[str, set[tuple[str, int]]] = {}
+    for member_id, _client, _host, _metadata, assignment in members:
+        parts = ConsumerProtocolMemberAssignment.decode(assignment).assignment if assignment \
+            else []
+        assigned[member_id] = {(topic, p) for topic, partitions in parts for p in partitions}
+    return assigned
+
+
+def group_members(settings: Settings) -> dict[str, set[tuple[str, int]]]:
+    """The worker group as the broker describes it: member id -> assigned (topic, partition).
+    A static member's id starts with its group.instance.id. Empty while it rebalances or
+    while the broker is away."""
+    try:
+        return asyncio.run(_describe_group(settings))
+    except KafkaError:
+        return {}
+
+
+async def _group_lag(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+        ends = await consumer.end_offsets(list(committed))
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return {(tp.topic, tp.partition): (meta.offset, ends[tp]) for tp, meta in committed.items()}
+
+
+def group_lag(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (the group's committed offset, the end offset), for diagnostics."""
+    return asyncio.run(_group_lag(settings))
 
 
 class TcpProxy:

@@ -21,11 +21,12 @@ from ioc.db import connect, connect_kwargs, migrate
 from ioc.dead_letters import ERROR_CHARS, KEY_CHARS, DeadLetter, from_message, store
 from ioc.events import Event, Kind
 from ioc.settings import Settings
+from tests.checks import prepare
 from tests.services import WorkerProcess, publish, query, wait_until
 from tests.test_bulk_import import row_of, write_csv
 from tests.test_connectors import dossier
 from tests.test_migrations_timescale import fresh_settings
-from tests.test_pipeline import handled_by, prepare
+from tests.test_pipeline import handled_by
 from tests.timescaledb import TimescaleServer
 
 NAME, PHONE, ID_NUMBER = "Nguyễn Văn An", "0912345678", "001203004567"

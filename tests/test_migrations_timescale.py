@@ -307,7 +307,7 @@ def test_worker_store_on_timescaledb_gives_exact_kpis(ts: Settings) -> None:
     from ioc.events import Kind, parse_event
     from ioc.store import Store
     from tests import scenario
-    from tests.test_pipeline import assert_counted_once, assert_kpis, assert_rollups
+    from tests.checks import assert_counted_once, assert_kpis, assert_rollups
 
     sc = scenario.build(seed=31, dossiers=60, documents=40, reports=30, malformed=False)
     topics = {"dossiers": Kind.DOSSIER, "documents": Kind.DOCUMENT,

@@ -10,6 +10,7 @@ from ioc.broker import Broker
 from ioc.embedded import Postgres
 from ioc.settings import Settings
 from tests import scenario
+from tests.checks import assert_exact, prepare, stored_events, wait_stored
 from tests.services import (
     WorkerProcess,
     free_port,
@@ -18,21 +19,6 @@ from tests.services import (
     start_broker,
     wait_until,
 )
-from tests.test_pipeline import (
-    assert_counted_once,
-    assert_kpis,
-    assert_rollups,
-    prepare,
-    stored_events,
-    wait_stored,
-)
-
-
-def assert_exact(settings: Settings, sc: scenario.Scenario) -> None:
-    assert stored_events(settings) == len(sc.valid_event_ids)
-    assert_kpis(settings, sc)
-    assert_rollups(settings, sc)
-    assert_counted_once(settings)
 
 
 def test_worker_killed_mid_batch_loses_and_doubles_nothing(settings: Settings,
