@@ -30,27 +30,27 @@ def broker(services_root: Path) -> Iterator[Broker]:
     server.stop()
 
 
+def _broker_of_kind(kind: str, root: Path, request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """The session's broker when it is of that kind, else one of that kind of its own."""
+    if broker_kind_under_test() == kind:
+        yield request.getfixturevalue("broker")
+        return
+    server = start_broker(root, kind)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def emulator(services_root: Path, request: pytest.FixtureRequest) -> Iterator[Broker]:
     """The emulator (noida-db), for the few tests that keep its path alive."""
-    if broker_kind_under_test() == "emulator":
-        yield request.getfixturevalue("broker")
-        return
-    server = start_broker(services_root, "emulator")
-    yield server
-    server.stop()
+    yield from _broker_of_kind("emulator", services_root, request)
 
 
 @pytest.fixture(scope="session")
 def apache_kafka(services_root: Path, request: pytest.FixtureRequest) -> Iterator[Broker]:
     """Apache Kafka even when IOC_TEST_BROKER=emulator: the consumer-group tests need a broker
     that expires a crashed member (the emulator never does)."""
-    if broker_kind_under_test() == "apache-kafka":
-        yield request.getfixturevalue("broker")
-        return
-    server = start_broker(services_root, "apache-kafka")
-    yield server
-    server.stop()
+    yield from _broker_of_kind("apache-kafka", services_root, request)
 
 
 @pytest.fixture(scope="session")
