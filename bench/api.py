@@ -31,10 +31,11 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from ioc import broker as brokers
 from ioc.db import connect, migrate
-from ioc.embedded import Broker, Postgres
+from ioc.embedded import Postgres
 from ioc.keys import create_key
-from ioc.settings import Settings
+from ioc.settings import Settings, default_cache_dir
 from ioc.topics import ensure_topics
 
 console = Console(stderr=True)
@@ -167,18 +168,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="per concurrency level")
     parser.add_argument("--max-requests", type=int, default=30_000, help="per level")
     parser.add_argument("--keys", type=int, default=8)
+    parser.add_argument("--broker", choices=brokers.KINDS,
+                        help="default: the one `ioc up` would run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    kind = args.broker or brokers.choose("auto", default_cache_dir()).kind
     root = Path(tempfile.mkdtemp(prefix="ioc-bench-api-"))
     postgres = Postgres(port=free_port(), data_dir=root / "postgres")
-    broker = Broker(port=free_port(), data_dir=root / "kafka")
+    broker = brokers.make(kind, free_port(), root, default_cache_dir(),  # type: ignore[arg-type]
+                          progress=console.print)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         postgres.start()
         broker.start()
         port = free_port()
-        settings = Settings(kafka_bootstrap=f"127.0.0.1:{broker.port}",
+        settings = Settings(kafka_bootstrap=broker.bootstrap, **broker.client_settings(),
                             database_url=postgres.url, database_schema="bench",
                             topic_prefix="bench.", app_id="bench", worker_instance_id="bench-1",
                             partitions=4, heartbeat_seconds=1, topic_retention_hours=2,
@@ -188,8 +193,7 @@ def main() -> None:
         asyncio.run(ensure_topics(settings))
         keys = [create_key(settings, f"app-{n}", ["reports:create"])[1]
                 for n in range(args.keys)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-        env.update({f"IOC_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+        env = settings.as_env()
         for command in ("api", "worker"):
             procs.append(subprocess.Popen([sys.executable, "-m", "ioc", command], env=env,
                                           stdout=(root / f"{command}.log").open("wb"),

@@ -229,8 +229,7 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
     migrate(settings)
     asyncio.run(ensure_topics(settings))
     load = os.getloadavg()[0]  # other work on the machine: the figures' context
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-    env.update({f"IOC_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    env = settings.as_env()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for n in range(1, workers + 1):

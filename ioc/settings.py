@@ -193,6 +193,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown topic {name!r}; known: {', '.join(TOPIC_NAMES)}")
         return f"{self.topic_prefix}{name}"
 
+    def as_env(self) -> dict[str, str]:
+        """The process environment with these settings as IOC_* variables, for a child process
+        (an unset path becomes empty, which reads back as unset)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+        for name, value in self.model_dump().items():
+            env[f"IOC_{name.upper()}"] = "" if value is None else str(value)
+        return env
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -86,14 +86,6 @@ def isolated_settings(broker: Broker, postgres: Postgres, **overrides: object) -
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The IOC_* environment that makes a child process use these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-    for name, value in settings.model_dump().items():
-        env[f"IOC_{name.upper()}"] = "" if value is None else str(value)
-    return env
-
-
 class WorkerProcess:
     """`ioc worker` in a child process: real signals, real crashes."""
 
@@ -104,7 +96,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "ioc", "worker"],
-                                         env=settings_env(self.settings), stdout=log,
+                                         env=self.settings.as_env(), stdout=log,
                                          stderr=subprocess.STDOUT,
                                          preexec_fn=die_with_parent(signal.SIGTERM))
         return self

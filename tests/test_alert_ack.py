@@ -30,7 +30,7 @@ from ioc.api import create_app
 from ioc.db import connect, migrate
 from ioc.keys import create_key
 from ioc.settings import Settings, get_settings
-from tests.services import ServedApps, query, settings_env
+from tests.services import ServedApps, query
 from tests.test_alert_delivery import SmtpServer, config, smtp  # noqa: F401 (fixture)
 from tests.timescaledb import TimescaleServer
 
@@ -346,7 +346,7 @@ def test_cli_list_ack_silence(migrated: Settings, tmp_path: Path,
     t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     evaluate(settings, [backlog_rule(), backlog_rule(name="thu-hai")], t0)
     ids = dict(query(settings, "SELECT rule, seq FROM alerts"))
-    for name, value in settings_env(settings).items():
+    for name, value in settings.as_env().items():
         if name.startswith("IOC_"):
             monkeypatch.setenv(name, value)
     get_settings.cache_clear()

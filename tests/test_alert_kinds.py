@@ -27,7 +27,6 @@ from ioc.events import Kind, parse_event
 from ioc.settings import Settings, get_settings
 from ioc.store import Store
 from tests import scenario
-from tests.services import settings_env
 from tests.timescaledb import TimescaleServer
 
 VIETNAM = scenario.VIETNAM
@@ -393,7 +392,7 @@ def test_no_signal_per_source_and_the_cli(db: Settings, tmp_path: Path,
     (tmp_path / "r.yaml").write_text(
         "name: silent\nkind: no_signal\nscope: each source\nexpected: 1 hour\n"
         "severity: critical\nrecipients: [ioc-duty-officer]\n", encoding="utf-8")
-    for name, value in settings_env(db).items():
+    for name, value in db.as_env().items():
         if name.startswith("IOC_"):
             monkeypatch.setenv(name, value)
     get_settings.cache_clear()

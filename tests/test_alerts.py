@@ -17,7 +17,6 @@ from ioc.alerts.cli import app as alerts_app
 from ioc.db import connect, migrate
 from ioc.settings import Settings, get_settings
 from tests import scenario
-from tests.services import settings_env
 from tests.test_dashboards import load
 from tests.timescaledb import TimescaleServer
 
@@ -228,7 +227,7 @@ def test_cli_test_prints_firing_scopes_and_writes_nothing(
         "name: on-time\nmetric: dossiers.on_time_rate\nscope: each agency\ncomparison: '<'\n"
         f"threshold: {threshold}\nwindow: last 60 days\nfor: 5 minutes\nseverity: warning\n"
         "recipients: [agency-head, chairman]\nworking_hours: false\n", encoding="utf-8")
-    for name, value in settings_env(settings).items():
+    for name, value in settings.as_env().items():
         if name.startswith("IOC_"):
             monkeypatch.setenv(name, value)
     get_settings.cache_clear()

@@ -22,7 +22,7 @@ from ioc.alerts import evaluate
 from ioc.api import create_app
 from ioc.keys import create_key, revoke_key
 from ioc.settings import Settings
-from tests.services import ServedApps, TcpProxy, free_port, query, settings_env, wait_until
+from tests.services import ServedApps, TcpProxy, free_port, query, wait_until
 from tests.test_alert_ack import backlog_rule
 from tests.test_connectors import dossier
 
@@ -92,7 +92,7 @@ api.serve(Settings())
 def api_process(prepared: Settings, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`ioc api` as the CLI runs it (its logging set up), plus one route that fails."""
     port = free_port()
-    env = {**settings_env(prepared), "IOC_API_PORT": str(port), "IOC_LOG_LEVEL": "DEBUG"}
+    env = {**prepared.as_env(), "IOC_API_PORT": str(port), "IOC_LOG_LEVEL": "DEBUG"}
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", SERVE_WITH_A_FAULTY_ROUTE], cwd=tmp_path,

@@ -26,7 +26,7 @@ from ioc.bulk_import import (
 from ioc.events import parse_event
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
-from tests.services import WorkerProcess, query, settings_env, wait_until
+from tests.services import WorkerProcess, query, wait_until
 from tests.test_connectors import dossier, expected_kpis, province, read_topic
 from tests.test_edxml import DOC_ID, RECEIVER, SENDER, duplicates
 from tests.test_ingest import end_offsets
@@ -38,7 +38,7 @@ def ioc_import(settings: Settings, *args: str | Path,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ioc", "import", *map(str, args)],
                           capture_output=True, text=True, timeout=120, check=False,
-                          env={**settings_env(settings), "COLUMNS": "200", **(env or {})})
+                          env={**settings.as_env(), "COLUMNS": "200", **(env or {})})
 
 
 def run_import(settings: Settings, path: Path, kind: str, dry_run: bool = False,

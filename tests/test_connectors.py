@@ -26,7 +26,7 @@ from connectors.dvcqg import DvcqgConnector
 from ioc.events import DossierEvent, parse_event
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
-from tests.services import WorkerProcess, query, settings_env, wait_until
+from tests.services import WorkerProcess, query, wait_until
 
 # The portal's sync payload sample of shared/samples/dossiers, copied so the suite stands alone.
 SAMPLE: dict[str, Any] = json.loads(
@@ -387,7 +387,7 @@ def test_bad_credentials_stop_the_connector(prepared: Settings, portal: Portal,
     config.write_text(f'base_url = "{portal.url}"\ntoken = "wrong"\nretry_attempts = 1\n')
     result = subprocess.run([sys.executable, "-c", "from connectors.cli import app; app()",
                              "run", "dvcqg", "--once", "--config", str(config)],
-                            env=settings_env(prepared), capture_output=True, text=True,
+                            env=prepared.as_env(), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 1, result.stderr
     assert "connector dvcqg stopped" in result.stderr and "401" in result.stderr
@@ -397,7 +397,7 @@ def test_bad_credentials_stop_the_connector(prepared: Settings, portal: Portal,
     config = config.rename(tmp_path / "dvcqg.json")
     result = subprocess.run([sys.executable, "-c", "from connectors.cli import app; app()",
                              "run", "dvcqg", "--once", "--config", str(config)],
-                            env=settings_env(prepared), capture_output=True, text=True,
+                            env=prepared.as_env(), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert len(read_topic(prepared, "dossiers")) == 5

@@ -21,7 +21,7 @@ from connectors.dvcqg import VIETNAM, DvcqgConnector
 from connectors.status import ConnectorStatusEvent, Health, StatusChange, load_statuses
 from ioc.db import connect
 from ioc.settings import Settings
-from tests.services import free_port, query, settings_env, wait_until
+from tests.services import free_port, query, wait_until
 from tests.test_connectors import Portal, changed, connector, dossier, province, read_topic
 
 
@@ -87,7 +87,7 @@ def test_metrics_and_health_of_a_running_connector(prepared: Settings, portal: P
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ioc", "connectors", "run", "dvcqg",
                                  "--config", str(config), "--metrics-port", str(port)],
-                                env=settings_env(prepared), stdout=out, stderr=subprocess.STDOUT)
+                                env=prepared.as_env(), stdout=out, stderr=subprocess.STDOUT)
     try:
         def published() -> float:
             try:
@@ -128,7 +128,7 @@ def test_metrics_and_health_of_a_running_connector(prepared: Settings, portal: P
     assert row.last_success_at is not None and started < row.last_success_at.timestamp()
 
     listed = subprocess.run([sys.executable, "-m", "ioc", "connectors", "list"],
-                            env=settings_env(prepared), capture_output=True, text=True,
+                            env=prepared.as_env(), capture_output=True, text=True,
                             timeout=60, check=True).stdout
     line = next(x for x in listed.splitlines() if x.startswith("dvcqg "))
     success = row.last_success_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -14,7 +14,6 @@ import connectors
 from connectors import registry
 from connectors.base import Connector
 from ioc.settings import Settings
-from tests.services import settings_env
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +77,7 @@ def test_a_scaffolded_connector_runs_and_its_test_passes(
 
     # Its test, unchanged, with the project's pytest settings (warnings are errors).
     (tmp_path / "scaffold_fixtures.py").write_text(FIXTURES)
-    env = {**settings_env(settings), "PYTHONPATH": os.pathsep.join([str(tmp_path),
+    env = {**settings.as_env(), "PYTHONPATH": os.pathsep.join([str(tmp_path),
                                                                     str(PROJECT)])}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "scaffold_fixtures",

@@ -13,7 +13,7 @@ from ioc.api import create_app
 from ioc.keys import create_key, revoke_key, verify
 from ioc.kpis import read_kpis
 from ioc.settings import Settings
-from tests.services import ServedApps, WorkerProcess, query, settings_env, wait_until
+from tests.services import ServedApps, WorkerProcess, query, wait_until
 
 V2 = "/open311/v2"
 VIET_TRI = (21.3227, 105.4019)  # Phú Thọ
@@ -45,7 +45,7 @@ def assert_error(response: httpx.Response, status: int, words: str) -> None:
 
 def ioc_keys(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ioc.keys_cli", *args], capture_output=True,
-                          text=True, env=settings_env(settings), timeout=60, check=False)
+                          text=True, env=settings.as_env(), timeout=60, check=False)
 
 
 def test_cli_prints_the_key_once_and_stores_a_salted_hash(prepared: Settings) -> None:

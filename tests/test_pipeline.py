@@ -27,7 +27,6 @@ from tests.services import (
     isolated_settings,
     publish,
     query,
-    settings_env,
     wait_until,
 )
 
@@ -118,7 +117,7 @@ def check_exact_kpis(settings: Settings, worker: WorkerProcess) -> None:
         local = since.astimezone(scenario.VIETNAM).replace(tzinfo=None).isoformat()
         result = subprocess.run(
             [sys.executable, "-m", "ioc", "kpis", "--json", "--unit", commune, "--since", local],
-            env=settings_env(settings), capture_output=True, text=True, check=True)
+            env=settings.as_env(), capture_output=True, text=True, check=True)
         assert_kpis(settings, sc.subset(commune, since), json.loads(result.stdout))
 
 
