@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from rich.table import Table
 
 from ioc import broker as brokers
 from ioc.db import connect, migrate
-from ioc.embedded import Postgres
+from ioc.embedded import Postgres, free_port
 from ioc.keys import create_key
 from ioc.settings import Settings, default_cache_dir
 from ioc.topics import ensure_topics
@@ -42,11 +41,6 @@ console = Console(stderr=True)
 URL = "/open311/v2/requests.json"
 VIET_TRI = (21.3227, 105.4019)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +37,7 @@ from rich.table import Table
 
 from dashboards.macros import Context, Variable, expand
 from ioc.db import connect, migrate
-from ioc.embedded import Postgres
+from ioc.embedded import Postgres, free_port
 from ioc.logs import configure
 from ioc.settings import Settings
 
@@ -164,11 +163,6 @@ SELECT time_bucket(interval '{width}', occurred_at), kind, source, province_code
 FROM events GROUP BY 1, 2, 3, 4, 5, 6
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def plan(events: int) -> dict[str, tuple[int, int, int]]:

@@ -36,19 +36,12 @@ from connectors.simulator import Message, Simulator
 from ioc import broker as brokers
 from ioc.broker import Broker
 from ioc.db import connect, migrate
-from ioc.embedded import Postgres
+from ioc.embedded import Postgres, free_port
 from ioc.settings import Settings, default_cache_dir
 from ioc.topics import ensure_topics
 
 console = Console(stderr=True)
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def generate(count: int, seed: int) -> list[Message]:

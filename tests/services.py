@@ -30,14 +30,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from ioc import broker as brokers
 from ioc.broker import Broker, BrokerKind
 from ioc.db import connect
-from ioc.embedded import Postgres, die_with_parent, terminate
+from ioc.embedded import Postgres, die_with_parent, free_port, terminate
 from ioc.settings import Settings, default_cache_dir
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def broker_kind_under_test() -> BrokerKind:

@@ -34,7 +34,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ioc.cli import app as ioc_app
 from ioc.db import migrate
-from ioc.embedded import Postgres
+from ioc.embedded import Postgres, free_port
 from ioc.settings import DEFAULT_ALERT_RECIPIENTS, DEFAULT_ALERT_RULES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -528,11 +528,6 @@ def test_worker_healthcheck_follows_its_own_heartbeat(postgres: Postgres,
     down = {**env, "IOC_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/ioc"}
     assert healthcheck("worker", down, tmp_path) != 0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_api_healthcheck_asks_healthz_on_the_configured_port(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ single local node wants (no initial rebalance delay). SIGTERM is a clean shutdow
 """
 
 import base64
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ioc.broker.base import Broker
-from ioc.embedded import EmbeddedError
+from ioc.embedded import EmbeddedError, free_port
 
 # Sized for 2-core / 24 GB machines that also run PostgreSQL, the worker and the tests.
 HEAP = ("-Xms256m", "-Xmx768m")
@@ -37,11 +36,6 @@ log4j.logger.kafka.request.logger=WARN
 log4j.logger.state.change.logger=WARN
 """
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def new_cluster_id() -> str:
@@ -107,7 +101,7 @@ class ApacheKafka(Broker):
         if not any(self.jars.glob("kafka_2.13-*.jar")):
             raise EmbeddedError(f"no Apache Kafka jars in {self.jars}: run `ioc broker install`")
         self.log4j.write_text(LOG4J)
-        self.properties.write_text(self.server_properties(self.controller_port or _free_port()))
+        self.properties.write_text(self.server_properties(self.controller_port or free_port()))
         if (self.data_dir / "meta.properties").exists():
             return
         result = subprocess.run(
