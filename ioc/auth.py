@@ -29,6 +29,7 @@ import psycopg
 import structlog
 from fastapi import HTTPException, Request
 from psycopg.rows import dict_row
+from starlette.datastructures import Headers
 
 from ioc import keys
 from ioc.keys import ApiKey
@@ -220,15 +221,6 @@ def _client(host: str | None) -> str:
     return f"addr:{host or '?'}"
 
 
-def _credential(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """`presented_key` on raw ASGI headers."""
-    found = dict(headers)
-    kind, _, value = found.get(b"authorization", b"").decode("latin-1").partition(" ")
-    if kind.lower() == "bearer" and value.strip():
-        return value.strip()
-    return found.get(b"x-api-key", b"").decode("latin-1").strip() or None
-
-
 class FailedAuthGate:
     """ASGI middleware: a client address past its failed-check budget gets 429 for a request
     carrying a key, before routing or reading the body, unless the key is one this process
@@ -246,7 +238,7 @@ class FailedAuthGate:
         if scope["type"] == "http" and failures is not None and ring is not None:
             client = _client((scope.get("client") or (None,))[0])
             wait = failures.peek(client)
-            presented = _credential(scope.get("headers") or []) if wait > 0 else None
+            presented = key_in(Headers(scope=scope)) if wait > 0 else None
             if presented is not None and not ring.recently_verified(presented):
                 seconds = str(max(1, math.ceil(wait)))
                 body = _error_body(scope.get("path", ""), 429, "too many failed API key"
@@ -261,15 +253,19 @@ class FailedAuthGate:
         await self.app(scope, receive, send)
 
 
-def presented_key(request: Request) -> str | None:
+def key_in(headers: Mapping[str, str]) -> str | None:
     """The key from `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
-    header = request.headers.get("authorization")
+    header = headers.get("authorization")
     if header:
         kind, _, value = header.partition(" ")
         if kind.lower() == "bearer" and value.strip():
             return value.strip()
-    value = request.headers.get("x-api-key", "").strip()
+    value = headers.get("x-api-key", "").strip()
     return value or None
+
+
+def presented_key(request: Request) -> str | None:
+    return key_in(request.headers)
 
 
 def _unauthorized(message: str) -> HTTPException:
