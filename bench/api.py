@@ -30,12 +30,12 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from ioc import broker as brokers
-from ioc.db import connect, migrate
-from ioc.embedded import Postgres, free_port
-from ioc.keys import create_key
-from ioc.settings import Settings, default_cache_dir
-from ioc.topics import ensure_topics
+from ioc.api.keys import create_key
+from ioc.core.db import connect, migrate
+from ioc.core.settings import Settings, default_cache_dir
+from ioc.core.topics import ensure_topics
+from ioc.embedded import broker as brokers
+from ioc.embedded.servers import Postgres, free_port
 
 console = Console(stderr=True)
 URL = "/open311/v2/requests.json"

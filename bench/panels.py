@@ -36,10 +36,10 @@ from rich.console import Console
 from rich.table import Table
 
 from dashboards.macros import Context, Variable, expand
-from ioc.db import connect, migrate
-from ioc.embedded import Postgres, free_port
-from ioc.logs import configure
-from ioc.settings import Settings
+from ioc.core.db import connect, migrate
+from ioc.core.logs import configure
+from ioc.core.settings import Settings
+from ioc.embedded.servers import Postgres, free_port
 
 console = Console(stderr=True)
 ROOT = Path(__file__).resolve().parents[1]

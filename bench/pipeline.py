@@ -33,12 +33,12 @@ from rich.console import Console
 from rich.table import Table
 
 from connectors.simulator import Message, Simulator
-from ioc import broker as brokers
-from ioc.broker import Broker
-from ioc.db import connect, migrate
-from ioc.embedded import Postgres, free_port
-from ioc.settings import Settings, default_cache_dir
-from ioc.topics import ensure_topics
+from ioc.core.db import connect, migrate
+from ioc.core.settings import Settings, default_cache_dir
+from ioc.core.topics import ensure_topics
+from ioc.embedded import broker as brokers
+from ioc.embedded.broker import Broker
+from ioc.embedded.servers import Postgres, free_port
 
 console = Console(stderr=True)
 

@@ -25,9 +25,9 @@ from tenacity import (
 
 from connectors.health import ConnectorHealth
 from connectors.ratelimit import RateLimiter
-from ioc.db import connect
-from ioc.events import AdminUnit, Agency, Event, Kind
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.events import AdminUnit, Agency, Event, Kind
+from ioc.core.settings import Settings
 
 
 class ConnectorError(Exception):
@@ -102,7 +102,7 @@ class Connector(ABC):
     A subclass (one file, `connectors/<name>.py`, registered in `connectors/registry.py`)
     implements:
 
-    - `name` (short, the registry key and the events' `source`) and `kind` (`ioc.events.Kind`);
+    - `name` (short, the registry key and the events' `source`) and `kind` (`ioc.core.events.Kind`);
     - `Options`: a `ConnectorOptions` subclass with its own fields, if it has any;
     - `async open()` / `async close()`: create and release its client (HTTP session...);
     - `async fetch(cursor)`: read the next records after `cursor` (None: from the start) and
@@ -128,7 +128,7 @@ class Connector(ABC):
     in `connector_status`; silences announced on `<prefix>connector_status`), served with
     `/healthz` by `ioc connectors run --metrics-port`.
 
-    Settings used (`ioc.settings.Settings`): `IOC_KAFKA_BOOTSTRAP`, `IOC_TOPIC_PREFIX` (topics
+    Settings used (`ioc.core.settings.Settings`): `IOC_KAFKA_BOOTSTRAP`, `IOC_TOPIC_PREFIX` (topics
     `<prefix><kind>s`, `<prefix>dead_letters`, `<prefix>connector_status`), `IOC_DATABASE_URL`,
     `IOC_DATABASE_SCHEMA` (the cursor and status tables); options: see `ConnectorOptions`.
     """

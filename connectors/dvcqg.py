@@ -37,7 +37,7 @@ from connectors.base import (
     TransientError,
     http_error,
 )
-from ioc.events import (
+from ioc.core.events import (
     Channel,
     DossierEvent,
     DossierPayload,

@@ -64,7 +64,7 @@ from defusedxml.ElementTree import fromstring
 from pydantic import Field
 
 from connectors.base import Batch, Connector, ConnectorOptions, PermanentError, describe
-from ioc.events import (
+from ioc.core.events import (
     Direction,
     DocumentEvent,
     DocumentPayload,
@@ -385,7 +385,7 @@ def _date(value: str | None, name: str, end_of_day: bool = False) -> datetime | 
 
 
 def _plausible(parsed: datetime, value: str, name: str) -> datetime:
-    """The one date rule of the contracts (ioc/events.py), said with the edXML field."""
+    """The one date rule of the contracts (ioc/core/events.py), said with the edXML field."""
     reason = implausible(parsed)
     if reason:
         raise ValueError(f"{name}: {value!r} is {reason}")

@@ -28,8 +28,8 @@ from connectors.status import (
     load_statuses,
     save_status,
 )
-from ioc.events import Kind
-from ioc.settings import Settings
+from ioc.core.events import Kind
+from ioc.core.settings import Settings
 
 
 class ConnectorHealth:

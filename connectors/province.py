@@ -1,6 +1,6 @@
 """A province as the simulator sees it: communes, agencies, procedures, report categories.
 
-The commune list is the official two-tier map (`ioc.units`, from `vietnam-provinces`).
+The commune list is the official two-tier map (`ioc.core.units`, from `vietnam-provinces`).
 Everything the package does not have is written here by hand and is *approximate*:
 coordinates (a deterministic scatter inside a rough bounding box), agency codes in the
 document-interchange shape, procedure codes in the shape of the national database's MaTTHC
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ioc.report_services import SERVICES, Service
-from ioc.units import communes, provinces
+from ioc.core.report_services import SERVICES, Service
+from ioc.core.units import communes, provinces
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def load_province(code: str = "25") -> Province:
 
 def write_directory(province: Province, path: Path) -> Path:
     """The simulated province's agencies as an agency directory file (`IOC_AGENCY_DIRECTORY`,
-    ioc/geography.py), so the demo's API files reports under the simulator's agencies. The
+    ioc/core/geography.py), so the demo's API files reports under the simulator's agencies. The
     provincial People's Committee comes first: it receives the reports not placed yet."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as f:

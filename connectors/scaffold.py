@@ -15,7 +15,7 @@ from pathlib import Path
 from string import Template
 
 from connectors import registry
-from ioc.events import Kind
+from ioc.core.events import Kind
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
 IMPORTS = {

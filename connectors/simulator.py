@@ -34,8 +34,8 @@ from connectors.province import (
     load_province,
     office_minutes,
 )
-from ioc.events import Kind
-from ioc.settings import Settings
+from ioc.core.events import Kind
+from ioc.core.settings import Settings
 
 log = structlog.get_logger()
 T = TypeVar("T")

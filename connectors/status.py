@@ -17,9 +17,9 @@ from uuid import UUID, uuid5
 
 from pydantic import AwareDatetime, Field
 
-from ioc.db import connect
-from ioc.events import Code, Contract, Kind
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.events import Code, Contract, Kind
+from ioc.core.settings import Settings
 
 TOPIC = "connector_status"
 EVENT_IDS = UUID("0c5f2a8e-3b1d-5e47-9a62-7d4e1f0b8c93")  # UUIDv5 namespace of status events

@@ -41,7 +41,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from dashboards import PROVISIONING_DIR
 from dashboards.sdk import DATASOURCE_UID, Sql, to_dict
 from ioc.alerts.rules import Rule, Window, load_rules
-from ioc.settings import DEFAULT_ALERT_RULES
+from ioc.core.settings import DEFAULT_ALERT_RULES
 
 log = structlog.get_logger()
 

@@ -3,7 +3,7 @@ its overdue part, the digital-signature rate, per agency, how long processing to
 overdue and due-soon documents.
 
 Counts and rates come from `kpi_documents(since, until, unit, agency, former_district)` and the
-flags of `document_facts` (ioc/migrations/0003_kpis.sql) for the dashboard's time range (a
+flags of `document_facts` (ioc/core/migrations/0003_kpis.sql) for the dashboard's time range (a
 cohort: documents first seen in the period), the chosen commune/ward (`$commune`), agency
 (`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
 SQL NULL for each; the per-agency table reads `kpi_documents_by` (migration 0017): the same

@@ -2,7 +2,7 @@
 day, and the dossiers that are late or due soon.
 
 Every KPI comes from `kpi_dossiers(since, until, unit, agency, former_district)` and the
-`dossier_facts` flags of ioc/migrations/0003_kpis.sql, for the dashboard's time range (a
+`dossier_facts` flags of ioc/core/migrations/0003_kpis.sql, for the dashboard's time range (a
 cohort: dossiers received in the period), the chosen commune/ward (`$commune`), agency
 (`$agency`) and former district (`$former_district`, dashboards/former_district.py; the
 five-argument function of migration 0016); "All" is SQL NULL for each. Late / due soon compare

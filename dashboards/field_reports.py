@@ -2,7 +2,7 @@
 per commune/ward, the trend, how long resolving took, the overdue and due-soon reports and the
 map.
 
-Every count reads `field_report_facts` (ioc/migrations/0003_kpis.sql), with the flags the
+Every count reads `field_report_facts` (ioc/core/migrations/0003_kpis.sql), with the flags the
 `kpi_field_reports` function counts, for the dashboard's time range (a cohort: reports
 requested in the period), the chosen commune/ward (`$commune`), agency (`$agency`), category
 (`$category`, the Open311 `service_code`) and former district (`$former_district`,
@@ -12,8 +12,8 @@ Overdue compares with now(); due soon: open, expected within the `due_soon_horiz
 (24 h by default), as for dossiers. Time to resolve: from the request to the update that fixed or
 closed the report.
 
-Reports the API could not place in a commune/ward (ioc/geography.py) have an empty commune code:
-the per-commune table and the lists name them "Chưa xác định" (not determined), and the last
+Reports the API could not place in a commune/ward (ioc/core/geography.py) have an empty commune
+code: the per-commune table and the lists name them "Chưa xác định" (not determined), and the last
 row counts and lists them for the duty officer, who assigns them through the API
 (POST /open311/v2/requests/{id}/commune.json).
 

@@ -1,6 +1,6 @@
 """The former district variable (`$former_district`, "Huyện cũ"): the district level ended on
 1 July 2025, and records from before then carry their district's code (`former_district_code`,
-ioc/events.py), the rates of that time being tracked per district too (docs/domain.md).
+ioc/core/events.py), the rates of that time being tracked per district too (docs/domain.md).
 
 `vietnam-provinces` (2025.10.1) lists today's provinces and communes only, no former district
 names, so the choices are the codes found in the data. "All" is SQL NULL: no filter (records

@@ -1,6 +1,6 @@
 """The provincial overview wall: the big numbers of the province, one glance, dark room.
 
-Every number comes from the KPI functions of ioc/migrations/0003_kpis.sql for the dashboard's
+Every number comes from the KPI functions of ioc/core/migrations/0003_kpis.sql for the dashboard's
 time range (a cohort: what was received in the period) and the chosen commune/ward
 (`$commune`) and agency (`$agency`); "All" is SQL NULL (the whole province, every agency).
 Aggregates only, and the map of field reports (dashboards/reportmap.py): codes, category,

@@ -1,6 +1,6 @@
 """Pipeline health: is the stream flowing, are the workers and connectors alive, what was refused?
 
-Event counts come from `event_counts_minute` and `event_counts_hour` (ioc/migrations/
+Event counts come from `event_counts_minute` and `event_counts_hour` (ioc/core/migrations/
 0002_timeseries.*.sql: tables the worker keeps on plain PostgreSQL, real-time continuous
 aggregates on TimescaleDB), bucketed by the events' `occurred_at`, through `event_counts`
 (migration 0017): the minutes of the time range, the whole hours read from the hourly counts
@@ -18,7 +18,7 @@ once, by when it was dead-lettered within the time range; per reason and origin 
 topic or connector) with the exact last time, and the most recent ones with their error and
 key. Never the payload: the table does not hold it.
 
-Connectors come from `connector_status` (ioc/migrations/0013_connector_status.sql, written by
+Connectors come from `connector_status` (ioc/core/migrations/0013_connector_status.sql, written by
 each connector, connectors/status.py): health, why, last success, last record, silent since.
 """
 

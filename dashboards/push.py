@@ -20,7 +20,7 @@ from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 
 from dashboards import JSON_DIR, PROVISIONING_DIR
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 
 DATASOURCES = PROVISIONING_DIR / "datasources" / "ioc.yaml"
 PROVIDERS = PROVISIONING_DIR / "dashboards" / "ioc.yaml"

@@ -1,6 +1,6 @@
 """The league table: agencies (and communes/wards) ranked in the style of Decision 766/QĐ-TTg.
 
-Rows come from `kpi_agency_ranking` / `kpi_commune_ranking` (ioc/migrations/0005_ranking.sql;
+Rows come from `kpi_agency_ranking` / `kpi_commune_ranking` (ioc/core/migrations/0005_ranking.sql;
 since 0017 every group's KPIs in one pass, `kpi_dossiers_by`) for the dashboard's time range
 (a cohort: dossiers received in the period). Points per group by
 the 766 rule (a rate at or above its target earns full points, otherwise rate / target × points):

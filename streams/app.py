@@ -2,8 +2,8 @@
 
 import faust
 
-from ioc.fetch_pacing import pace_empty_fetches
-from ioc.settings import get_settings
+from ioc.core.settings import get_settings
+from streams.fetch_pacing import pace_empty_fetches
 
 settings = get_settings()
 pace_empty_fetches(settings.empty_fetch_pause_ms / 1000)  # 0 but with the emulator

@@ -13,7 +13,7 @@ from itertools import accumulate
 import psycopg
 import structlog
 
-from ioc.db import connect_kwargs
+from ioc.core.db import connect_kwargs
 from streams.app import app, settings
 
 log = structlog.get_logger()

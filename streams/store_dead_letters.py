@@ -1,10 +1,10 @@
-"""Store every dead letter as a row of `dead_letters` (ioc/dead_letters.py): from the storing
+"""Store every dead letter as a row of `dead_letters` (streams/dead_letters.py): from the storing
 agents, the connectors and `ioc import` alike; never the payload.
 
 Nothing escapes the agent (an escaping exception would ack and lose the batch): database
 trouble is retried with backoff until it passes; a row the database refuses (DataError) is
 logged and skipped, the dead letter itself stays on the topic. Stored once, even when the
-topic is replayed or a producer sends a dead letter again (see ioc/dead_letters.py).
+topic is replayed or a producer sends a dead letter again (see streams/dead_letters.py).
 """
 
 from collections.abc import Sequence
@@ -15,9 +15,9 @@ import structlog
 from faust.types import EventT, StreamT
 from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
-from ioc.db import connect_kwargs
-from ioc.dead_letters import DeadLetter, from_message, store
+from ioc.core.db import connect_kwargs
 from streams.app import app, settings
+from streams.dead_letters import DeadLetter, from_message, store
 from streams.topics import dead_letters
 
 log = structlog.get_logger()

@@ -2,7 +2,7 @@
 
 from faust.types import StreamT
 
-from ioc.events import Kind
+from ioc.core.events import Kind
 from streams.app import app
 from streams.storing import store_events
 from streams.topics import dossiers

@@ -18,10 +18,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from ioc.events import Event, Kind, parse_event
-from ioc.store import Store, Written
+from ioc.core.events import Event, Kind, parse_event
 from streams.app import settings
 from streams.status import counters
+from streams.store import Store, Written
 from streams.topics import dead_letters
 
 log = structlog.get_logger()

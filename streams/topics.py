@@ -2,7 +2,7 @@
 
 import faust
 
-from ioc.events import Kind
+from ioc.core.events import Kind
 from streams.app import app, settings
 
 

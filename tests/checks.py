@@ -4,10 +4,10 @@ equal what tests/scenario.py computes from its ground truth, each event counted 
 import asyncio
 from typing import Any
 
-from ioc.db import migrate
-from ioc.kpis import read_kpis
-from ioc.settings import Settings
-from ioc.topics import ensure_topics
+from ioc.core.db import migrate
+from ioc.core.kpis import read_kpis
+from ioc.core.settings import Settings
+from ioc.core.topics import ensure_topics
 from tests import scenario
 from tests.services import WorkerProcess, query, wait_until
 

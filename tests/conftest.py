@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from ioc.broker import Broker
-from ioc.db import migrate
-from ioc.embedded import Postgres
-from ioc.settings import Settings
-from ioc.topics import ensure_topics
+from ioc.core.db import migrate
+from ioc.core.settings import Settings
+from ioc.core.topics import ensure_topics
+from ioc.embedded.broker import Broker
+from ioc.embedded.servers import Postgres
 from tests.services import (
     ServedApps,
     broker_kind_under_test,

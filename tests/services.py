@@ -27,11 +27,11 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from ioc import broker as brokers
-from ioc.broker import Broker, BrokerKind
-from ioc.db import connect
-from ioc.embedded import Postgres, die_with_parent, free_port, terminate
-from ioc.settings import Settings, default_cache_dir
+from ioc.core.db import connect
+from ioc.core.settings import Settings, default_cache_dir
+from ioc.embedded import broker as brokers
+from ioc.embedded.broker import Broker, BrokerKind
+from ioc.embedded.servers import Postgres, die_with_parent, free_port, terminate
 
 
 def broker_kind_under_test() -> BrokerKind:

@@ -29,14 +29,14 @@ from typing import Any
 import pytest
 
 from connectors.simulator import TOPICS, VIETNAM, Message, Simulator
-from ioc.api import create_app
-from ioc.broker import Broker
-from ioc.db import migrate
-from ioc.embedded import Postgres
-from ioc.events import parse_event
-from ioc.keys import create_key
-from ioc.settings import Settings
-from ioc.topics import ensure_topics
+from ioc.api.app import create_app
+from ioc.api.keys import create_key
+from ioc.core.db import migrate
+from ioc.core.events import parse_event
+from ioc.core.settings import Settings
+from ioc.core.topics import ensure_topics
+from ioc.embedded.broker import Broker
+from ioc.embedded.servers import Postgres
 from tests.receivers import BOT_TOKEN, SECRET, ZALO_TOKEN, Receiver, Telegram, Zalo
 from tests.services import (
     ServedApps,

@@ -22,14 +22,14 @@ from typer.testing import CliRunner
 
 from ioc.alerts import Rule, evaluate
 from ioc.alerts.ack import AlertConflict, AlertNotFound, Ref, acknowledge, silence
-from ioc.alerts.cli import app as alerts_app
 from ioc.alerts.deliver import enqueue_and_deliver
 from ioc.alerts.links import ack_link
 from ioc.alerts.outbox import enqueue
-from ioc.api import create_app
-from ioc.db import connect, migrate
-from ioc.keys import create_key
-from ioc.settings import Settings, get_settings
+from ioc.api.app import create_app
+from ioc.api.keys import create_key
+from ioc.cli.alerts import app as alerts_app
+from ioc.core.db import connect, migrate
+from ioc.core.settings import Settings, get_settings
 from tests.services import ServedApps, query
 from tests.test_alert_delivery import SmtpServer, config, smtp  # noqa: F401 (fixture)
 from tests.timescaledb import TimescaleServer

@@ -34,8 +34,8 @@ from ioc.alerts.deliver import configured, deliver, enqueue_and_deliver
 from ioc.alerts.email import SmtpConfig
 from ioc.alerts.message import Text
 from ioc.alerts.recipients import Address, RecipientsError, load, resolver
-from ioc.db import migrate
-from ioc.settings import Settings
+from ioc.core.db import migrate
+from ioc.core.settings import Settings
 from tests.receivers import (
     BOT_TOKEN,
     SECRET,

@@ -21,9 +21,9 @@ from aiosmtpd.controller import Controller
 from ioc.alerts import Rule, evaluate
 from ioc.alerts.deliver import deliver, enqueue_and_deliver
 from ioc.alerts.email import SmtpConfig
-from ioc.db import migrate
-from ioc.settings import Settings
-from ioc.topics import ensure_topics
+from ioc.core.db import migrate
+from ioc.core.settings import Settings
+from ioc.core.topics import ensure_topics
 from tests import scenario
 from tests.services import (
     WorkerProcess,

@@ -1,6 +1,6 @@
 """The built-in alert rule kinds (due_soon, surge, no_signal) on real PostgreSQL (and
 TimescaleDB for no_signal, where `events` is a hypertable): events go in through the worker's
-write path (ioc.store.Store) at a fixed `now`; the expected counts and minutes are computed
+write path (streams.store.Store) at a fixed `now`; the expected counts and minutes are computed
 here from the generated data, never read back from the SQL."""
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import pytest
 from typer.testing import CliRunner
 
 from ioc.alerts import Rule, RuleFileError, evaluate, load_file, load_rules, measure_all
-from ioc.alerts.cli import app as alerts_app
 from ioc.alerts.kinds import SurgeMeasurement
-from ioc.db import connect, migrate
-from ioc.embedded import Postgres
-from ioc.events import Kind, parse_event
-from ioc.settings import Settings, get_settings
-from ioc.store import Store
+from ioc.cli.alerts import app as alerts_app
+from ioc.core.db import connect, migrate
+from ioc.core.events import Kind, parse_event
+from ioc.core.settings import Settings, get_settings
+from ioc.embedded.servers import Postgres
+from streams.store import Store
 from tests import scenario
 from tests.timescaledb import TimescaleServer
 

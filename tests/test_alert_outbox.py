@@ -20,7 +20,7 @@ import pytest
 from ioc.alerts import Rule, evaluate
 from ioc.alerts.ack import Ref, acknowledge, silence
 from ioc.alerts.deliver import deliver, enqueue_and_deliver
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 from tests.services import query
 from tests.test_alert_ack import VIETNAM, backlog_rule
 from tests.test_alert_delivery import Mailbox, SmtpServer, body, config, smtp  # noqa: F401

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ioc.alerts import Rule, RuleFileError, evaluate, load_file, load_rules
-from ioc.alerts.cli import app as alerts_app
-from ioc.db import connect, migrate
-from ioc.settings import Settings, get_settings
+from ioc.cli.alerts import app as alerts_app
+from ioc.core.db import connect, migrate
+from ioc.core.settings import Settings, get_settings
 from tests import scenario
 from tests.test_dashboards import load
 from tests.timescaledb import TimescaleServer

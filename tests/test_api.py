@@ -21,10 +21,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.status import Health, StatusRow, save_status
-from ioc.api import create_app
-from ioc.db import connect, migrate
-from ioc.lag import CONSUMED_TOPICS, BrokerUnavailable, consumer_lag
-from ioc.settings import Settings
+from ioc.api.app import create_app
+from ioc.core.db import connect, migrate
+from ioc.core.lag import CONSUMED_TOPICS, BrokerUnavailable, consumer_lag
+from ioc.core.settings import Settings
 from tests.services import ServedApps, free_port, start_postgres
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -457,8 +457,8 @@ def test_serve_stops_cleanly(migrated: Settings, tmp_path: Path, sig: signal.Sig
         "IOC_API_PORT": str(port),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from ioc.api import serve; from ioc.settings import Settings;"
-                               " serve(Settings())"],
+        [sys.executable, "-c", "from ioc.api.app import serve;"
+                               " from ioc.core.settings import Settings; serve(Settings())"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:

@@ -21,13 +21,13 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
-from ioc.api import create_app, openapi_document
-from ioc.broker import Broker
-from ioc.db import migrate
-from ioc.embedded import Postgres
-from ioc.keys import SCOPES, create_key
-from ioc.settings import Settings
-from ioc.topics import ensure_topics
+from ioc.api.app import create_app, openapi_document
+from ioc.api.keys import SCOPES, create_key
+from ioc.core.db import migrate
+from ioc.core.settings import Settings
+from ioc.core.topics import ensure_topics
+from ioc.embedded.broker import Broker
+from ioc.embedded.servers import Postgres
 from tests.services import ServedApps, isolated_settings
 from tests.test_connectors import dossier
 

@@ -19,9 +19,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ioc.alerts import evaluate
-from ioc.api import create_app
-from ioc.keys import create_key, revoke_key
-from ioc.settings import Settings
+from ioc.api.app import create_app
+from ioc.api.keys import create_key, revoke_key
+from ioc.core.settings import Settings
 from tests.services import ServedApps, TcpProxy, free_port, query, wait_until
 from tests.test_alert_ack import backlog_rule
 from tests.test_connectors import dossier
@@ -68,8 +68,8 @@ def open311_error(response: httpx.Response, status: int, words: str) -> None:
 SERVE_WITH_A_FAULTY_ROUTE = """
 import sys
 from fastapi import Request
-import ioc.api as api
-from ioc.settings import Settings
+import ioc.api.app as api
+from ioc.core.settings import Settings
 
 make = api.create_app
 

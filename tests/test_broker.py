@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ioc.broker import kafka_version
+from ioc.embedded.broker import kafka_version
 
 ROOT = Path(__file__).resolve().parent.parent
 

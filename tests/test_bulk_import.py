@@ -14,7 +14,7 @@ import pytest
 from openpyxl import Workbook
 
 from connectors.dvcqg import DvcqgConnector
-from ioc.bulk_import import (
+from ioc.cli.bulk_import import (
     DOCUMENT_COLUMNS,
     DOSSIER_COLUMNS,
     FileRefused,
@@ -23,9 +23,9 @@ from ioc.bulk_import import (
     importer,
     records,
 )
-from ioc.events import parse_event
-from ioc.kpis import read_kpis
-from ioc.settings import Settings
+from ioc.core.events import parse_event
+from ioc.core.kpis import read_kpis
+from ioc.core.settings import Settings
 from tests.services import WorkerProcess, query, wait_until
 from tests.test_connectors import dossier, expected_kpis, province, read_topic
 from tests.test_edxml import DOC_ID, RECEIVER, SENDER, duplicates

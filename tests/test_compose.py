@@ -32,10 +32,10 @@ import yaml
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ioc.cli import app as ioc_app
-from ioc.db import migrate
-from ioc.embedded import Postgres, free_port
-from ioc.settings import DEFAULT_ALERT_RECIPIENTS, DEFAULT_ALERT_RULES, Settings
+from ioc.cli.main import app as ioc_app
+from ioc.core.db import migrate
+from ioc.core.settings import DEFAULT_ALERT_RECIPIENTS, DEFAULT_ALERT_RULES, Settings
+from ioc.embedded.servers import Postgres, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
@@ -184,7 +184,7 @@ def test_ioc_variables_are_settings() -> None:
     fields = {f"IOC_{name.upper()}" for name in Settings.model_fields}
     for where, text in (("docker-compose.yml", COMPOSE_TEXT), (".env.example", ENV_EXAMPLE)):
         unknown = set(IOC_NAME.findall(text)) - fields
-        assert not unknown, f"{where} names settings ioc/settings.py lacks: {sorted(unknown)}"
+        assert not unknown, f"{where} names settings ioc/core/settings.py lacks: {sorted(unknown)}"
 
 
 def test_env_example_lists_every_variable_and_setting() -> None:
@@ -218,7 +218,7 @@ def test_defaults_shown_are_the_code_defaults(monkeypatch: pytest.MonkeyPatch,
         if value == "" and field in ("kafka_bootstrap", "database_url", "worker_instance_id"):
             continue  # computed at run time: the embedded stack's, the host name
         assert getattr(Settings(**{field: value}), field) == getattr(code, field), (
-            f"{where}: {name}={value}, but ioc/settings.py says {getattr(code, field)}")
+            f"{where}: {name}={value}, but ioc/core/settings.py says {getattr(code, field)}")
 
 
 def test_worker_replicas_are_distinct_static_members(monkeypatch: pytest.MonkeyPatch,

@@ -23,9 +23,9 @@ from aiokafka.structs import ConsumerRecord
 from connectors import registry
 from connectors.base import PermanentError
 from connectors.dvcqg import DvcqgConnector
-from ioc.events import DossierEvent, parse_event
-from ioc.kpis import read_kpis
-from ioc.settings import Settings
+from ioc.core.events import DossierEvent, parse_event
+from ioc.core.kpis import read_kpis
+from ioc.core.settings import Settings
 from tests.services import WorkerProcess, query, wait_until
 
 # The portal's sync payload sample of shared/samples/dossiers, copied so the suite stands alone.
@@ -385,7 +385,7 @@ def test_bad_credentials_stop_the_connector(prepared: Settings, portal: Portal,
     # The same through the command line: a clear message and a failing exit code.
     config = tmp_path / "dvcqg.toml"
     config.write_text(f'base_url = "{portal.url}"\ntoken = "wrong"\nretry_attempts = 1\n')
-    result = subprocess.run([sys.executable, "-c", "from connectors.cli import app; app()",
+    result = subprocess.run([sys.executable, "-c", "from ioc.cli.connectors import app; app()",
                              "run", "dvcqg", "--once", "--config", str(config)],
                             env=prepared.as_env(), capture_output=True, text=True,
                             timeout=60)
@@ -395,7 +395,7 @@ def test_bad_credentials_stop_the_connector(prepared: Settings, portal: Portal,
     portal.token = None
     config.write_text(json.dumps({"base_url": portal.url}))
     config = config.rename(tmp_path / "dvcqg.json")
-    result = subprocess.run([sys.executable, "-c", "from connectors.cli import app; app()",
+    result = subprocess.run([sys.executable, "-c", "from ioc.cli.connectors import app; app()",
                              "run", "dvcqg", "--once", "--config", str(config)],
                             env=prepared.as_env(), capture_output=True, text=True,
                             timeout=60)
@@ -407,6 +407,6 @@ def test_the_registry_names_what_it_knows() -> None:
     assert registry.load("dvcqg") is DvcqgConnector
     with pytest.raises(registry.UnknownConnector, match="known: dvcqg"):
         registry.load("nope")
-    result = subprocess.run([sys.executable, "-c", "from connectors.cli import app; app()",
+    result = subprocess.run([sys.executable, "-c", "from ioc.cli.connectors import app; app()",
                              "list"], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.split()[:3] == ["dvcqg", "dossier", "built-in"]

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.dvcqg import VIETNAM, DvcqgConnector
 from connectors.status import ConnectorStatusEvent, Health, StatusChange, load_statuses
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 from tests.services import free_port, query, wait_until
 from tests.test_connectors import Portal, changed, connector, dossier, province, read_topic
 

@@ -13,7 +13,7 @@ import pytest
 import connectors
 from connectors import registry
 from connectors.base import Connector
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import connectors
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 
 connectors.__path__.append(str(Path(__file__).parent / "connectors"))
 

@@ -23,8 +23,8 @@ from dashboards import build as builder
 from dashboards import documents, dossiers, field_reports, overview
 from dashboards.macros import Context, MacroError, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
-from ioc.db import connect, migrate
-from ioc.settings import Settings
+from ioc.core.db import connect, migrate
+from ioc.core.settings import Settings
 from tests import scenario
 from tests.boards import Board, queries
 from tests.timescaledb import TimescaleServer
@@ -242,9 +242,9 @@ def sc() -> scenario.Scenario:
 
 
 def load(settings: Settings, sc: scenario.Scenario) -> None:
-    """The worker's own write path (ioc.store.Store), fed the scenario's events."""
-    from ioc.events import Kind, parse_event
-    from ioc.store import Store
+    """The worker's own write path (streams.store.Store), fed the scenario's events."""
+    from ioc.core.events import Kind, parse_event
+    from streams.store import Store
 
     topics = {"dossiers": Kind.DOSSIER, "documents": Kind.DOCUMENT,
               "field_reports": Kind.FIELD_REPORT}
@@ -382,7 +382,7 @@ def test_every_query_on_timescaledb(timescale: TimescaleServer, board: Board,
 def test_cli_build_check() -> None:
     from typer.testing import CliRunner
 
-    from dashboards.cli import app
+    from ioc.cli.dashboards import app
 
     result = CliRunner().invoke(app, ["build", "--check"])
     assert result.exit_code == 0, result.output

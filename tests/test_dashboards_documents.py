@@ -16,8 +16,8 @@ import pytest
 from dashboards import documents
 from dashboards.macros import Context, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 from tests import scenario
 from tests.boards import Board, queries, run, variable
 from tests.test_dashboards import loaded, on_timescaledb, plain, walk

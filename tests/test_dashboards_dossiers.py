@@ -16,8 +16,8 @@ import pytest
 from dashboards import dossiers
 from dashboards.macros import Context, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 from tests import scenario
 from tests.boards import Board, queries, run
 from tests.test_dashboards import as_time, loaded, on_timescaledb, plain, walk

@@ -24,8 +24,8 @@ from dashboards import build as builder
 from dashboards import pipeline, ranking
 from dashboards.macros import Context, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 from tests import scenario
 from tests.boards import Board, queries, run
 from tests.services import WorkerProcess, query, wait_until

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dashboards.cli import app
+from ioc.cli.dashboards import app
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "glsa_test_token"

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dashboards import render as r
-from dashboards.cli import app
+from ioc.cli.dashboards import app
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARDS = sorted((ROOT / "dashboards/json").glob("*.json"))

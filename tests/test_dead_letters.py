@@ -1,4 +1,4 @@
-"""Dead letters stored (streams/store_dead_letters.py, ioc/dead_letters.py): from a real `ioc
+"""Dead letters stored (streams/store_dead_letters.py, streams/dead_letters.py): from a real `ioc
 worker` process, a connector and `ioc import`, on the real broker, into real PostgreSQL; each
 exactly once, even when producers send them again and a new consumer group replays every
 topic; no payload, nothing personal. The expected rows are read from the dead-letter topic
@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.base import Batch, Connector
-from ioc.bulk_import import ImportKind, importer, records
-from ioc.db import connect, connect_kwargs, migrate
-from ioc.dead_letters import ERROR_CHARS, KEY_CHARS, DeadLetter, from_message, store
-from ioc.events import Event, Kind
-from ioc.settings import Settings
+from ioc.cli.bulk_import import ImportKind, importer, records
+from ioc.core.db import connect, connect_kwargs, migrate
+from ioc.core.events import Event, Kind
+from ioc.core.settings import Settings
+from streams.dead_letters import ERROR_CHARS, KEY_CHARS, DeadLetter, from_message, store
 from tests.checks import prepare
 from tests.services import WorkerProcess, publish, query, wait_until
 from tests.test_bulk_import import row_of, write_csv

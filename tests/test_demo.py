@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ioc.broker import KINDS
+from ioc.embedded.broker import KINDS
 from tests.test_stack import stack_env  # noqa: F401  (fixture)
 
 

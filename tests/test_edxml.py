@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from connectors.edxml import EdxmlInboxConnector
-from ioc.events import DocumentEvent, parse_event
-from ioc.kpis import read_kpis
-from ioc.settings import Settings
+from ioc.core.events import DocumentEvent, parse_event
+from ioc.core.kpis import read_kpis
+from ioc.core.settings import Settings
 from tests.services import WorkerProcess, query, wait_until
 from tests.test_connectors import read_topic
 

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from ioc.cli import app
-from ioc.events import EVENT_TYPES, Kind, parse_event
+from ioc.cli.main import app
+from ioc.core.events import EVENT_TYPES, Kind, parse_event
 from tests.scenario import COMMUNES, PROVINCE
 
 NOW = datetime.now(UTC)

@@ -1,15 +1,14 @@
-"""Placing and routing field reports (ioc/geography.py). Every expected commune code below was
+"""Placing and routing field reports (ioc/core/geography.py). Every expected commune code below was
 looked up by hand in vietnam-provinces 2025.10.1 (`Ward.iter_by_province(25)`), and the
 polygons are squares drawn for this test: nothing is computed with the code under test."""
 
-import ast
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ioc.geography import (
+from ioc.core.geography import (
     UNKNOWN_AGENCY_CODE,
     Boundaries,
     CommuneNames,
@@ -218,24 +217,3 @@ def test_the_code_property_is_a_setting(tmp_path: Path) -> None:
     path.write_text(json.dumps(collection(feature(
         VIET_TRI, {"type": "Polygon", "coordinates": [square(105.0, 21.0)]}, key="ma_xa"))))
     assert Boundaries(path, "25", "ma_xa").find(21.05, 105.05) == VIET_TRI
-
-
-# --- production never uses the simulator ----------------------------------------------------
-
-def test_no_production_module_imports_the_simulator() -> None:
-    simulator = {"connectors.simulator", "connectors.province"}
-    apps = {"ioc/demo.py", "ioc/cli.py"}  # the demo and `ioc simulate` run the simulator
-    offenders = []
-    for folder in ("ioc", "streams", "dashboards", "connectors", "alerts"):
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            name = path.relative_to(ROOT).as_posix()
-            if name in apps or name in {"connectors/simulator.py", "connectors/province.py"}:
-                continue
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                           else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-                offenders += [f"{name}: {m}" for m in modules
-                              if m in simulator or (m == "connectors" and isinstance(
-                                  node, ast.ImportFrom) and {a.name for a in node.names}
-                                  & {"simulator", "province"})]
-    assert offenders == []

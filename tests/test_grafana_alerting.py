@@ -31,8 +31,8 @@ from dashboards.macros import Context, Variable, expand
 from dashboards.sdk import DATASOURCE_TYPE, DATASOURCE_UID, to_dict
 from ioc.alerts.evaluate import measure
 from ioc.alerts.rules import Rule, load_rules
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 from tests import scenario
 from tests.test_dashboards import loaded, on_timescaledb, plain
 from tests.timescaledb import TimescaleServer

@@ -11,12 +11,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.dvcqg import DvcqgConnector
-from ioc.api import create_app
-from ioc.db import migrate
-from ioc.events import parse_event
-from ioc.keys import create_key
-from ioc.kpis import read_kpis
-from ioc.settings import Settings
+from ioc.api.app import create_app
+from ioc.api.keys import create_key
+from ioc.core.db import migrate
+from ioc.core.events import parse_event
+from ioc.core.kpis import read_kpis
+from ioc.core.settings import Settings
 from tests.services import ServedApps, WorkerProcess, query, wait_until
 from tests.test_connectors import PERSONAL_VALUES, dossier, expected_kpis, province, read_topic
 from tests.test_edxml import DATA, DOC_ID, DOCUMENT, PERSONAL, RECEIVER, SENDER, STATUS, duplicates

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ioc.api import create_app
-from ioc.keys import create_key, revoke_key, verify
-from ioc.kpis import read_kpis
-from ioc.settings import Settings
+from ioc.api.app import create_app
+from ioc.api.keys import create_key, revoke_key, verify
+from ioc.core.kpis import read_kpis
+from ioc.core.settings import Settings
 from tests.services import ServedApps, WorkerProcess, query, wait_until
 
 V2 = "/open311/v2"
@@ -44,7 +44,7 @@ def assert_error(response: httpx.Response, status: int, words: str) -> None:
 
 
 def ioc_keys(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ioc.keys_cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ioc.cli.keys", *args], capture_output=True,
                           text=True, env=settings.as_env(), timeout=60, check=False)
 
 

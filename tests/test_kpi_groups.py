@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 from tests import scenario
 from tests.test_dashboards import loaded, on_timescaledb, plain
 from tests.test_dashboards_more import events_in

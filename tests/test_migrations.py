@@ -2,8 +2,8 @@
 
 from datetime import UTC, datetime
 
-from ioc.db import migrate, migrations
-from ioc.settings import Settings
+from ioc.core.db import migrate, migrations
+from ioc.core.settings import Settings
 from tests.services import query
 
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ioc.db import connect, migrate, migrations
-from ioc.embedded import Postgres
-from ioc.settings import Settings
+from ioc.core.db import connect, migrate, migrations
+from ioc.core.settings import Settings
+from ioc.embedded.servers import Postgres
 from tests.timescaledb import TimescaleServer
 
 EVENT_INSERT = (
@@ -304,8 +304,8 @@ def test_worker_store_on_timescaledb_gives_exact_kpis(ts: Settings) -> None:
     continuous aggregates) on the real extension: same exact KPIs as on plain PostgreSQL."""
     import asyncio
 
-    from ioc.events import Kind, parse_event
-    from ioc.store import Store
+    from ioc.core.events import Kind, parse_event
+    from streams.store import Store
     from tests import scenario
     from tests.checks import assert_counted_once, assert_kpis, assert_rollups
 

@@ -19,15 +19,15 @@ from georeport import GeoReport
 from dashboards import field_reports
 from dashboards.macros import Context
 from dashboards.sdk import to_dict
-from ioc.api import create_app
-from ioc.db import connect
-from ioc.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
-from ioc.keys import create_key
-from ioc.kpis import read_kpis
-from ioc.logs import scrub
-from ioc.redact import redact
-from ioc.report_services import SERVICES
-from ioc.settings import Settings
+from ioc.api.app import create_app
+from ioc.api.keys import create_key
+from ioc.core.db import connect
+from ioc.core.events import AdminUnit, Agency, FieldReportEvent, FieldReportPayload, ReportStatus
+from ioc.core.kpis import read_kpis
+from ioc.core.logs import scrub
+from ioc.core.redact import redact
+from ioc.core.report_services import SERVICES
+from ioc.core.settings import Settings
 from tests.boards import run, variable
 from tests.services import ServedApps, WorkerProcess, free_port, publish, query, wait_until
 

@@ -4,8 +4,8 @@ PostgreSQL; and the time-series index answers a metric's range from the index al
 
 from __future__ import annotations
 
-from ioc.db import connect, migrate
-from ioc.settings import Settings
+from ioc.core.db import connect, migrate
+from ioc.core.settings import Settings
 from tests import scenario
 from tests.test_dashboards import load
 

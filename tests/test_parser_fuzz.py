@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from connectors.dvcqg import DvcqgConnector
 from connectors.edxml import EdxmlInboxConnector
-from ioc.events import DocumentEvent, DossierEvent
-from ioc.settings import Settings
+from ioc.core.events import DocumentEvent, DossierEvent
+from ioc.core.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 DOSSIER: dict[str, Any] = json.loads((DATA / "dvcqg-sync.json").read_text(encoding="utf-8"))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ioc.broker import Broker
-from ioc.embedded import Postgres
-from ioc.settings import Settings
+from ioc.core.settings import Settings
+from ioc.embedded.broker import Broker
+from ioc.embedded.servers import Postgres
 from tests import scenario
 from tests.checks import (
     assert_counted_once,

@@ -6,9 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from ioc.broker import Broker
-from ioc.embedded import Postgres
-from ioc.settings import Settings
+from ioc.core.settings import Settings
+from ioc.embedded.broker import Broker
+from ioc.embedded.servers import Postgres
 from tests import scenario
 from tests.checks import assert_exact, prepare, stored_events, wait_stored
 from tests.services import (

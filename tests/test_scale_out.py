@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from ioc.broker import Broker
-from ioc.broker.apache import ApacheKafka
-from ioc.embedded import Postgres
-from ioc.settings import Settings
+from ioc.core.settings import Settings
+from ioc.embedded.broker import Broker
+from ioc.embedded.broker.apache import ApacheKafka
+from ioc.embedded.servers import Postgres
 from tests import scenario
 from tests.checks import assert_exact, prepare, stored_events, wait_stored
 from tests.services import (

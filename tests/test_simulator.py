@@ -10,12 +10,12 @@ from typing import Any
 
 from connectors.province import load_province
 from connectors.simulator import TOPICS, VIETNAM, Message, Simulator, Stats, run
-from ioc.db import migrate
-from ioc.events import parse_event
-from ioc.kpis import read_kpis
-from ioc.settings import Settings
-from ioc.topics import ensure_topics
-from ioc.units import communes
+from ioc.core.db import migrate
+from ioc.core.events import parse_event
+from ioc.core.kpis import read_kpis
+from ioc.core.settings import Settings
+from ioc.core.topics import ensure_topics
+from ioc.core.units import communes
 from tests.services import WorkerProcess, query, wait_until
 
 
@@ -253,7 +253,7 @@ def test_run_publishes_a_province_that_a_worker_turns_into_kpis(settings: Settin
 def test_the_simulators_directory_is_one_the_api_reads(tmp_path: Path) -> None:
     """`ioc demo` hands the simulated agencies to the API as an agency directory file."""
     from connectors.province import write_directory
-    from ioc.geography import Directory
+    from ioc.core.geography import Directory
 
     province = load_province("25")
     directory = Directory.load(write_directory(province, tmp_path / "d" / "agencies.csv"), "25")

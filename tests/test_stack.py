@@ -84,7 +84,7 @@ def test_up_serves_kpis_stops_cleanly_and_keeps_data(running: Up,
                                                      stack_env: dict[str, str]) -> None:
     running.wait_ready()
     sc = scenario.build(seed=11, dossiers=40, documents=10, reports=10, malformed=False)
-    script = ("import asyncio, pickle, sys; from ioc.settings import Settings;"
+    script = ("import asyncio, pickle, sys; from ioc.core.settings import Settings;"
               " from tests.services import publish;"
               " asyncio.run(publish(Settings(), pickle.load(sys.stdin.buffer)))")
     subprocess.run([sys.executable, "-c", script], env=stack_env, input=pickle.dumps(sc.messages),

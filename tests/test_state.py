@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ioc.db import connect, migrate
-from ioc.events import DocumentEvent, DossierEvent, Event, Kind
-from ioc.settings import Settings
-from ioc.state import STATE_TABLES
-from ioc.store import Store
+from ioc.core.db import connect, migrate
+from ioc.core.events import DocumentEvent, DossierEvent, Event, Kind
+from ioc.core.settings import Settings
+from streams.state import STATE_TABLES
+from streams.store import Store
 from tests.services import query
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -95,7 +95,7 @@ def test_concurrent_workers_keep_rollups_exact(settings: Settings) -> None:
     row still equals the counts recomputed from the final state, and the state the fold."""
     import random
 
-    from ioc.events import parse_event
+    from ioc.core.events import parse_event
     from tests import scenario
 
     migrate(settings)

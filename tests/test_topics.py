@@ -4,8 +4,8 @@ import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ioc.settings import TOPIC_NAMES, Settings
-from ioc.topics import ensure_topics
+from ioc.core.settings import TOPIC_NAMES, Settings
+from ioc.core.topics import ensure_topics
 
 
 async def partition_counts(settings: Settings) -> dict[str, int]:

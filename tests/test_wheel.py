@@ -30,8 +30,8 @@ import pytest
 import yaml
 from psycopg import sql
 
-from ioc.embedded import Postgres
-from ioc.events import EVENT_TYPES
+from ioc.core.events import EVENT_TYPES
+from ioc.embedded.servers import Postgres
 from tests.test_dashboards_push import TOKEN, FakeGrafana, handler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def rule_names() -> list[str]:
 
 def test_the_project_resolves_to_the_wheels_copy(installed: Installed) -> None:
     probe = ("import json, importlib;"
-             "from ioc.settings import Settings; s = Settings();"
+             "from ioc.core.settings import Settings; s = Settings();"
              f"m = {{n: importlib.import_module(n).__file__ for n in {PACKAGES!r}}};"
              "print(json.dumps({'modules': m, 'rules': str(s.alert_rules),"
              " 'recipients': str(s.alert_recipients)}))")
@@ -116,7 +116,7 @@ def test_migrate_from_an_empty_folder(installed: Installed, postgres: Postgres) 
     done = installed.ioc("db", "migrate", IOC_DATABASE_URL=postgres.url,
                          IOC_DATABASE_SCHEMA=schema)
     assert done.returncode == 0, done.stderr
-    files = (ROOT / "ioc" / "migrations").glob("*.sql")
+    files = (ROOT / "ioc" / "core" / "migrations").glob("*.sql")
     expected = sorted({int(m[1]) for f in files if (m := re.match(r"(\d{4})_", f.name))})
     with psycopg.connect(postgres.url) as conn:
         applied = conn.execute(sql.SQL("SELECT version FROM {} ORDER BY version").format(

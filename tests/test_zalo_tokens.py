@@ -29,8 +29,8 @@ from ioc.alerts.deliver import (
     resolver,
 )
 from ioc.alerts.outbox import enqueue
-from ioc.db import connect, migrate
-from ioc.settings import Settings
+from ioc.core.db import connect, migrate
+from ioc.core.settings import Settings
 from tests.receivers import Answer, Request, Service
 from tests.services import query, wait_until
 

@@ -5,7 +5,7 @@ Install it once with `npm ci --prefix tests/timescale` (Node 20). Known limits o
 ONE database session shared by all connections, which are served one at a time (a second
 connection waits until the first closes; each starts with DISCARD ALL and its startup `options`
 applied); `COPY ... FROM STDIN` crashes it; background jobs never run (`CALL run_job(id)`);
-psycopg needs `prepare_threshold=None` (`ioc.db.connect_kwargs` sets it).
+psycopg needs `prepare_threshold=None` (`ioc.core.db.connect_kwargs` sets it).
 """
 
 import shutil
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ioc.embedded import terminate
+from ioc.embedded.servers import terminate
 from tests.services import free_port
 
 PACKAGE = Path(__file__).parent / "timescale"

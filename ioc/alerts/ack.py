@@ -22,8 +22,8 @@ from decimal import Decimal
 import psycopg
 
 from ioc.alerts.evaluate import EVALUATE_LOCK
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 
 FIRED = ("firing", "acknowledged", "silenced")
 

@@ -49,8 +49,8 @@ from ioc.alerts.outbox import enqueue
 from ioc.alerts.recipients import Address, load, resolver
 from ioc.alerts.rules import Rule
 from ioc.alerts.transport import Outgoing, Sender, SendError, client
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 
 __all__ = ["Address", "Delivery", "backoff", "configured", "deliver", "enqueue_and_deliver",
            "load_recipients", "recipients_path", "resolver", "senders"]

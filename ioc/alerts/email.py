@@ -22,7 +22,7 @@ from ioc.alerts.message import (  # noqa: F401  (METRIC_NAMES...: moved, still i
 )
 from ioc.alerts.message import compose as compose_text
 from ioc.alerts.transport import SendError
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 
 # Long header lines are not folded: Python's folder drops a space next to an encoded word
 # (a subject "a – Toàn tỉnh" arrives as "a– Toàn tỉnh").

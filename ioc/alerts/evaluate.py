@@ -33,24 +33,14 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import sql
 
+from ioc.alerts.kinds import KINDS, Measurement
 from ioc.alerts.rules import Rule
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 
 EVALUATE_LOCK = 72_114_006  # pg_advisory_xact_lock key: one evaluator writes at a time
 
 SCOPE_COLUMN = {"each_agency": "agency_code", "each_commune": "commune_code"}
-
-
-@dataclass(frozen=True)
-class Measurement:
-    rule: Rule
-    scope: str  # province | agency:CODE | commune:CODE
-    value: Decimal | None
-
-    @property
-    def breached(self) -> bool:
-        return self.rule.breached(self.value)
 
 
 @dataclass(frozen=True)
@@ -86,8 +76,6 @@ def measure(conn: psycopg.Connection, rule: Rule, now: datetime, tz: ZoneInfo,
     """The rule's metric for each of its scope keys at `now`; built-in kinds (due_soon, surge,
     no_signal) measure in ioc/alerts/kinds.py."""
     if rule.kind != "threshold":
-        from ioc.alerts.kinds import KINDS  # kinds imports Measurement from here
-
         return KINDS[rule.kind](conn, rule, now, tz)
     function, column, table = rule.kpi
     since, until = rule.window.bounds(now, tz)

@@ -26,7 +26,6 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import sql
 
-from ioc.alerts.evaluate import Measurement
 from ioc.alerts.rules import Rule, Scope
 
 IN_PROCESS = (1, 2, 4, 5, 6)
@@ -34,6 +33,18 @@ LOOKBACK = timedelta(days=35)  # how far back `each source` looks for sources in
 
 # Scope -> (SQL of its key, label of the key in the scope string)
 KEYS = {"agency": "agency_code", "commune": "commune_code"}
+
+
+
+@dataclass(frozen=True)
+class Measurement:
+    rule: Rule
+    scope: str  # province | agency:CODE | commune:CODE
+    value: Decimal | None
+
+    @property
+    def breached(self) -> bool:
+        return self.rule.breached(self.value)
 
 
 def _key(scope: Scope) -> tuple[sql.Composable, sql.Composable, dict[str, object]]:

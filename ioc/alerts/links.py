@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from datetime import datetime, timedelta
 
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 
 VALID_FOR = timedelta(days=7)  # a reminder carries a fresh link
 

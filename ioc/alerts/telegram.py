@@ -22,7 +22,7 @@ import httpx
 
 from ioc.alerts.message import Text, shorten, utf16_len
 from ioc.alerts.transport import Outgoing, Sender, SendError, permanent_status, request_error
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 
 MAX_LENGTH = 4096
 

@@ -37,7 +37,7 @@ import httpx
 
 from ioc.alerts.message import METRIC_NAMES, SEVERITIES, scope_text
 from ioc.alerts.transport import Outgoing, Sender, request_error, status_error
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 
 TOLERANCE_SECONDS = 300
 

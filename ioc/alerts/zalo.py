@@ -59,8 +59,8 @@ from ioc.alerts.transport import (
     request_error,
     status_error,
 )
-from ioc.db import connect
-from ioc.settings import Settings
+from ioc.core.db import connect
+from ioc.core.settings import Settings
 
 log = structlog.get_logger()
 

@@ -1,0 +1,1 @@
+"""The embedded stack: a broker, PostgreSQL, the workers, the API and the demo on loopback."""

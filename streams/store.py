@@ -1,0 +1,178 @@
+"""Writing one batch of validated events in one transaction, exactly once in effect.
+
+The events table's primary key decides what is new; only new events touch the state tables.
+Each changed entity then moves the rollups by its new counts minus its old ones, read under
+a row lock, so a replay, a crash before the offset commit, a duplicate, or two workers
+handling one entity during a rebalance leave the same rows and counts as a single pass.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+from psycopg import sql
+from pydantic_core import to_json
+
+from ioc.core.db import connect_kwargs
+from ioc.core.events import Event, Kind
+from ioc.core.settings import Settings
+from streams.state import STATE_TABLES, StateTable
+
+ROLLUP, ROLLUP_WIDTH = sql.Identifier("rollup_hour"), timedelta(hours=1)
+
+INSERT_EVENTS = """
+INSERT INTO events (occurred_at, event_id, kind, entity_id, source, province_code,
+                    commune_code, agency_code, status, ingested_at, body)
+SELECT * FROM unnest(%b::timestamptz[], %b::uuid[], %b::text[], %b::text[], %b::text[],
+                     %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
+                     %b::jsonb[])
+ON CONFLICT DO NOTHING
+RETURNING event_id, occurred_at, kind, source, province_code, commune_code, agency_code
+"""
+
+# Where TimescaleDB is absent, event counts are tables this statement keeps (else caggs).
+COUNT_EVENTS = """
+INSERT INTO {table} AS t (bucket, kind, source, province_code, commune_code, agency_code, events)
+SELECT time_bucket(%(width)s::interval, occurred_at), kind, source, province_code,
+       commune_code, agency_code, count(*)
+FROM unnest(%(at)b::timestamptz[], %(kind)b::text[], %(source)b::text[], %(province)b::text[],
+            %(commune)b::text[], %(agency)b::text[])
+     AS r(occurred_at, kind, source, province_code, commune_code, agency_code)
+GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (bucket, kind, source, province_code, commune_code, agency_code)
+DO UPDATE SET events = t.events + excluded.events
+"""
+
+# Per transaction: the counts of the changed entities, old ones negated (server side).
+METRIC_DELTA = """
+CREATE TEMP TABLE IF NOT EXISTS metric_delta (
+    anchor_at timestamptz, province_code text, commune_code text, agency_code text,
+    metric text, value numeric
+) ON COMMIT DELETE ROWS
+"""
+ADD_METRICS = """
+INSERT INTO metric_delta
+SELECT anchor_at, province_code, commune_code, agency_code, metric, {sign} value
+FROM {metrics} WHERE entity_id = ANY(%b)
+"""
+ADD_TO_ROLLUP = """
+WITH changed AS (
+    INSERT INTO {rollup} AS t
+           (bucket, kind, province_code, commune_code, agency_code, metric, value)
+    SELECT time_bucket(%(width)s::interval, anchor_at), %(kind)s, province_code, commune_code,
+           agency_code, metric, sum(value)
+    FROM metric_delta
+    GROUP BY 1, 3, 4, 5, 6 HAVING sum(value) <> 0
+    ORDER BY 5, 4, 3, 1, 6
+    ON CONFLICT (kind, agency_code, commune_code, province_code, bucket, metric)
+    DO UPDATE SET value = t.value + excluded.value
+    RETURNING t.bucket, t.province_code, t.commune_code, t.agency_code, t.metric, t.value
+)
+SELECT bucket, province_code, commune_code, agency_code, metric FROM changed WHERE value = 0
+"""
+DROP_ZEROS = """
+DELETE FROM {rollup} r
+USING unnest(%(bucket)b::timestamptz[], %(province)b::text[], %(commune)b::text[],
+             %(agency)b::text[], %(metric)b::text[])
+      AS d(bucket, province_code, commune_code, agency_code, metric)
+WHERE r.kind = %(kind)s AND r.agency_code = d.agency_code AND r.commune_code = d.commune_code
+  AND r.province_code = d.province_code AND r.bucket = d.bucket AND r.metric = d.metric
+  AND r.value = 0
+"""
+
+
+@dataclass
+class Written:
+    stored: int
+    duplicates: int
+
+
+def _columns(rows: Sequence[tuple]) -> list[list]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+class Store:
+    """One connection (reopened after a failure) writing batches of one kind at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: psycopg.AsyncConnection | None = None
+        self._keeps_counts = False
+
+    async def connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.settings.database_url, connect_timeout=5, **connect_kwargs(self.settings)
+            )
+            row = await (await self._conn.execute(
+                "SELECT relkind FROM pg_class WHERE oid = to_regclass('event_counts_minute')"
+            )).fetchone()
+            await self._conn.commit()
+            self._keeps_counts = row is not None and row[0] == "r"
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def write(self, kind: Kind, events: Sequence[Event]) -> Written:
+        conn = await self.connection()
+        unique = list({e.event_id: e for e in events}.values())
+        async with conn.transaction():
+            cur = await conn.execute(INSERT_EVENTS, _columns([(
+                e.occurred_at, e.event_id, e.kind, e.entity_id, e.source, e.unit.province_code,
+                e.unit.commune_code or "", e.agency.code,
+                None if e.payload.status is None else str(e.payload.status), e.ingested_at,
+                e.model_dump_json(),
+            ) for e in unique]))
+            inserted = await cur.fetchall()
+            if inserted:
+                await self._count_events(conn, inserted)
+                new_ids = {row[0] for row in inserted}
+                await self._update_state(conn, STATE_TABLES[kind],
+                                         [e for e in unique if e.event_id in new_ids])
+        return Written(stored=len(inserted), duplicates=len(events) - len(inserted))
+
+    async def _count_events(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> None:
+        if not self._keeps_counts:
+            return
+        _, at, kind, source, province, commune, agency = _columns(rows)
+        params = {"at": at, "kind": kind, "source": source, "province": province,
+                  "commune": commune, "agency": agency}
+        for table, width in (("event_counts_minute", "1 minute"), ("event_counts_hour", "1 hour")):
+            await conn.execute(sql.SQL(COUNT_EVENTS).format(table=sql.Identifier(table)),
+                               {**params, "width": width})
+
+    async def _update_state(self, conn: psycopg.AsyncConnection, spec: StateTable,
+                            events: list[Event]) -> None:
+        rows = spec.fold(events)
+        table, key = sql.Identifier(spec.table), sql.Identifier(spec.key)
+        metrics = sql.Identifier(f"{spec.kind}_metrics")
+        # New entities first: inserting takes their row locks, and an entity another worker
+        # is inserting right now makes us wait, then counts as existing.
+        created = {r[0] for r in await (await conn.execute(
+            sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM jsonb_populate_recordset("
+                    "NULL::{}, %s::jsonb) ON CONFLICT DO NOTHING RETURNING {}").format(
+                table, spec.column_list, spec.column_list, table, key),
+            (to_json(rows).decode(),),
+        )).fetchall()}
+        existing = [r for r in rows if r[spec.key] not in created]
+        await conn.execute(METRIC_DELTA)
+        if existing:
+            keys = [r[spec.key] for r in existing]
+            await conn.execute(sql.SQL("SELECT 1 FROM {} WHERE {} = ANY(%b) ORDER BY {}"
+                                       " FOR UPDATE").format(table, key, key), (keys,))
+            await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("-")),
+                               (keys,))
+            await conn.execute(spec.upsert_sql(), (to_json(existing).decode(),))
+        await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("")),
+                           ([r[spec.key] for r in rows],))
+        emptied = await (await conn.execute(sql.SQL(ADD_TO_ROLLUP).format(rollup=ROLLUP),
+                                            {"kind": spec.kind.value, "width": ROLLUP_WIDTH})
+                         ).fetchall()
+        if emptied:  # a group an entity left: drop the row rather than keep a zero
+            b, p, c, a, m = _columns(emptied)
+            await conn.execute(sql.SQL(DROP_ZEROS).format(rollup=ROLLUP), {
+                "kind": spec.kind.value, "bucket": b, "province": p, "commune": c,
+                "agency": a, "metric": m})
