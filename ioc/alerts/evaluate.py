@@ -142,15 +142,14 @@ def plan(rules: Sequence[Rule], measurements: Iterable[Measurement],
         if current and current.at > now:
             continue  # a person acked or silenced after this `now`: the next round decides
         state = current.state if current else "ok"
-        limit = getattr(m, "threshold", None)  # a surge's limit is its scope's own
         if m.breached:
             if state == "ok":
                 target = "firing" if m.rule.for_.total_seconds() == 0 else "pending"
-                transitions.append(make(m.rule, m.scope, target, state, m.value, limit))
+                transitions.append(make(m.rule, m.scope, target, state, m.value, m.threshold))
             elif current and fires_now(m.rule, current, now):
-                transitions.append(make(m.rule, m.scope, "firing", state, m.value, limit))
+                transitions.append(make(m.rule, m.scope, "firing", state, m.value, m.threshold))
         elif state != "ok":
-            transitions.append(make(m.rule, m.scope, "resolved", state, m.value, limit))
+            transitions.append(make(m.rule, m.scope, "resolved", state, m.value, m.threshold))
     # Scopes with a state but no value any more (no data in the window): the condition is false.
     for (name, scope), current in states.items():
         if name in by_name and (name, scope) not in seen and current.at <= now:

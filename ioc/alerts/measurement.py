@@ -18,9 +18,17 @@ from ioc.alerts.rules import Rule
 
 @dataclass(frozen=True)
 class Measurement:
+    """A rule's value for one scope key at one time (None: no data, which never breaches)."""
+
     rule: Rule
     scope: str  # province | agency:CODE | commune:CODE | source:NAME
     value: Decimal | None
+
+    @property
+    def threshold(self) -> Decimal:
+        """What the value is compared with: the rule's, unless the kind sets its own per scope
+        (kinds.SurgeMeasurement)."""
+        return self.rule.threshold
 
     @property
     def breached(self) -> bool:

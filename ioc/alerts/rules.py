@@ -79,7 +79,6 @@ COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
 
-
 Kind = Literal["threshold", "due_soon", "surge", "no_signal"]
 # What a built-in kind measures (the name alerts and messages show) and how it compares.
 KIND_METRICS = {"due_soon": "dossiers.due_soon", "surge": "field_reports.surge",
@@ -93,7 +92,6 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 # Office hours of state agencies (Mon-Fri) in the province's time zone.
 WORK_START, WORK_END = time(7, 30), time(17, 30)
-
 
 
 def _missing() -> PydanticCustomError:
