@@ -71,6 +71,7 @@ E-mail joins each round on the SmtpConfig it is given (email.Email)."""
 
 
 def channels(smtp: SmtpConfig | None) -> dict[str, Channel]:
+    """Every channel of a round: CHANNELS and e-mail on `smtp` (None: no e-mail)."""
     return {"email": Email(smtp), **CHANNELS}
 
 
