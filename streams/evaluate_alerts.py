@@ -15,7 +15,8 @@ import structlog
 from ioc.alerts.deliver import configured, enqueue_and_deliver
 from ioc.alerts.email import SmtpConfig
 from ioc.alerts.evaluate import evaluate
-from ioc.alerts.rules import RuleFileError, load_rules
+from ioc.alerts.rulefile import RuleFileError
+from ioc.alerts.rules import load_rules
 from streams.app import app, settings
 
 log = structlog.get_logger()

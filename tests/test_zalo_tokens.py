@@ -21,14 +21,9 @@ from urllib.parse import parse_qs
 import pytest
 
 from ioc.alerts import Rule
-from ioc.alerts.deliver import (
-    configured,
-    deliver,
-    enqueue_and_deliver,
-    load_recipients,
-    resolver,
-)
+from ioc.alerts.deliver import configured, deliver, enqueue_and_deliver
 from ioc.alerts.outbox import enqueue
+from ioc.alerts.recipients import load, resolver
 from ioc.core.db import connect, migrate
 from ioc.core.settings import Settings
 from tests.receivers import Answer, Request, Service
@@ -250,7 +245,7 @@ def test_two_deliverers_needing_a_token_renew_it_only_once(
     expire_soon(settings, 5)
     fire(settings, "xa-1")
     with connect(settings) as conn:
-        assert enqueue(conn, resolver(load_recipients(recipients)), datetime.now(UTC),
+        assert enqueue(conn, resolver(load(recipients)), datetime.now(UTC),
                        channels=configured(settings, None)) == 2
     platform.renewal_hold = threading.Event()
     platform.renewing.clear()

@@ -25,8 +25,6 @@ from ioc.alerts.evaluate import EVALUATE_LOCK
 from ioc.core.db import connect
 from ioc.core.settings import Settings
 
-FIRED = ("firing", "acknowledged", "silenced")
-
 
 class AlertNotFound(LookupError):
     """No alert has that id (or that rule and scope)."""

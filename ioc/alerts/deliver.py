@@ -1,9 +1,10 @@
 """Drain the alert outbox: send each due row on its channel, mark it sent, retry failures later.
 
-Channels (the outbox row's `channel`): `email` (ioc/alerts/email.py), `telegram`
-(telegram.py), `zalo` (zalo.py), `webhook` (webhook.py); every one says the same words
-(message.py). A channel is configured when its setting is set: smtp_host, telegram_bot_token,
-zalo_access_token (or zalo_refresh_token and the app's id and secret), alert_webhook_secret.
+Channels (the outbox row's `channel`, each a transport.Channel, listed in CHANNELS): `email`
+(ioc/alerts/email.py), `telegram` (telegram.py), `zalo` (zalo.py), `webhook` (webhook.py);
+every one says the same words (message.py). A channel is configured when its setting is set:
+smtp_host, telegram_bot_token, zalo_access_token (or zalo_refresh_token and the app's id and
+secret), alert_webhook_secret.
 
 Every row is handled in its own transaction, locked with FOR UPDATE SKIP LOCKED while it is
 being sent: two deliverers never send the same row, and a recipient or a channel that refuses
@@ -41,19 +42,16 @@ from zoneinfo import ZoneInfo
 import httpx
 import structlog
 
-from ioc.alerts import email, telegram, webhook, zalo
-from ioc.alerts.email import SmtpConfig
+from ioc.alerts import telegram, webhook, zalo
+from ioc.alerts.email import Email, SmtpConfig
 from ioc.alerts.links import ack_link
 from ioc.alerts.message import Notice, compose
 from ioc.alerts.outbox import enqueue
-from ioc.alerts.recipients import Address, load, resolver
+from ioc.alerts.recipients import load, resolver
 from ioc.alerts.rules import Rule
-from ioc.alerts.transport import Outgoing, Sender, SendError, client
+from ioc.alerts.transport import Channel, Outgoing, Sender, SendError, client
 from ioc.core.db import connect
 from ioc.core.settings import Settings
-
-__all__ = ["Address", "Delivery", "backoff", "configured", "deliver", "enqueue_and_deliver",
-           "load_recipients", "recipients_path", "resolver", "senders"]
 
 log = structlog.get_logger()
 
@@ -61,41 +59,32 @@ MAX_ATTEMPTS = 12
 BACKOFF = timedelta(seconds=30)  # doubled at each failure, at most MAX_BACKOFF
 MAX_BACKOFF = timedelta(hours=1)
 
-load_recipients = load  # role or name -> addresses (ioc/alerts/recipients.py)
-
 
 def backoff(attempts: int) -> timedelta:
     """The wait after the `attempts`-th failed attempt (1, 2, ...)."""
     return min(BACKOFF * 2 ** max(attempts - 1, 0), MAX_BACKOFF)
 
 
-def recipients_path(settings: Settings) -> Path:
-    return settings.alert_recipients
+CHANNELS: dict[str, Channel] = {"telegram": telegram, "zalo": zalo, "webhook": webhook}
+"""The channels the settings configure, by name (a new channel: its module and an entry here).
+E-mail joins each round on the SmtpConfig it is given (email.Email)."""
 
 
-HTTP_CHANNELS = {"telegram": telegram, "zalo": zalo, "webhook": webhook}
+def channels(smtp: SmtpConfig | None) -> dict[str, Channel]:
+    """Every channel of a round: CHANNELS and e-mail on `smtp` (None: no e-mail)."""
+    return {"email": Email(smtp), **CHANNELS}
 
 
 def configured(settings: Settings, smtp: SmtpConfig | None) -> set[str]:
     """The channels that can send."""
-    found = {"email"} if smtp is not None and smtp.host else set()
-    return found | {name for name, module in HTTP_CHANNELS.items()
-                    if module.configured(settings)}
+    return {name for name, channel in channels(smtp).items() if channel.configured(settings)}
 
 
 def senders(settings: Settings, smtp: SmtpConfig | None, http: httpx.Client,
             ) -> dict[str, Sender]:
     """channel -> its sender, for the configured channels."""
-    channels = configured(settings, smtp)
-    found: dict[str, Sender] = {}
-    if "email" in channels and smtp is not None:
-        def send_email(out: Outgoing, config: SmtpConfig = smtp) -> None:
-            email.send(config, email.build(out.text, config.sender, out.target, out.notice))
-        found["email"] = send_email
-    for name, module in HTTP_CHANNELS.items():
-        if name in channels:
-            found[name] = module.sender(settings, http)
-    return found
+    return {name: channel.sender(settings, http) for name, channel in channels(smtp).items()
+            if channel.configured(settings)}
 
 
 @dataclass(frozen=True)
@@ -248,7 +237,7 @@ def enqueue_and_deliver(settings: Settings, config: SmtpConfig | None, now: date
                         recipients: Path | None = None) -> list[Delivery]:
     """Queue the new transitions (recipients from the YAML file) on the configured channels,
     then send what is due."""
-    resolve = resolver(load(recipients or recipients_path(settings)))
+    resolve = resolver(load(recipients or settings.alert_recipients))
     with connect(settings) as conn:
         enqueue(conn, resolve, now, channels=configured(settings, config))
     return deliver(settings, config, now, rules)

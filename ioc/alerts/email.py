@@ -1,6 +1,7 @@
 """Alert e-mails in Vietnamese, sent with the standard library's smtplib (in a thread when
 called from async code: see ioc/alerts/deliver.py). The words are ioc/alerts/message.py's,
-the same on every channel.
+the same on every channel. The channel (Email) sends through the SmtpConfig it is given, not
+the settings alone: deliver.py takes one, so a test or a one-off run picks its own server.
 """
 
 from __future__ import annotations
@@ -11,17 +12,11 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
-from zoneinfo import ZoneInfo
 
-from ioc.alerts.message import (  # noqa: F401  (METRIC_NAMES...: moved, still importable)
-    METRIC_NAMES,
-    SEVERITIES,
-    Notice,
-    Text,
-    scope_text,
-)
-from ioc.alerts.message import compose as compose_text
-from ioc.alerts.transport import SendError
+import httpx
+
+from ioc.alerts.message import Notice, Text
+from ioc.alerts.transport import Outgoing, Sender, SendError
 from ioc.core.settings import Settings
 
 # Long header lines are not folded: Python's folder drops a space next to an encoded word
@@ -32,14 +27,15 @@ FOOTER = "Thư này được gửi tự động, xin không trả lời."
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    """Where and how to send. `host` empty: e-mail is not configured."""
+    """Where and how to send: the smtp_* settings (from_settings; their defaults are the
+    settings') or a server of one's own. `host` empty: e-mail is not configured."""
 
-    host: str = ""
-    port: int = 25
-    username: str = ""
+    host: str
+    port: int
+    sender: str
+    username: str = ""  # empty: no login
     password: str = ""
     starttls: bool = False
-    sender: str = "ioc@localhost"
     timeout: float = 10.0
     dashboard_url: str = ""
 
@@ -61,11 +57,6 @@ def build(text: Text, sender: str, to: str, notice: Notice) -> EmailMessage:
     mail["Message-ID"] = make_msgid(domain="ioc")
     mail.set_content("\n".join([*text.lines, "", FOOTER]) + "\n", charset="utf-8")
     return mail
-
-
-def compose(notice: Notice, sender: str, to: str, dashboard_url: str, tz: ZoneInfo,
-            ack_url: str | None = None) -> EmailMessage:
-    return build(compose_text(notice, dashboard_url, tz, ack_url), sender, to, notice)
 
 
 def refusal(exc: smtplib.SMTPException | OSError) -> SendError:
@@ -94,3 +85,23 @@ def send(config: SmtpConfig, message: EmailMessage) -> None:
             smtp.send_message(message)
     except (smtplib.SMTPException, OSError) as exc:
         raise refusal(exc) from None
+
+
+@dataclass(frozen=True)
+class Email:
+    """The e-mail channel (ioc/alerts/transport.py Channel) on one SMTP config; None or an
+    empty host: e-mail is not configured, whatever the settings say."""
+
+    config: SmtpConfig | None
+
+    def configured(self, settings: Settings) -> bool:
+        return self.config is not None and bool(self.config.host)
+
+    def sender(self, settings: Settings, http: httpx.Client) -> Sender:
+        config = self.config
+        if config is None:
+            raise ValueError("e-mail is not configured")
+
+        def send_email(out: Outgoing) -> None:
+            send(config, build(out.text, config.sender, out.target, out.notice))
+        return send_email

@@ -1,4 +1,5 @@
-"""Evaluation of alert rules through the KPI functions, and the state transitions it makes.
+"""Evaluation of alert rules (each measured by its kind, ioc/alerts/kinds.py), and the state
+transitions it makes.
 
 Per (rule, scope key) the state is the newest row of the `alerts` table (none or `resolved`:
 ok). At each evaluation, with the condition `value <comparison> threshold`:
@@ -31,16 +32,14 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg import sql
 
-from ioc.alerts.kinds import KINDS, Measurement
+from ioc.alerts.kinds import KINDS
+from ioc.alerts.measurement import Measurement
 from ioc.alerts.rules import Rule
 from ioc.core.db import connect
 from ioc.core.settings import Settings
 
 EVALUATE_LOCK = 72_114_006  # pg_advisory_xact_lock key: one evaluator writes at a time
-
-SCOPE_COLUMN = {"each_agency": "agency_code", "each_commune": "commune_code"}
 
 
 @dataclass(frozen=True)
@@ -73,42 +72,9 @@ class Current:
 
 def measure(conn: psycopg.Connection, rule: Rule, now: datetime, tz: ZoneInfo,
             ) -> list[Measurement]:
-    """The rule's metric for each of its scope keys at `now`; built-in kinds (due_soon, surge,
-    no_signal) measure in ioc/alerts/kinds.py."""
-    if rule.kind != "threshold":
-        return KINDS[rule.kind](conn, rule, now, tz)
-    function, column, table = rule.kpi
-    since, until = rule.window.bounds(now, tz)
-    fn, col = sql.Identifier(function), sql.Identifier(column)
-    scope = rule.scope
-    if scope.kind in SCOPE_COLUMN:
-        key = sql.Identifier(SCOPE_COLUMN[scope.kind])
-        unit_arg, agency_arg = ((sql.SQL("s.key"), sql.SQL("NULL"))
-                                if scope.kind == "each_commune"
-                                else (sql.SQL("NULL"), sql.SQL("s.key")))
-        query = sql.SQL(
-            "SELECT s.key, k.{col} FROM (SELECT DISTINCT {key} AS key FROM {table}"
-            " WHERE anchor_at >= %(since)s AND anchor_at < %(until)s AND {key} <> '') s,"
-            " LATERAL {fn}(%(since)s, %(until)s, {unit}, {agency}) k ORDER BY s.key"
-        ).format(col=col, key=key, table=sql.Identifier(table), fn=fn, unit=unit_arg,
-                 agency=agency_arg)
-        prefix = "agency" if scope.kind == "each_agency" else "commune"
-        rows = conn.execute(query, {"since": since, "until": until}).fetchall()
-        return [Measurement(rule, f"{prefix}:{k}", _number(v)) for k, v in rows]
-    query = sql.SQL("SELECT k.{col} FROM {fn}(%(since)s, %(until)s, %(unit)s, %(agency)s) k"
-                    ).format(col=col, fn=fn)
-    params = {"since": since, "until": until,
-              "unit": scope.code if scope.kind == "commune" else None,
-              "agency": scope.code if scope.kind == "agency" else None}
-    row = conn.execute(query, params).fetchone()
-    key = "province" if scope.kind == "province" else f"{scope.kind}:{scope.code}"
-    return [Measurement(rule, key, _number(row[0] if row else None))]
-
-
-def _number(value: object) -> Decimal | None:
-    if value is None:
-        return None
-    return value if isinstance(value, Decimal) else Decimal(str(value))
+    """The rule's metric for each of its scope keys at `now`, as its kind measures it
+    (ioc/alerts/kinds.py KINDS)."""
+    return KINDS[rule.kind](conn, rule, now, tz)
 
 
 def current_states(conn: psycopg.Connection, rules: Iterable[str] | None = None,
@@ -176,15 +142,14 @@ def plan(rules: Sequence[Rule], measurements: Iterable[Measurement],
         if current and current.at > now:
             continue  # a person acked or silenced after this `now`: the next round decides
         state = current.state if current else "ok"
-        limit = getattr(m, "threshold", None)  # a surge's limit is its scope's own
         if m.breached:
             if state == "ok":
                 target = "firing" if m.rule.for_.total_seconds() == 0 else "pending"
-                transitions.append(make(m.rule, m.scope, target, state, m.value, limit))
+                transitions.append(make(m.rule, m.scope, target, state, m.value, m.threshold))
             elif current and fires_now(m.rule, current, now):
-                transitions.append(make(m.rule, m.scope, "firing", state, m.value, limit))
+                transitions.append(make(m.rule, m.scope, "firing", state, m.value, m.threshold))
         elif state != "ok":
-            transitions.append(make(m.rule, m.scope, "resolved", state, m.value, limit))
+            transitions.append(make(m.rule, m.scope, "resolved", state, m.value, m.threshold))
     # Scopes with a state but no value any more (no data in the window): the condition is false.
     for (name, scope), current in states.items():
         if name in by_name and (name, scope) not in seen and current.at <= now:

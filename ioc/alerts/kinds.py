@@ -1,6 +1,8 @@
-"""What the built-in rule kinds measure (ioc/alerts/rules.py `kind:`), straight from the
-state tables: one function per kind, each returning the Measurements of the rule's scopes at
-`now`. `threshold` rules read the KPI functions instead (ioc/alerts/evaluate.py).
+"""The rule kinds (ioc/alerts/rules.py `kind:`): KINDS, the registry the evaluator measures
+through, and the kinds that read the state tables directly. Each kind is a function of the
+AlertKind protocol (ioc/alerts/measurement.py) returning the Measurements of the rule's scopes
+at `now`. A new kind is a module with such a function plus its entry in KINDS (and its name
+and fields in rules.py `Kind`); `threshold` rules read the KPI functions (threshold.py).
 
 - due_soon: open dossiers (status 1, 2, 4, 5, 6) whose deadline is in [now, now + within):
   the same boundaries as the `due_soon` KPI, so an open dossier is late, due soon or not yet
@@ -26,25 +28,16 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg import sql
 
-from ioc.alerts.rules import Rule, Scope
+from ioc.alerts.grammar import Scope
+from ioc.alerts.measurement import AlertKind, Measurement
+from ioc.alerts.rules import Rule
+from ioc.alerts.threshold import threshold
 
 IN_PROCESS = (1, 2, 4, 5, 6)
 LOOKBACK = timedelta(days=35)  # how far back `each source` looks for sources in events
 
 # Scope -> (SQL of its key, label of the key in the scope string)
 KEYS = {"agency": "agency_code", "commune": "commune_code"}
-
-
-
-@dataclass(frozen=True)
-class Measurement:
-    rule: Rule
-    scope: str  # province | agency:CODE | commune:CODE
-    value: Decimal | None
-
-    @property
-    def breached(self) -> bool:
-        return self.rule.breached(self.value)
 
 
 def _key(scope: Scope) -> tuple[sql.Composable, sql.Composable, dict[str, object]]:
@@ -153,4 +146,5 @@ def _minutes(silence: timedelta) -> Decimal:
     return (Decimal(seconds) / 60).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
 
-KINDS = {"due_soon": due_soon, "surge": surge, "no_signal": no_signal}
+KINDS: dict[str, AlertKind] = {"threshold": threshold, "due_soon": due_soon, "surge": surge,
+                               "no_signal": no_signal}

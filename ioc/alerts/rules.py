@@ -35,27 +35,26 @@ alike; see Rule.recipients_for).
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from ioc.alerts.grammar import Scope, Window, parse_duration, parse_scope, parse_window
+from ioc.alerts.rulefile import RuleError, RuleFileError, name_line, read_models, rule_files
 
 # metric name -> (KPI function, column of its result, table whose scopes it covers)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -80,13 +79,6 @@ COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
 
-UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400,
-         "s": 1, "m": 60, "h": 3600, "d": 86400}
-LONGEST = timedelta(days=36525)  # past this a "duration" is a typo (and timedelta overflows)
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(seconds?|minutes?|hours?|days?|[smhd])\s*$")
-LAST = re.compile(r"^\s*last\s+(.+)$")
-CODE = re.compile(r"^[0-9A-Za-z.\-_]+$")
-
 Kind = Literal["threshold", "due_soon", "surge", "no_signal"]
 # What a built-in kind measures (the name alerts and messages show) and how it compares.
 KIND_METRICS = {"due_soon": "dossiers.due_soon", "surge": "field_reports.surge",
@@ -100,121 +92,6 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 # Office hours of state agencies (Mon-Fri) in the province's time zone.
 WORK_START, WORK_END = time(7, 30), time(17, 30)
-
-
-def parse_duration(value: object) -> timedelta:
-    """`15 minutes`, `2h`, `1 day`, `90s`, or a number of seconds (0 allowed)."""
-    if isinstance(value, bool):
-        raise ValueError("a duration like '15 minutes', '2 hours' or '1 day'")
-    try:
-        if isinstance(value, int | float):
-            seconds = float(value)
-        else:
-            match = DURATION.match(str(value)[:100].lower())
-            if not match:
-                raise ValueError(f"{str(value)[:40]!r} is not a duration like '15 minutes',"
-                                 " '2 hours', '1 day'")
-            seconds = float(match.group(1)) * UNITS[match.group(2).rstrip("s") or "s"]
-    except OverflowError:  # an integer of hundreds of digits
-        seconds = math.inf
-    if math.isnan(seconds):
-        raise ValueError("a duration like '15 minutes', '2 hours' or '1 day', not NaN")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    if seconds > LONGEST.total_seconds():
-        raise ValueError("a duration of at most 100 years")
-    return timedelta(seconds=seconds)
-
-
-def human(duration: timedelta) -> str:
-    """`timedelta(minutes=90)` -> `90 minutes`; whole days, hours, minutes or seconds."""
-    seconds = int(duration.total_seconds())
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds and seconds % size == 0:
-            n = seconds // size
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{seconds} seconds" if seconds != 1 else "1 second"
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Which values a rule compares: one (`province`, a fixed agency or commune) or one per key."""
-
-    kind: Literal["province", "each_agency", "each_commune", "agency", "commune",
-                  "each_source", "source"]
-    code: str | None = None
-
-    def __str__(self) -> str:
-        if self.kind in ("agency", "commune", "source"):
-            return f"{self.kind}: {self.code}"
-        return self.kind.replace("_", " ")
-
-
-def parse_scope(value: object) -> Scope:
-    if isinstance(value, str):
-        text = " ".join(value.lower().split())
-        fixed = {"province": Scope("province"), "each agency": Scope("each_agency"),
-                 "each commune": Scope("each_commune"), "each source": Scope("each_source")}
-        if text in fixed:
-            return fixed[text]
-        match = re.match(r"^(agency|commune|source)\s*:\s*(\S+)$", value.strip())
-        if match:
-            value = {match.group(1): match.group(2)}
-    if isinstance(value, dict) and len(value) == 1:
-        (kind, code), = value.items()
-        if kind in ("agency", "commune", "source") and isinstance(code, str | int):
-            code = str(code)
-            if not CODE.match(code):
-                raise ValueError(f"{code!r} is not an agency, commune or source code")
-            if kind == "commune" and not re.fullmatch(r"\d{5}", code):
-                raise ValueError(f"commune code {code!r} must have 5 digits")
-            return Scope(kind, code)
-    raise ValueError("one of 'province', 'each agency', 'each commune', 'each source', "
-                     "'agency: CODE', 'commune: CODE', 'source: NAME'")
-
-
-@dataclass(frozen=True)
-class Window:
-    """`today`, `this_month` (calendar, in the province's time zone) or `last N units`;
-    `next N units` only as the horizon of a due_soon rule (not written in YAML)."""
-
-    kind: Literal["today", "this_month", "last", "next"]
-    length: timedelta | None = None
-
-    def bounds(self, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
-        """[since, until) of the KPI cohort at `now`."""
-        if self.kind in ("last", "next"):
-            assert self.length is not None
-            return (now - self.length, now) if self.kind == "last" else (now, now + self.length)
-        local = now.astimezone(tz)
-        if self.kind == "today":
-            start = datetime.combine(local.date(), time(), tz)
-            end = datetime.combine(local.date() + timedelta(days=1), time(), tz)
-        else:
-            first = local.date().replace(day=1)
-            following = (first + timedelta(days=32)).replace(day=1)
-            start = datetime.combine(first, time(), tz)
-            end = datetime.combine(following, time(), tz)
-        return start, end
-
-    def __str__(self) -> str:
-        if self.kind in ("last", "next"):
-            assert self.length is not None
-            return f"{self.kind} {human(self.length)}"
-        return self.kind
-
-
-def parse_window(value: object) -> Window:
-    text = " ".join(str(value).lower().replace("-", "_").split())
-    if text in ("today", "this_month", "this month"):
-        return Window("this_month" if "month" in text else "today")
-    match = LAST.match(text)
-    if match:
-        length = parse_duration(match.group(1))
-        if length <= timedelta(0):
-            raise ValueError("the window must be longer than 0")
-        return Window("last", length)
-    raise ValueError("one of 'today', 'this_month', 'last N minutes/hours/days'")
 
 
 def _missing() -> PydanticCustomError:
@@ -417,110 +294,10 @@ class Rule(BaseModel):
         return datetime.combine(day, WORK_START, tz)
 
 
-@dataclass(frozen=True)
-class RuleError:
-    file: Path
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: {self.message}"
-
-
-class RuleFileError(Exception):
-    def __init__(self, errors: list[RuleError]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
-
-
-Path_ = tuple[str | int, ...]
-
-
-def _positions(node: yaml.Node, path: Path_, out: dict[Path_, tuple[int, int]]) -> None:
-    """Line of every node, and of every mapping key (the line a missing field is reported on
-    is its mapping's first line)."""
-    out[path] = (node.start_mark.line + 1, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else str(key.value)
-            _positions(value, (*path, name), out)
-            out[(*path, name)] = (key.start_mark.line + 1, value.start_mark.line + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _positions(item, (*path, i), out)
-
-
-def _line(positions: dict[Path_, tuple[int, int]], path: Path_) -> int:
-    while path not in positions and path:
-        path = path[:-1]
-    return positions.get(path, (1, 1))[1]
-
-
-def _field(path: Path_) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(file)"
-
 
 def load_file(file: Path) -> list[Rule]:
     """The rules of one file; RuleFileError lists every problem with file, line and field."""
-    try:
-        text = file.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise RuleFileError([RuleError(file, line, "(syntax)", str(exc.problem))]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RuleFileError([RuleError(file, 1, "(file)", str(exc))]) from None
-    if node is None:
-        return []
-    data = yaml.SafeLoader("").construct_document(node)
-    positions: dict[Path_, tuple[int, int]] = {}
-    _positions(node, (), positions)
-    prefix: Path_ = ()
-    if isinstance(data, dict) and set(data) == {"rules"}:
-        data, prefix = data["rules"], ("rules",)
-    items: list[tuple[Path_, object]]
-    if isinstance(data, list):
-        items = [((*prefix, i), item) for i, item in enumerate(data)]
-    else:
-        items = [(prefix, data)]
-    rules, errors = [], []
-    for path, item in items:
-        if not isinstance(item, dict):
-            errors.append(RuleError(file, _line(positions, path), _field(path) or "(rule)",
-                                    "a rule must be a mapping of fields"))
-            continue
-        try:
-            rules.append(Rule.model_validate(item))
-        except ValidationError as exc:
-            for error in exc.errors():
-                loc = tuple(error["loc"])
-                if loc and loc[0] == "for_":
-                    loc = ("for", *loc[1:])
-                where = (*path, *loc)
-                if error["type"] == "missing":  # no node of its own: its rule's first line
-                    line = _line(positions, path) if path else _first_line(node)
-                else:
-                    line = _line(positions, where)
-                message = error["msg"].removeprefix("Value error, ")
-                errors.append(RuleError(file, line, _field(where), message))
-    if errors:
-        raise RuleFileError(errors)
-    return rules
-
-
-def _first_line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def rule_files(where: Path) -> list[Path]:
-    if where.is_file():
-        return [where]
-    return sorted([*where.glob("*.yaml"), *where.glob("*.yml")])
+    return read_models(file, Rule)
 
 
 def load_rules(sources: Path | Iterable[Path]) -> list[Rule]:
@@ -537,17 +314,10 @@ def load_rules(sources: Path | Iterable[Path]) -> list[Rule]:
             continue
         for rule in found:
             if rule.name in seen:
-                errors.append(RuleError(file, _name_line(file, rule.name), "name",
+                errors.append(RuleError(file, name_line(file, rule.name), "name",
                                         f"{rule.name!r} is already defined in {seen[rule.name]}"))
             seen.setdefault(rule.name, file)
             rules.append(rule)
     if errors:
         raise RuleFileError(errors)
     return rules
-
-
-def _name_line(file: Path, name: str) -> int:
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if re.match(rf"^\s*-?\s*name\s*:\s*['\"]?{re.escape(name)}['\"]?\s*(#.*)?$", line):
-            return number
-    return 1

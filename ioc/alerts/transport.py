@@ -1,6 +1,7 @@
-"""What a channel's sender raises when a message was not accepted, and how an HTTP answer is
-read as one: permanent (the row is marked `failed` at once: retrying cannot help) or transient
-(the row is retried with backoff, or after the `retry_after` the service asked for).
+"""What an alert channel is to the deliverer (Channel, Outgoing, Sender), what its sender raises
+when a message was not accepted, and how an HTTP answer is read as one: permanent (the row is
+marked `failed` at once: retrying cannot help) or transient (the row is retried with backoff,
+or after the `retry_after` the service asked for).
 
 HTTP: 2xx accepted; 400, 401, 403, 404 and the other 4xx permanent; 408, 425, 429 and 5xx,
 timeouts and connection errors transient.
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
 from ioc.alerts.message import Notice, Text
+from ioc.core.settings import Settings
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 TRANSIENT_STATUS = {408, 425, 429}
@@ -33,6 +36,20 @@ class Outgoing:
 
 
 Sender = Callable[[Outgoing], None]  # returns when accepted; raises SendError (or any error)
+
+
+class Channel(Protocol):
+    """A way to send alert messages, named by the outbox row's `channel`. A new channel is a
+    module with these two functions (telegram.py, zalo.py, webhook.py) plus its entry in
+    ioc/alerts/deliver.py CHANNELS (and its address form in recipients.py)."""
+
+    def configured(self, settings: Settings) -> bool:
+        """Whether the settings let it send (its token or secret is set)."""
+        ...
+
+    def sender(self, settings: Settings, http: httpx.Client) -> Sender:
+        """Its sender for one delivery round (`http`: the round's client)."""
+        ...
 
 
 class SendError(Exception):

@@ -27,19 +27,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ioc.alerts import ack as actions
 from ioc.alerts import links
-from ioc.alerts.ack import (
-    Alert,
-    AlertConflict,
-    AlertNotFound,
-    Outcome,
-    Ref,
-    acknowledge,
-    current_alerts,
-    silence,
-)
-from ioc.alerts.email import scope_text
-from ioc.alerts.rules import human, parse_duration
+from ioc.alerts.grammar import human, parse_duration
+from ioc.alerts.message import scope_text
 from ioc.api.auth import require_key
 from ioc.api.keys import ApiKey
 from ioc.core.db import connect
@@ -82,9 +73,9 @@ async def _run(settings: Settings, work: Callable[[], T]) -> T:
     """Blocking database work in a thread; its refusals become 404/409, an outage 503."""
     try:
         return await asyncio.to_thread(work)
-    except AlertNotFound as exc:
+    except actions.AlertNotFound as exc:
         raise HTTPException(404, str(exc)) from None
-    except AlertConflict as exc:
+    except actions.AlertConflict as exc:
         raise HTTPException(409, str(exc)) from None
     except psycopg.Error as exc:
         log.warning("alerts: database error", error=type(exc).__name__)
@@ -123,7 +114,7 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
         "application/json": {"schema": model.model_json_schema()}}}}
 
 
-def _described(alert: Alert) -> str:
+def _described(alert: actions.Alert) -> str:
     return f"{alert.rule} – {scope_text(alert.scope)}"
 
 
@@ -142,7 +133,7 @@ def alerts_router(settings: Settings) -> APIRouter:
     @router.get("")
     async def list_alerts(key: reader) -> list[dict[str, object]]:
         """The alerts that have fired and not resolved (firing, acknowledged, silenced)."""
-        found = await _run(settings, connected(current_alerts))
+        found = await _run(settings, connected(actions.current_alerts))
         return [a.as_json() for a in found]
 
     async def link_ack(alert_id: int, exp: str | None, sig: str | None,
@@ -171,8 +162,8 @@ def alerts_router(settings: Settings) -> APIRouter:
                          f'<form method="post" action="?{query}">'
                          f'<button type="submit">Xác nhận cảnh báo</button></form>')
         try:
-            outcome: Outcome = await _run(settings, lambda: acknowledge(
-                settings, Ref(seq=alert_id), LINK_ACTOR, None, now))
+            outcome = await _run(settings, lambda: actions.acknowledge(
+                settings, actions.Ref(seq=alert_id), LINK_ACTOR, None, now))
         except HTTPException as exc:
             if exc.status_code == 404:
                 return _page(404, "Không tìm thấy cảnh báo",
@@ -210,8 +201,8 @@ def alerts_router(settings: Settings) -> APIRouter:
             return await link_ack(alert_id, exp, sig, confirmed=True)
         key = await ack_key(request)
         body = _body(await request.body(), AckBody)
-        outcome: Outcome = await _run(settings, lambda: acknowledge(
-            settings, Ref(seq=alert_id), f"key:{key.name}", body.note, datetime.now(UTC)))
+        outcome = await _run(settings, lambda: actions.acknowledge(
+            settings, actions.Ref(seq=alert_id), f"key:{key.name}", body.note, datetime.now(UTC)))
         log.info("alert acknowledged", id=outcome.alert.id, rule=outcome.alert.rule,
                  scope=outcome.alert.scope, actor=f"key:{key.name}", changed=outcome.changed)
         return {"changed": outcome.changed, "alert": outcome.alert.as_json()}
@@ -221,8 +212,8 @@ def alerts_router(settings: Settings) -> APIRouter:
         """Silence for `duration` with an API key (`alerts:ack`)."""
         body = _body(await request.body(), SilenceBody)
         now = datetime.now(UTC)
-        outcome: Outcome = await _run(settings, lambda: silence(
-            settings, Ref(seq=alert_id), now + body.duration, f"key:{key.name}", body.note,
+        outcome = await _run(settings, lambda: actions.silence(
+            settings, actions.Ref(seq=alert_id), now + body.duration, f"key:{key.name}", body.note,
             now))
         log.info("alert silenced", id=outcome.alert.id, rule=outcome.alert.rule,
                  scope=outcome.alert.scope, actor=f"key:{key.name}",

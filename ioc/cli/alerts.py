@@ -26,7 +26,9 @@ from ioc.alerts.ack import (
     silence,
 )
 from ioc.alerts.evaluate import current_states, measure_all, plan
-from ioc.alerts.rules import Rule, RuleFileError, human, load_rules, parse_duration
+from ioc.alerts.grammar import human, parse_duration
+from ioc.alerts.rulefile import RuleFileError
+from ioc.alerts.rules import Rule, load_rules
 from ioc.core.db import connect
 from ioc.core.settings import get_settings
 

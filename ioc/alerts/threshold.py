@@ -1,0 +1,54 @@
+"""The `threshold` kind (the default): a KPI of the catalogue, read through its SQL function
+(kpi_dossiers, kpi_documents, kpi_field_reports) over the rule's window, for each scope key.
+One module like every kind, so the evaluator never tells the default kind apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg import sql
+
+from ioc.alerts.measurement import Measurement
+from ioc.alerts.rules import Rule
+
+SCOPE_COLUMN = {"each_agency": "agency_code", "each_commune": "commune_code"}
+
+
+def threshold(conn: psycopg.Connection, rule: Rule, now: datetime,
+              tz: ZoneInfo) -> list[Measurement]:
+    function, column, table = rule.kpi
+    since, until = rule.window.bounds(now, tz)
+    fn, col = sql.Identifier(function), sql.Identifier(column)
+    scope = rule.scope
+    if scope.kind in SCOPE_COLUMN:
+        key = sql.Identifier(SCOPE_COLUMN[scope.kind])
+        unit_arg, agency_arg = ((sql.SQL("s.key"), sql.SQL("NULL"))
+                                if scope.kind == "each_commune"
+                                else (sql.SQL("NULL"), sql.SQL("s.key")))
+        query = sql.SQL(
+            "SELECT s.key, k.{col} FROM (SELECT DISTINCT {key} AS key FROM {table}"
+            " WHERE anchor_at >= %(since)s AND anchor_at < %(until)s AND {key} <> '') s,"
+            " LATERAL {fn}(%(since)s, %(until)s, {unit}, {agency}) k ORDER BY s.key"
+        ).format(col=col, key=key, table=sql.Identifier(table), fn=fn, unit=unit_arg,
+                 agency=agency_arg)
+        prefix = "agency" if scope.kind == "each_agency" else "commune"
+        rows = conn.execute(query, {"since": since, "until": until}).fetchall()
+        return [Measurement(rule, f"{prefix}:{k}", _number(v)) for k, v in rows]
+    query = sql.SQL("SELECT k.{col} FROM {fn}(%(since)s, %(until)s, %(unit)s, %(agency)s) k"
+                    ).format(col=col, fn=fn)
+    params = {"since": since, "until": until,
+              "unit": scope.code if scope.kind == "commune" else None,
+              "agency": scope.code if scope.kind == "agency" else None}
+    row = conn.execute(query, params).fetchone()
+    key = "province" if scope.kind == "province" else f"{scope.kind}:{scope.code}"
+    return [Measurement(rule, key, _number(row[0] if row else None))]
+
+
+def _number(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    return value if isinstance(value, Decimal) else Decimal(str(value))
