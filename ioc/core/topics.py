@@ -1,6 +1,7 @@
 """Creating the topics: faust only creates its own, and needs ours with matching partitions."""
 
 import asyncio
+import time
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -55,6 +56,22 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> dict[str, str
                 done[name] = "exists"
         for name, what in done.items():
             log.info("topic", topic=name, state=what)
+        await _until_described(admin, wanted)
         return done
     finally:
         await admin.close()
+
+
+async def _until_described(admin: AIOKafkaAdminClient, wanted: dict[str, int]) -> None:
+    """Wait until the broker's metadata shows every topic with its partitions: creating and
+    growing are asynchronous, and a worker started right after must see the new count."""
+    deadline = time.monotonic() + 30
+    while True:
+        described = await admin.describe_topics(list(wanted))
+        lagging = sorted(t["topic"] for t in described
+                         if len(t["partitions"]) < wanted.get(t["topic"], 0))
+        if not lagging:
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"after 30 s the broker still shows too few partitions: {lagging}")
+        await asyncio.sleep(0.2)
