@@ -111,6 +111,7 @@ def storing_agent(kind: Kind, topic: TopicT) -> AgentT:
     return app.agent(topic, name=f"streams.{name}.{name}")(store)
 
 
-store_dossiers = storing_agent(Kind.DOSSIER, dossiers)
+# In the order the worker registered them when each had its own module.
 store_documents = storing_agent(Kind.DOCUMENT, documents)
+store_dossiers = storing_agent(Kind.DOSSIER, dossiers)
 store_field_reports = storing_agent(Kind.FIELD_REPORT, field_reports)
