@@ -11,22 +11,15 @@ from typing import Any, ClassVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_never,
-    wait_exponential_jitter,
-)
+from tenacity import RetryCallState
 
 from connectors.health import ConnectorHealth
 from connectors.ratelimit import RateLimiter
 from ioc.core.db import connect
 from ioc.core.events import AdminUnit, Agency, Event, Kind
+from ioc.core.retry import retrying
 from ioc.core.settings import Settings
 
 
@@ -275,14 +268,9 @@ class Connector(ABC):
 
     async def _retrying(self, call: Any, *args: Any) -> Any:
         o = self.options
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_transient),
-            wait=wait_exponential_jitter(multiplier=o.retry_initial_seconds,
-                                         max=o.retry_max_seconds),
-            stop=stop_after_attempt(o.retry_attempts) if o.retry_attempts else stop_never,
-            before_sleep=self._log_retry,
-            reraise=True,
-        ):
+        async for attempt in retrying(self._log_retry, first=o.retry_initial_seconds,
+                                      longest=o.retry_max_seconds, attempts=o.retry_attempts,
+                                      also=(TransientError,)):
             with attempt:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that lands as the fetch completes, and the connector would not stop.
@@ -304,11 +292,3 @@ def describe(exc: ValueError) -> str:
         return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}"
                          for e in exc.errors(include_url=False))
     return str(exc)
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, PermanentError):
-        return False
-    if isinstance(exc, KafkaError):
-        return bool(getattr(exc, "retriable", False))
-    return isinstance(exc, TransientError | ConnectionError | TimeoutError | OSError)

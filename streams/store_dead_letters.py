@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import psycopg
 import structlog
 from faust.types import EventT, StreamT
-from tenacity import AsyncRetrying, retry_if_exception, stop_never, wait_exponential_jitter
 
 from ioc.core.db import connect_kwargs
+from ioc.core.retry import retrying, warn
 from streams.app import app, settings
 from streams.dead_letters import DeadLetter, from_message, store
 from streams.topics import dead_letters
@@ -28,11 +28,6 @@ def letter_of(event: EventT) -> DeadLetter:
     at = datetime.fromtimestamp(m.timestamp, UTC) if m.timestamp and m.timestamp > 0 else None
     return from_message(partition=m.partition, offset=m.offset, timestamp=at, key=m.key,
                         value=m.value, headers=m.headers or ())
-
-
-def _transient(exc: BaseException) -> bool:
-    """Database errors worth waiting out; a DataError is about the row, not the database."""
-    return isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.DataError)
 
 
 class Writer:
@@ -48,15 +43,7 @@ class Writer:
         return await store(self._conn, letters)
 
     async def _retrying(self, letters: Sequence[DeadLetter]) -> int:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_transient),
-            wait=wait_exponential_jitter(multiplier=0.2, max=10),
-            stop=stop_never,
-            before_sleep=lambda state: log.warning(
-                "database unavailable, retrying dead letters", attempt=state.attempt_number,
-                error=str(state.outcome.exception()) if state.outcome else None),
-            reraise=True,
-        ):
+        async for attempt in retrying(warn(log, "database unavailable, retrying dead letters")):
             with attempt:
                 return await self._store(letters)
         raise AssertionError("unreachable")

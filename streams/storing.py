@@ -1,4 +1,5 @@
-"""The body every storing agent shares: validate, dead-letter, write, never lose an event.
+"""The storing agents, one per kind of event, made by one factory: validate, dead-letter,
+write, never lose an event.
 
 An exception escaping an agent would ack and lose its events, so none escapes: bad input
 goes to the dead-letter topic, database trouble is retried with backoff until it passes.
@@ -9,25 +10,20 @@ from collections.abc import Sequence
 
 import psycopg
 import structlog
-from faust.types import EventT, StreamT
+from faust.types import AgentT, EventT, StreamT, TopicT
 from pydantic import ValidationError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_never,
-    wait_exponential_jitter,
-)
 
 from ioc.core.events import Event, Kind, parse_event
-from streams.app import settings
+from ioc.core.retry import retrying, warn
+from streams.app import app, settings
 from streams.status import counters
 from streams.store import Store, Written
-from streams.topics import dead_letters
+from streams.topics import dead_letters, documents, dossiers, field_reports
 
 log = structlog.get_logger()
 
 
-def describe(exc: ValidationError) -> tuple[str, str]:
+def dead_letter_reason(exc: ValidationError) -> tuple[str, str]:
     """(reason, message) for a dead letter: which fields are wrong and why."""
     errors = exc.errors(include_url=False)
     if errors and errors[0]["type"] == "json_invalid":
@@ -52,21 +48,9 @@ async def send_dead_letter(event: EventT, reason: str, error: str) -> None:
                 partition=message.partition, offset=message.offset)
 
 
-def _transient(exc: BaseException) -> bool:
-    """Database errors worth waiting out; a DataError is about the event, not the database."""
-    return isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.DataError)
-
-
 async def _write(store: Store, kind: Kind, events: Sequence[Event]) -> Written:
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(_transient),
-        wait=wait_exponential_jitter(multiplier=0.2, max=10),
-        stop=stop_never,
-        before_sleep=lambda state: log.warning(
-            "database unavailable, retrying", kind=kind.value, attempt=state.attempt_number,
-            error=str(state.outcome.exception()) if state.outcome else None),
-        reraise=True,
-    ):
+    """Write until the database takes it; a DataError (about the events) is raised."""
+    async for attempt in retrying(warn(log, "database unavailable, retrying", kind=kind.value)):
         with attempt:
             return await store.write(kind, events)
     raise AssertionError("unreachable")
@@ -88,6 +72,7 @@ async def _write_or_split(store: Store, kind: Kind,
 
 
 async def store_events(stream: StreamT, kind: Kind) -> None:
+    """The body of every storing agent: batches of `kind` events, validated, then written."""
     topic = settings.topic(f"{kind.value}s")
     store = Store(settings)
     try:
@@ -98,7 +83,7 @@ async def store_events(stream: StreamT, kind: Kind) -> None:
                 try:
                     valid.append((event, parse_event(event.value, kind)))
                 except ValidationError as exc:
-                    await send_dead_letter(event, *describe(exc))
+                    await send_dead_letter(event, *dead_letter_reason(exc))
             if not valid:
                 continue
             started = time.perf_counter()
@@ -109,3 +94,24 @@ async def store_events(stream: StreamT, kind: Kind) -> None:
             counters.duplicates[topic] += written.duplicates
     finally:
         await store.close()
+
+
+def storing_agent(kind: Kind, topic: TopicT) -> AgentT:
+    """Register the agent storing the `kind` events of `topic`.
+
+    Named `streams.store_<kind>s.store_<kind>s`, as when each lived in a module of its own:
+    faust keys its agents by name, which would otherwise be the closure's, the same for all.
+    """
+    name = f"store_{kind.value}s"
+
+    async def store(stream: StreamT) -> None:
+        await store_events(stream, kind)
+
+    store.__name__ = store.__qualname__ = name
+    return app.agent(topic, name=f"streams.{name}.{name}")(store)
+
+
+# In the order the worker registered them when each had its own module.
+store_documents = storing_agent(Kind.DOCUMENT, documents)
+store_dossiers = storing_agent(Kind.DOSSIER, dossiers)
+store_field_reports = storing_agent(Kind.FIELD_REPORT, field_reports)

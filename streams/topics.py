@@ -2,7 +2,6 @@
 
 import faust
 
-from ioc.core.events import Kind
 from streams.app import app, settings
 
 
@@ -16,9 +15,3 @@ dossiers = _topic("dossiers")
 documents = _topic("documents")
 field_reports = _topic("field_reports")
 dead_letters = _topic("dead_letters")
-
-SOURCES: dict[Kind, faust.TopicT] = {
-    Kind.DOSSIER: dossiers,
-    Kind.DOCUMENT: documents,
-    Kind.FIELD_REPORT: field_reports,
-}

@@ -2,20 +2,8 @@
 
 import faust
 
-from streams import (
-    evaluate_alerts,
-    status,
-    store_dead_letters,
-    store_documents,
-    store_dossiers,
-    store_field_reports,
-)
+from streams import evaluate_alerts, status, store_dead_letters, storing  # noqa: F401 (agents)
 from streams.app import app, settings
-
-AGENTS = (store_dossiers.store_dossiers, store_documents.store_documents,
-          store_field_reports.store_field_reports, status.write_heartbeat,
-          evaluate_alerts.evaluate_alerts, store_dead_letters.store_dead_letters,
-          status.record_start)
 
 
 def run() -> None:
