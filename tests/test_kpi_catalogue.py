@@ -1,0 +1,222 @@
+"""The KPI catalogue (ioc/core/kpis.py) and its SQL (ioc/core/kpis.sql): a database migrated
+before kpis.sql existed and a fresh one end with the same definitions, on plain PostgreSQL and
+TimescaleDB; and the catalogue, the functions' result columns, the alert metrics, the messages
+and the committed dashboards and Grafana rules agree."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ioc.core import db
+from ioc.core.db import connect, migrate
+from ioc.core.settings import Settings
+from ioc.embedded.servers import Postgres
+from tests.timescaledb import TimescaleServer
+
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE = ROOT / "tests" / "data" / "kpis_before_catalogue"  # 0003, 0005, 0017 as first shipped
+FUNCTIONS = ("kpi_dossiers", "kpi_documents", "kpi_field_reports")
+SQL_TYPES = {"": "bigint", "%": "numeric", "giờ": "numeric"}
+GRAFANA_UNITS = {"": "none", "%": "percent", "giờ": "h"}
+
+
+def fresh(url: str) -> Settings:
+    return Settings(database_url=url, database_schema=f"t_{uuid.uuid4().hex[:10]}")
+
+
+def definitions(settings: Settings) -> dict[str, Any]:
+    """Every function (its full definition) and view (its query and columns) of the schema."""
+    schema = settings.database_schema
+    with connect(settings) as conn:
+        functions = conn.execute(
+            "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',"
+            " pg_get_functiondef(p.oid)"
+            " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = %s", (schema,)).fetchall()
+        views = conn.execute(
+            "SELECT c.relname, pg_get_viewdef(c.oid)"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind = 'v'", (schema,)).fetchall()
+        columns = conn.execute(
+            "SELECT table_name, ordinal_position, column_name, data_type"
+            " FROM information_schema.columns WHERE table_schema = %s"
+            " ORDER BY 1, 2", (schema,)).fetchall()
+    # TimescaleDB numbers the hypertables behind its continuous aggregates.
+    hypertable = re.compile(r"(_materialized_hypertable_|cagg_watermark\()\d+")
+    return {"functions": {name: body.replace(schema, "S") for name, body in functions},
+            "views": {name: hypertable.sub(r"\1N", text)
+                      for name, text in views},
+            "columns": columns}
+
+
+def migrate_as_before(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schema as `ioc db migrate` left it before kpis.sql: the KPI objects of the first
+    0003, 0005 and 0017."""
+    old = {int(f.name[:4]): f.read_text(encoding="utf-8") for f in BEFORE.glob("*.sql")}
+    current = db.migrations
+    with monkeypatch.context() as patch:
+        patch.setattr(db, "migrations", lambda timescale: [
+            (version, name, old.get(version, text)) for version, name, text in current(timescale)])
+        patch.setattr(db, "kpi_definitions", lambda: "")
+        migrate(settings)
+
+
+def assert_same_definitions(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    existing, new = fresh(url), fresh(url)
+    migrate_as_before(existing, monkeypatch)
+    before = definitions(existing)
+    assert "kpi_dossiers_by(since timestamp with time zone, until timestamp with time zone, " \
+           "group_by text, unit text, agency text, former_district text)" in before["functions"]
+    assert migrate(existing) == []  # nothing versioned is left: kpis.sql alone
+    migrate(new)
+    after, fresh_ = definitions(existing), definitions(new)
+    assert after == fresh_
+    # kpis.sql replaced the bodies (its comments are in them), the columns stayed.
+    assert after["functions"] != before["functions"]
+    assert after["columns"] == before["columns"]
+    assert "-- on time" in after["functions"][
+        "kpi_dossiers_by(since timestamp with time zone, until timestamp with time zone, "
+        "group_by text, unit text, agency text, former_district text)"]
+
+
+def test_existing_and_fresh_databases_end_alike_on_postgresql(
+        postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_same_definitions(postgres.url, monkeypatch)
+
+
+def test_existing_and_fresh_databases_end_alike_on_timescaledb(
+        timescale: TimescaleServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_same_definitions(timescale.url, monkeypatch)
+
+
+def test_migrate_applies_an_edited_formula(postgres: Postgres,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """kpis.sql is repeatable: an edited body reaches a migrated database at the next migrate."""
+    settings = fresh(postgres.url)
+    migrate(settings)
+    edited = db.kpi_definitions().replace("round(100 * part / nullif(whole, 0), 2)",
+                                          "round(100 * part / nullif(whole, 0), 1)")
+    monkeypatch.setattr(db, "kpi_definitions", lambda: edited)
+    migrate(settings)
+    with connect(settings) as conn:
+        assert conn.execute("SELECT ioc_pct(1, 3)").fetchone() == (Decimal("33.3"),)
+
+
+@pytest.fixture(scope="module")
+def catalogued(postgres: Postgres) -> Settings:
+    settings = fresh(postgres.url)
+    migrate(settings)
+    return settings
+
+
+def test_catalogue_is_every_result_column_of_the_kpi_functions(catalogued: Settings) -> None:
+    from ioc.core.kpis import CATALOGUE
+
+    with connect(catalogued) as conn:
+        # The OUT parameters of the four-argument functions, from the system catalogue.
+        rows = conn.execute(
+            "SELECT r.routine_name, p.parameter_name, p.data_type"
+            " FROM information_schema.routines r JOIN information_schema.parameters p"
+            "   ON p.specific_schema = r.specific_schema AND p.specific_name = r.specific_name"
+            " WHERE r.routine_schema = %s AND r.routine_name = ANY(%s) AND p.parameter_mode = 'OUT'"
+            "   AND (SELECT count(*) FROM information_schema.parameters i"
+            "        WHERE i.specific_name = r.specific_name AND i.parameter_mode = 'IN') = 4",
+            (catalogued.database_schema, list(FUNCTIONS))).fetchall()
+    found = {(function, column): kind for function, column, kind in rows}
+    assert len(found) == 35
+    assert {(k.function, k.column): SQL_TYPES[k.unit] for k in CATALOGUE} == found
+    assert all(k.name == f"{k.function.removeprefix('kpi_')}.{k.column}" for k in CATALOGUE)
+
+
+def test_766_targets_are_the_league_tables_defaults(catalogued: Settings) -> None:
+    from ioc.core.kpis import KPIS
+
+    with connect(catalogued) as conn:
+        rows = conn.execute(
+            "SELECT p.parameter_name, p.parameter_default FROM information_schema.parameters p"
+            " JOIN information_schema.routines r ON r.specific_name = p.specific_name"
+            " WHERE r.routine_schema = %s AND r.routine_name = 'kpi_agency_ranking'"
+            "   AND p.parameter_name LIKE '%%_target'", (catalogued.database_schema,)).fetchall()
+    defaults = {name.removesuffix("_target"): float(value) for name, value in rows}
+    assert defaults == {"on_time": 99, "digitized": 90, "online": 80, "satisfaction": 95}
+    targets = {name: k.target_766 for name, k in KPIS.items() if k.target_766 is not None}
+    assert targets == {f"dossiers.{group}_rate": value for group, value in defaults.items()}
+
+
+def test_alert_metrics_are_the_catalogue(catalogued: Settings) -> None:
+    from ioc.alerts.message import METRIC_NAMES
+    from ioc.alerts.rules import KIND_METRICS, METRICS
+    from ioc.core.kpis import CATALOGUE
+
+    assert set(METRICS) == {k.name for k in CATALOGUE}
+    with connect(catalogued) as conn:
+        for name, (function, column, table) in METRICS.items():
+            assert (function, column) == (f"kpi_{table}", name.partition(".")[2])
+            # The scope columns the evaluator lists exist in the table.
+            found = conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = %s", (catalogued.database_schema,
+                                                                  table)).fetchall()
+            assert {"anchor_at", "agency_code", "commune_code"} <= {c for c, in found}
+    for kpi in CATALOGUE:
+        assert METRIC_NAMES[kpi.name].startswith(kpi.label), kpi.name
+    assert set(KIND_METRICS.values()) <= set(METRIC_NAMES)
+    # One label per metric: no two metrics share one.
+    assert len(set(METRIC_NAMES.values())) == len(METRIC_NAMES)
+
+
+def stat_tiles() -> list[tuple[str, dict[str, Any], str, str]]:
+    """(dashboard, panel, function, column) of every committed tile reading a KPI function."""
+    tiles = []
+    for file in sorted((ROOT / "dashboards" / "json").glob("*.json")):
+        for panel in json.loads(file.read_text(encoding="utf-8"))["panels"]:
+            sql = panel.get("targets", [{}])[0].get("rawSql", "")
+            match = re.fullmatch(r"SELECT (\w+) AS value FROM (kpi_\w+)\(.*\)", sql, re.S)
+            if panel["type"] == "stat" and match:
+                tiles.append((file.stem, panel, match.group(2), match.group(1)))
+    return tiles
+
+
+def test_dashboard_tiles_show_the_catalogue() -> None:
+    from ioc.core.kpis import find
+
+    tiles = stat_tiles()
+    assert len(tiles) >= 20  # overview 10, dossiers 6, documents 6
+    for board, panel, function, column in tiles:
+        kpi = find(function, column)
+        where = (board, panel["title"])
+        assert panel["title"] == kpi.label, where
+        assert panel["fieldConfig"]["defaults"]["unit"] == GRAFANA_UNITS[kpi.unit], where
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        if kpi.target is not None:
+            assert {"color": "green", "value": kpi.target} in steps, where
+            assert f"{kpi.target:g} %" in panel["description"], where
+        if kpi.target_766 is not None:
+            assert "766" in panel["description"], where
+
+
+def test_grafana_rules_and_wall_name_metrics_by_their_label() -> None:
+    from ioc.core.kpis import KPIS
+
+    rules = ROOT / "dashboards" / "provisioning" / "alerting" / "rules.yaml"
+    exported = yaml.safe_load(rules.read_text(encoding="utf-8"))["groups"][0]["rules"]
+    shipped = {}
+    for file in (ROOT / "ioc" / "alerts" / "defaults" / "rules").glob("*.yaml"):
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        for rule in data.get("rules", data) if isinstance(data, dict) else data:
+            shipped[rule["name"]] = rule.get("metric")
+    checked = 0
+    for rule in exported:
+        metric = shipped[rule["labels"]["ioc_rule"]]
+        if metric in KPIS:
+            assert KPIS[metric].label in rule["annotations"]["summary"], rule["uid"]
+            checked += 1
+    assert checked >= 3
