@@ -3,10 +3,10 @@ its overdue part, the digital-signature rate, per agency, how long processing to
 overdue and due-soon documents.
 
 Counts and rates come from `kpi_documents(since, until, unit, agency, former_district)` and the
-flags of `document_facts` (ioc/core/migrations/0003_kpis.sql) for the dashboard's time range (a
+flags of `document_facts` (ioc/core/kpis.sql) for the dashboard's time range (a
 cohort: documents first seen in the period), the chosen commune/ward (`$commune`), agency
 (`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
-SQL NULL for each; the per-agency table reads `kpi_documents_by` (migration 0017): the same
+SQL NULL for each; the per-agency table reads `kpi_documents_by`: the same
 KPIs for every agency in one pass. Backlog: incoming documents not rejected, completed or
 recalled; overdue: in the backlog and past their deadline (compared with now()); due soon: in
 the backlog, deadline within the `due_soon_horizon` setting (24 h by default), as for dossiers.
@@ -28,14 +28,16 @@ from grafana_foundation_sdk.models import dashboard as model
 from dashboards import former_district
 from dashboards.dossiers import listing
 from dashboards.durations import distribution_panel, distribution_sql
-from dashboards.overview import rate_steps
 from dashboards.sdk import (
     HOURS_LEFT,
     PanelBuilder,
-    big_number,
+    Tile,
     grid,
     hours_left,
     hours_left_column,
+    kpi_columns,
+    kpi_row,
+    kpi_sql,
     percent_columns,
     series,
     thresholds,
@@ -56,24 +58,14 @@ TITLE = "IOC — Văn bản"
 TILE_H, ROW_H, TABLE_H, LIST_H = 5, 9, 9, 12
 
 
-# Column title -> kpi_documents column, after the agency columns of the table.
-COLUMNS = {
-    "Văn bản đến": "incoming",
-    "Văn bản đi": "outgoing",
-    "Tỷ lệ ký số": "signed_rate",
-    "Đã hoàn thành": "completed",
-    "Tỷ lệ đúng hạn": "on_time_rate",
-    "Tồn đọng": "backlog",
-    "Tồn đọng quá hạn": "backlog_overdue",
-}
+# The KPIs of the table, after the agency columns, titled with their catalogue labels.
+COLUMNS = kpi_columns("documents.incoming", "documents.outgoing", "documents.signed_rate",
+                      "documents.completed", "documents.on_time_rate", "documents.backlog",
+                      "documents.backlog_overdue")
 RATES = [title for title, column in COLUMNS.items() if column.endswith("_rate")]
 # QCVN 102:2016 business status codes of the documents still in the backlog.
 STATUS_LABELS = {"01": "Đã đến", "03": "Đã tiếp nhận", "04": "Đã phân công",
                  "05": "Đang xử lý", "13": "Đề nghị thu hồi", "16": "Từ chối thu hồi"}
-
-
-def kpi(column: str) -> str:
-    return f"SELECT {column} AS value FROM kpi_documents({SCOPE})"
 
 
 def _columns() -> str:
@@ -81,7 +73,7 @@ def _columns() -> str:
     return ",\n       ".join(f'{column} AS "{title}"' for title, column in columns.items())
 
 
-# kpi_documents per agency of the selection, in one pass (`kpi_documents_by`, migration 0017).
+# kpi_documents per agency of the selection, in one pass (`kpi_documents_by`).
 BY_AGENCY = f"""SELECT {_columns()}
 FROM kpi_documents_by({PERIOD}, 'agency', $commune::text, $agency::text, {DISTRICT})
 ORDER BY group_code"""
@@ -126,23 +118,20 @@ ORDER BY deadline, document_id
 LIMIT {LIST_LIMIT}"""
 
 
-def tile(panel_id: int, title: str, column: str, x: int, **options: object) -> PanelBuilder:
-    return big_number(panel_id, title, kpi(column), grid(x, 0, 4, TILE_H), **options)
+TILES: tuple[Tile, ...] = (
+    ("documents.incoming", None, ""),
+    ("documents.outgoing", None, ""),
+    ("documents.signed_rate", None, ""),
+    ("documents.on_time_rate", None,
+     "Văn bản đã hoàn thành trước hạn xử lý (hoặc không có hạn)."),
+    ("documents.backlog", thresholds("green", (1, "orange")),
+     "Văn bản đến chưa hoàn thành, không bị từ chối hay thu hồi."),
+    ("documents.backlog_overdue", thresholds("green", (1, "red")), ""),
+)
 
 
 def tiles() -> list[PanelBuilder]:
-    return [
-        tile(1, "Văn bản đến", "incoming", 0),
-        tile(2, "Văn bản đi", "outgoing", 4),
-        tile(3, "Tỷ lệ văn bản đi ký số", "signed_rate", 8, unit="percent", decimals=1,
-             steps=rate_steps(95, 80), description="Chỉ tiêu: ≥ 95 %"),
-        tile(4, "Tỷ lệ xử lý đúng hạn", "on_time_rate", 12, unit="percent", decimals=1,
-             steps=rate_steps(95, 85),
-             description="Văn bản đã hoàn thành trước hạn xử lý (hoặc không có hạn)."),
-        tile(5, "Văn bản đến tồn đọng", "backlog", 16, steps=thresholds("green", (1, "orange")),
-             description="Văn bản đến chưa hoàn thành, không bị từ chối hay thu hồi."),
-        tile(6, "Tồn đọng quá hạn", "backlog_overdue", 20, steps=thresholds("green", (1, "red"))),
-    ]
+    return kpi_row(TILES, lambda kpi: kpi_sql(kpi, SCOPE), TILE_H)
 
 
 def in_and_out() -> PanelBuilder:

@@ -2,7 +2,7 @@
 per commune/ward, the trend, how long resolving took, the overdue and due-soon reports and the
 map.
 
-Every count reads `field_report_facts` (ioc/core/migrations/0003_kpis.sql), with the flags the
+Every count reads `field_report_facts` (ioc/core/kpis.sql), with the flags the
 `kpi_field_reports` function counts, for the dashboard's time range (a cohort: reports
 requested in the period), the chosen commune/ward (`$commune`), agency (`$agency`), category
 (`$category`, the Open311 `service_code`) and former district (`$former_district`,
@@ -35,16 +35,19 @@ from dashboards.reportmap import map_panel, points_sql, status_label
 from dashboards.sdk import (
     HOURS_LEFT,
     PanelBuilder,
+    Tile,
     big_number,
     grid,
     hours_left,
     hours_left_column,
+    kpi_row,
     query_variable,
     series,
     thresholds,
 )
 from dashboards.trend import period, trend_variable
 from dashboards.variables import LIST_LIMIT, agency_variable, commune_variable
+from ioc.core.kpis import KPIS, Kpi
 
 UID = "ioc-field-reports"
 TITLE = "IOC — Phản ánh hiện trường"
@@ -65,29 +68,30 @@ CHOSEN = f"""{variables.CHOSEN}
 SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
   AND {CHOSEN}"""
 
-# Column title -> the aggregate over `field_report_facts`, as kpi_field_reports computes it.
+# kpi_field_reports column -> its aggregate over `field_report_facts`, as the function computes
+# it (the function has no category argument); titled with the catalogue's labels.
 COUNTS = {
-    "Phản ánh": "count(*)",
-    "Đang xử lý": "count(*) FILTER (WHERE is_open)",
-    "Quá hạn": "count(*) FILTER (WHERE overdue)",
-    "Đã giải quyết": "count(*) FILTER (WHERE resolved)",
-    "Trùng lặp": "count(*) FILTER (WHERE is_duplicate)",
-    "Trung vị giờ giải quyết": ("round((percentile_cont(0.5) WITHIN GROUP "
+    "reports": "count(*)",
+    "open": "count(*) FILTER (WHERE is_open)",
+    "overdue": "count(*) FILTER (WHERE overdue)",
+    "resolved": "count(*) FILTER (WHERE resolved)",
+    "duplicate": "count(*) FILTER (WHERE is_duplicate)",
+    "median_hours_to_resolve": ("round((percentile_cont(0.5) WITHIN GROUP "
                                 "(ORDER BY resolve_seconds) / 3600)::numeric, 2)"),
 }
-MEDIAN = "Trung vị giờ giải quyết"
+MEDIAN = KPIS["field_reports.median_hours_to_resolve"].label
 
 
 def counts(names: dict[str, str], group: str | None) -> str:
     """COUNTS over the selection, per `group` (the `names` columns lead) or for all of it."""
-    columns = {**names, **COUNTS}
+    columns = {**names, **{KPIS[f"field_reports.{c}"].label: sql for c, sql in COUNTS.items()}}
     lines = ",\n       ".join(f'{sql} AS "{title}"' for title, sql in columns.items())
     grouped = f"\nGROUP BY {group}\nORDER BY {group}" if group else ""
     return f"SELECT {lines}\nFROM field_report_facts\nWHERE {SELECTION}{grouped}"
 
 
-def tile_sql(title: str) -> str:
-    return f'SELECT {COUNTS[title]} AS value\nFROM field_report_facts\nWHERE {SELECTION}'
+def tile_sql(kpi: Kpi) -> str:
+    return f'SELECT {COUNTS[kpi.column]} AS value\nFROM field_report_facts\nWHERE {SELECTION}'
 
 
 BY_CATEGORY = counts({"Mã lĩnh vực": "service_code", "Lĩnh vực": "max(service_name)",
@@ -151,21 +155,20 @@ def category_variable() -> db.QueryVariable:
     return query_variable("category", "Lĩnh vực", CATEGORIES, all_value="NULL")
 
 
-def tile(panel_id: int, title: str, x: int, **options: object) -> PanelBuilder:
-    return big_number(panel_id, title, tile_sql(title), grid(x, 0, 4, TILE_H), **options)
+TILES: tuple[Tile, ...] = (
+    ("field_reports.reports", None, "Phản ánh tiếp nhận trong khoảng thời gian."),
+    ("field_reports.open", thresholds("green", (1, "orange")), ""),
+    ("field_reports.overdue", thresholds("green", (1, "red")),
+     "Đang xử lý, đã qua thời hạn dự kiến."),
+    ("field_reports.resolved", None, ""),
+    ("field_reports.median_hours_to_resolve", None,
+     "Từ khi tiếp nhận đến khi khắc phục hoặc đóng."),
+    ("field_reports.duplicate", None, ""),
+)
 
 
 def tiles() -> list[PanelBuilder]:
-    return [
-        tile(1, "Phản ánh", 0, description="Phản ánh tiếp nhận trong khoảng thời gian."),
-        tile(2, "Đang xử lý", 4, steps=thresholds("green", (1, "orange"))),
-        tile(3, "Quá hạn", 8, steps=thresholds("green", (1, "red")),
-             description="Đang xử lý, đã qua thời hạn dự kiến."),
-        tile(4, "Đã giải quyết", 12),
-        tile(5, MEDIAN, 16, unit="h", decimals=1,
-             description="Từ khi tiếp nhận đến khi khắc phục hoặc đóng."),
-        tile(6, "Trùng lặp", 20),
-    ]
+    return kpi_row(TILES, tile_sql, TILE_H)
 
 
 def table(panel_id: int, title: str, sql: str, pos: model.GridPos,

@@ -47,6 +47,12 @@ class Kpi:
         """The label with its unit, where the value is shown without one (alerts)."""
         return f"{self.label} ({self.unit})" if self.unit else self.label
 
+    def shown(self, value: object) -> str:
+        """A value with its unit (rates with two decimals), as the wall and `ioc kpis` show it."""
+        if value is None:
+            return "—"
+        return f"{value:.2f} %" if self.unit == "%" else f"{value} {self.unit}".rstrip()
+
     def target_text(self) -> str:
         """`≥ 99 %`, or "" without a target."""
         if self.target is None:
@@ -117,7 +123,7 @@ CATALOGUE: tuple[Kpi, ...] = (
     Kpi("field_reports.duplicate", R, "duplicate", "Phản ánh trùng lặp"),
     Kpi("field_reports.overdue", R, "overdue", "Phản ánh quá hạn", better="lower"),
     Kpi("field_reports.median_hours_to_resolve", R, "median_hours_to_resolve",
-        "Thời gian giải quyết phản ánh (trung vị)", "giờ", "lower"),
+        "Thời gian giải quyết phản ánh, trung vị", "giờ", "lower"),
 )
 KPIS: dict[str, Kpi] = {kpi.name: kpi for kpi in CATALOGUE}
 # Values the alert kinds measure themselves (ioc/alerts/kinds.py; due_soon reads as the KPI).
