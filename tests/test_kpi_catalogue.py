@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
+from rich.console import Console
 
 from ioc.core import db
 from ioc.core.db import connect, migrate
@@ -23,9 +26,15 @@ from tests.timescaledb import TimescaleServer
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = ROOT / "tests" / "data" / "kpis_before_catalogue"  # 0003, 0005, 0017 as first shipped
+LAST_BEFORE = 20  # the newest migration before kpis.sql
 FUNCTIONS = ("kpi_dossiers", "kpi_documents", "kpi_field_reports")
 SQL_TYPES = {"": "bigint", "%": "numeric", "giờ": "numeric"}
 GRAFANA_UNITS = {"": "none", "%": "percent", "giờ": "h"}
+
+
+def has_timescale(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        return db.has_timescale(conn)
 
 
 def fresh(url: str) -> Settings:
@@ -58,13 +67,14 @@ def definitions(settings: Settings) -> dict[str, Any]:
 
 
 def migrate_as_before(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The schema as `ioc db migrate` left it before kpis.sql: the KPI objects of the first
-    0003, 0005 and 0017."""
+    """The schema as `ioc db migrate` left it before kpis.sql: migrations up to LAST_BEFORE,
+    with the KPI objects of the first 0003, 0005 and 0017."""
     old = {int(f.name[:4]): f.read_text(encoding="utf-8") for f in BEFORE.glob("*.sql")}
     current = db.migrations
     with monkeypatch.context() as patch:
         patch.setattr(db, "migrations", lambda timescale: [
-            (version, name, old.get(version, text)) for version, name, text in current(timescale)])
+            (version, name, old.get(version, text)) for version, name, text in current(timescale)
+            if version <= LAST_BEFORE])
         patch.setattr(db, "kpi_definitions", lambda: "")
         migrate(settings)
 
@@ -72,19 +82,16 @@ def migrate_as_before(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> No
 def assert_same_definitions(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     existing, new = fresh(url), fresh(url)
     migrate_as_before(existing, monkeypatch)
-    before = definitions(existing)
-    assert "kpi_dossiers_by(since timestamp with time zone, until timestamp with time zone, " \
-           "group_by text, unit text, agency text, former_district text)" in before["functions"]
-    assert migrate(existing) == []  # nothing versioned is left: kpis.sql alone
+    by_group = ("kpi_dossiers_by(since timestamp with time zone, until timestamp with time zone,"
+                " group_by text, unit text, agency text, former_district text)")
+    assert by_group in definitions(existing)["functions"]
+    later = [v for v, _, _ in db.migrations(timescale=has_timescale(url))
+             if v > LAST_BEFORE]
+    assert migrate(existing) == later  # the newer migrations, then kpis.sql
     migrate(new)
-    after, fresh_ = definitions(existing), definitions(new)
-    assert after == fresh_
-    # kpis.sql replaced the bodies (its comments are in them), the columns stayed.
-    assert after["functions"] != before["functions"]
-    assert after["columns"] == before["columns"]
-    assert "-- on time" in after["functions"][
-        "kpi_dossiers_by(since timestamp with time zone, until timestamp with time zone, "
-        "group_by text, unit text, agency text, former_district text)"]
+    after = definitions(existing)
+    assert after == definitions(new)
+    assert "-- on time" in after["functions"][by_group]  # kpis.sql's body replaced the old one
 
 
 def test_existing_and_fresh_databases_end_alike_on_postgresql(
@@ -203,20 +210,44 @@ def test_dashboard_tiles_show_the_catalogue() -> None:
             assert "766" in panel["description"], where
 
 
-def test_grafana_rules_and_wall_name_metrics_by_their_label() -> None:
+def test_grafana_rules_name_metrics_by_their_label() -> None:
+    from ioc.alerts.rules import load_rules
     from ioc.core.kpis import KPIS
+    from ioc.core.settings import DEFAULT_ALERT_RULES
 
     rules = ROOT / "dashboards" / "provisioning" / "alerting" / "rules.yaml"
     exported = yaml.safe_load(rules.read_text(encoding="utf-8"))["groups"][0]["rules"]
-    shipped = {}
-    for file in (ROOT / "ioc" / "alerts" / "defaults" / "rules").glob("*.yaml"):
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-        for rule in data.get("rules", data) if isinstance(data, dict) else data:
-            shipped[rule["name"]] = rule.get("metric")
+    metrics = {rule.name: rule.metric for rule in load_rules(DEFAULT_ALERT_RULES)}
     checked = 0
     for rule in exported:
-        metric = shipped[rule["labels"]["ioc_rule"]]
+        metric = metrics[rule["labels"]["ioc_rule"]]
         if metric in KPIS:
             assert KPIS[metric].label in rule["annotations"]["summary"], rule["uid"]
             checked += 1
     assert checked >= 3
+
+
+def test_the_wall_and_ioc_kpis_show_labels_units_and_targets() -> None:
+    from ioc.cli.main import console, show_kpis
+    from ioc.core.kpis import CATALOGUE, FUNCTIONS, KPIS
+    from ioc.embedded.wall import WallData, render
+
+    values: dict[str, dict[str, Any]] = {family: {} for family in FUNCTIONS}
+    for number, kpi in enumerate(CATALOGUE, start=1):
+        values[kpi.family][kpi.column] = number + 0.5 if kpi.unit else number
+    wall = Console(width=400, record=True)
+    wall.print(render(WallData(at=datetime(2026, 11, 20, 9, tzinfo=UTC), kpis=values,
+                               agencies=[], reports=[], stored=0, lag=None)))
+    text = wall.export_text()
+    for name, shown in (("dossiers.on_time_rate", "15.50 %"), ("dossiers.satisfaction_rate",
+                                                                 "19.50 %"),
+                        ("documents.backlog", "26"), ("field_reports.open", "31")):
+        assert f"{KPIS[name].label}" in text and shown in text, name
+    assert "trung vị 35.5 giờ" in text  # the median, in hours
+
+    with console.capture() as captured:
+        show_kpis(values, as_json=False)
+    rows = [line for line in captured.get().splitlines() if "on_time_rate" in line]
+    assert len(rows) == 2  # dossiers and documents
+    assert "15.50 %" in rows[0] and "≥ 99 % (QĐ 766)" in rows[0]
+    assert "29.50 %" in rows[1] and "≥ 95 %" in rows[1] and "766" not in rows[1]
