@@ -24,7 +24,6 @@ no personal data, and the panel would show none): ordered by deadline, at most 5
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as cb
-from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
@@ -36,6 +35,7 @@ from dashboards.sdk import (
     PanelBuilder,
     Sql,
     Tile,
+    dashboard,
     grid,
     hours_left,
     hours_left_column,
@@ -46,15 +46,7 @@ from dashboards.sdk import (
     series,
     thresholds,
 )
-from dashboards.variables import (
-    DISTRICT,
-    LIST_LIMIT,
-    PERIOD,
-    SCOPE,
-    SELECTION,
-    agency_variable,
-    commune_variable,
-)
+from dashboards.variables import DISTRICT, LIST_LIMIT, PERIOD, SCOPE, SELECTION, scope_variables
 
 UID = "ioc-dossiers"
 TITLE = "IOC — Hồ sơ TTHC"
@@ -178,13 +170,5 @@ TABLES = (by_agency, by_commune, by_procedure, received_per_day, late_and_due_so
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "tthc"]).timezone("Asia/Ho_Chi_Minh")
-             .time("now-30d", "now").refresh("1m").week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
-             .with_variable(commune_variable()).with_variable(agency_variable())
-            .with_variable(former_district.variable("dossiers")))
-    for panel in tiles():
-        board = board.with_panel(panel)
-    for make in TABLES:
-        board = board.with_panel(make())
-    return board.build()
+    return dashboard(TITLE, UID, ["ioc", "tthc"], [*scope_variables(), former_district.variable(
+        "dossiers")], [*tiles(), *(make() for make in TABLES)])

@@ -28,25 +28,12 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import former_district, variables
+from dashboards import former_district, sdk, variables
 from dashboards.dossiers import indent, listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.reportmap import map_panel, points_sql, status_label
-from dashboards.sdk import (
-    HOURS_LEFT,
-    PanelBuilder,
-    Tile,
-    big_number,
-    grid,
-    hours_left,
-    hours_left_column,
-    kpi_row,
-    query_variable,
-    series,
-    thresholds,
-)
 from dashboards.trend import period, trend_variable
-from dashboards.variables import LIST_LIMIT, agency_variable, commune_variable
+from dashboards.variables import LIST_LIMIT, scope_variables
 from ioc.core.kpis import KPIS, Kpi
 
 UID = "ioc-field-reports"
@@ -122,7 +109,7 @@ LATE_AND_DUE_SOON = f"""SELECT service_request_id AS "Mã phản ánh",
        agency_code AS "Mã cơ quan",
        expected_datetime AS "Hạn xử lý",
        {status_label(overdue_first=False).replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
-       {hours_left("expected_datetime")} AS "{HOURS_LEFT}"
+       {sdk.hours_left("expected_datetime")} AS "{sdk.HOURS_LEFT}"
 FROM field_report_facts
 WHERE is_open AND expected_datetime < now() + ioc_due_soon_horizon()
   AND {SELECTION}
@@ -152,13 +139,13 @@ LIMIT {LIST_LIMIT}"""
 
 
 def category_variable() -> db.QueryVariable:
-    return query_variable("category", "Lĩnh vực", CATEGORIES, all_value="NULL")
+    return sdk.query_variable("category", "Lĩnh vực", CATEGORIES, all_value="NULL")
 
 
-TILES: tuple[Tile, ...] = (
+TILES: tuple[sdk.Tile, ...] = (
     ("field_reports.reports", None, "Phản ánh tiếp nhận trong khoảng thời gian."),
-    ("field_reports.open", thresholds("green", (1, "orange")), ""),
-    ("field_reports.overdue", thresholds("green", (1, "red")),
+    ("field_reports.open", sdk.thresholds("green", (1, "orange")), ""),
+    ("field_reports.overdue", sdk.thresholds("green", (1, "red")),
      "Đang xử lý, đã qua thời hạn dự kiến."),
     ("field_reports.resolved", None, ""),
     ("field_reports.median_hours_to_resolve", None,
@@ -167,62 +154,62 @@ TILES: tuple[Tile, ...] = (
 )
 
 
-def tiles() -> list[PanelBuilder]:
-    return kpi_row(TILES, tile_sql, TILE_H)
+def tiles() -> list[sdk.PanelBuilder]:
+    return sdk.kpi_row(TILES, tile_sql, TILE_H)
 
 
 def table(panel_id: int, title: str, sql: str, pos: model.GridPos,
-          description: str) -> PanelBuilder:
+          description: str) -> sdk.PanelBuilder:
     return listing(panel_id, title, sql, pos, description).override_by_name(MEDIAN, [
         model.DynamicConfigValue(id_val="decimals", value=2)])
 
 
-def by_category() -> PanelBuilder:
-    return table(7, "Theo lĩnh vực", BY_CATEGORY, grid(0, TILE_H, 12, TABLE_H),
+def by_category() -> sdk.PanelBuilder:
+    return table(7, "Theo lĩnh vực", BY_CATEGORY, sdk.grid(0, TILE_H, 12, TABLE_H),
                  "Phản ánh tiếp nhận trong khoảng thời gian, theo lĩnh vực (service_code).")
 
 
-def by_commune() -> PanelBuilder:
-    return table(8, "Theo xã/phường", BY_COMMUNE, grid(12, TILE_H, 12, TABLE_H),
+def by_commune() -> sdk.PanelBuilder:
+    return table(8, "Theo xã/phường", BY_COMMUNE, sdk.grid(12, TILE_H, 12, TABLE_H),
                  "Phản ánh tiếp nhận trong khoảng thời gian, theo xã/phường.")
 
 
-def new_and_resolved() -> PanelBuilder:
-    return series(9, "Phản ánh mới và đã giải quyết theo chu kỳ", NEW_AND_RESOLVED,
-                  grid(0, TILE_H + TABLE_H, 16, ROW_H))
+def new_and_resolved() -> sdk.PanelBuilder:
+    return sdk.series(9, "Phản ánh mới và đã giải quyết theo chu kỳ", NEW_AND_RESOLVED,
+                      sdk.grid(0, TILE_H + TABLE_H, 16, ROW_H))
 
 
-def time_to_resolve() -> PanelBuilder:
+def time_to_resolve() -> sdk.PanelBuilder:
     return distribution_panel(10, "Thời gian giải quyết", TIME_TO_RESOLVE,
-                              grid(16, TILE_H + TABLE_H, 8, ROW_H),
+                              sdk.grid(16, TILE_H + TABLE_H, 8, ROW_H),
                               "Phản ánh đã khắc phục hoặc đóng: từ khi tiếp nhận đến khi xong.")
 
 
-def late_and_due_soon() -> PanelBuilder:
-    return hours_left_column(listing(
+def late_and_due_soon() -> sdk.PanelBuilder:
+    return sdk.hours_left_column(listing(
         11, "Phản ánh quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
-        grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
+        sdk.grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
         f"Phản ánh đang xử lý đã quá hạn hoặc sắp đến hạn, theo hạn (tối đa {LIST_LIMIT}). "
         "Không có dữ liệu cá nhân: mã, lĩnh vực, nơi và thời hạn."))
 
 
-def reports_map() -> PanelBuilder:
+def reports_map() -> sdk.PanelBuilder:
     return map_panel(12, "Bản đồ phản ánh", POINTS,
-                     grid(12, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
+                     sdk.grid(12, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
                      "Mỗi điểm là một phản ánh, màu theo tình trạng (đỏ: quá hạn).")
 
 
-def unassigned_count() -> PanelBuilder:
-    return big_number(13, f"{UNASSIGNED} xã/phường", UNASSIGNED_COUNT,
-                      grid(0, TILE_H + TABLE_H + ROW_H + MAP_H, 4, TABLE_H),
-                      steps=thresholds("green", (1, "orange")),
-                      description="Phản ánh tiếp nhận trong khoảng thời gian mà chưa xác định"
-                                  " được xã/phường: trực ban phân công qua API.")
+def unassigned_count() -> sdk.PanelBuilder:
+    return sdk.big_number(13, f"{UNASSIGNED} xã/phường", UNASSIGNED_COUNT,
+                          sdk.grid(0, TILE_H + TABLE_H + ROW_H + MAP_H, 4, TABLE_H),
+                          steps=sdk.thresholds("green", (1, "orange")),
+                          description="Phản ánh tiếp nhận trong khoảng thời gian mà chưa xác định"
+                                      " được xã/phường: trực ban phân công qua API.")
 
 
-def unassigned_list() -> PanelBuilder:
+def unassigned_list() -> sdk.PanelBuilder:
     return listing(14, f"Phản ánh {UNASSIGNED.lower()} xã/phường", UNASSIGNED_LIST,
-                   grid(4, TILE_H + TABLE_H + ROW_H + MAP_H, 20, TABLE_H),
+                   sdk.grid(4, TILE_H + TABLE_H + ROW_H + MAP_H, 20, TABLE_H),
                    "Phản ánh chưa có xã/phường (không có mã xã, tên xã trong địa chỉ hay ranh"
                    f" giới chứa tọa độ), cũ nhất trước (tối đa {LIST_LIMIT}). Trực ban phân công"
                    " bằng POST /open311/v2/requests/{id}/commune.json.")
@@ -233,16 +220,7 @@ PANELS = (by_category, by_commune, new_and_resolved, time_to_resolve, late_and_d
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "phan-anh"])
-             .timezone("Asia/Ho_Chi_Minh").time("now-30d", "now").refresh("1m")
-             .week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
-             .with_variable(commune_variable()).with_variable(agency_variable())
-             .with_variable(category_variable())
-             .with_variable(former_district.variable("field_reports"))
-             .with_variable(trend_variable()))
-    for panel in tiles():
-        board = board.with_panel(panel)
-    for make in PANELS:
-        board = board.with_panel(make())
-    return board.build()
+    return sdk.dashboard(TITLE, UID, ["ioc", "phan-anh"],
+                         [*scope_variables(), category_variable(),
+                          former_district.variable("field_reports"), trend_variable()],
+                         [*tiles(), *(make() for make in PANELS)])

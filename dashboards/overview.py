@@ -13,8 +13,8 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards.reportmap import map_panel, points_sql
-from dashboards.sdk import PanelBuilder, grid, kpi_sql, kpi_tile, series, thresholds
-from dashboards.variables import agency_variable, commune_variable
+from dashboards.sdk import PanelBuilder, dashboard, grid, kpi_sql, kpi_tile, series, thresholds
+from dashboards.variables import scope_variables
 from ioc.core.kpis import KPIS
 
 UID = "ioc-overview"
@@ -71,10 +71,6 @@ PANELS = (received_per_hour, reports_map)
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "wall"]).timezone("Asia/Ho_Chi_Minh")
-             .time("now-30d", "now").refresh("30s").week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["10s", "30s", "1m", "5m"]))
-             .with_variable(commune_variable()).with_variable(agency_variable()))
-    for panel in [*tiles(), *(make() for make in PANELS)]:
-        board = board.with_panel(panel)
-    return board.build()
+    return dashboard(TITLE, UID, ["ioc", "wall"], scope_variables(),
+                     [*tiles(), *(make() for make in PANELS)], refresh="30s",
+                     intervals=("10s", "30s", "1m", "5m"))

@@ -29,7 +29,16 @@ from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.sdk import DATASOURCE, PanelBuilder, Sql, big_number, grid, series, thresholds
+from dashboards.sdk import (
+    DATASOURCE,
+    PanelBuilder,
+    Sql,
+    big_number,
+    dashboard,
+    grid,
+    series,
+    thresholds,
+)
 
 UID = "ioc-pipeline"
 TITLE = "IOC — Sức khỏe hệ thống"
@@ -229,9 +238,5 @@ PANELS = (by_kind, by_source, workers, connectors, dead_letter_reasons, recent_d
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "ops"]).timezone("Asia/Ho_Chi_Minh")
-             .time("now-6h", "now").refresh("30s").week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["10s", "30s", "1m", "5m"])))
-    for panel in [*stats(), *(make() for make in PANELS)]:
-        board = board.with_panel(panel)
-    return board.build()
+    return dashboard(TITLE, UID, ["ioc", "ops"], [], [*stats(), *(make() for make in PANELS)],
+                     since="now-6h", refresh="30s", intervals=("10s", "30s", "1m", "5m"))

@@ -12,7 +12,6 @@ Aggregates only: no personal data.
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as cb
-from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
@@ -21,6 +20,7 @@ from dashboards.sdk import (
     DATASOURCE,
     PanelBuilder,
     Sql,
+    dashboard,
     grid,
     kpi_columns,
     percent_columns,
@@ -100,10 +100,5 @@ PANELS = (agencies, communes)
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "766"]).timezone("Asia/Ho_Chi_Minh")
-             .time("now-30d", "now").refresh("1m").week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
-             .with_variable(commune_variable()))
-    for panel in PANELS:
-        board = board.with_panel(panel())
-    return board.build()
+    return dashboard(TITLE, UID, ["ioc", "766"], [commune_variable()],
+                     [make() for make in PANELS])

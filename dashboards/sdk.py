@@ -223,3 +223,17 @@ def kpi_row(tiles: Sequence[Tile], sql: Callable[[Kpi], str], height: int) -> li
 def kpi_columns(*names: str) -> dict[str, str]:
     """Table columns of catalogue KPIs: label -> result column."""
     return {KPIS[name].label: KPIS[name].column for name in names}
+
+
+def dashboard(title: str, uid: str, tags: list[str], variables: Iterable[db.QueryVariable],
+              panels: Iterable[PanelBuilder], *, since: str = "now-30d", refresh: str = "1m",
+              intervals: Sequence[str] = ("30s", "1m", "5m", "15m")) -> model.Dashboard:
+    """A read-only dashboard in Vietnam's time zone, weeks from Monday."""
+    board = (db.Dashboard(title).uid(uid).tags(tags).timezone("Asia/Ho_Chi_Minh")
+             .time(since, "now").refresh(refresh).week_start("monday").readonly()
+             .timepicker(db.TimePicker().refresh_intervals(list(intervals))))
+    for variable in variables:
+        board = board.with_variable(variable)
+    for panel in panels:
+        board = board.with_panel(panel)
+    return board.build()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,7 +26,8 @@ from ioc.embedded.servers import Postgres
 from tests.timescaledb import TimescaleServer
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = ROOT / "tests" / "data" / "kpis_before_catalogue"  # 0003, 0005, 0017 as first shipped
+# 0003, 0005 and 0017 as they were shipped before kpis.sql (a frozen archive, not code to edit)
+BEFORE = ROOT / "tests" / "data" / "kpis_before_catalogue.tar.gz"
 LAST_BEFORE = 20  # the newest migration before kpis.sql
 FUNCTIONS = ("kpi_dossiers", "kpi_documents", "kpi_field_reports")
 SQL_TYPES = {"": "bigint", "%": "numeric", "giờ": "numeric"}
@@ -69,7 +71,13 @@ def definitions(settings: Settings) -> dict[str, Any]:
 def migrate_as_before(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The schema as `ioc db migrate` left it before kpis.sql: migrations up to LAST_BEFORE,
     with the KPI objects of the first 0003, 0005 and 0017."""
-    old = {int(f.name[:4]): f.read_text(encoding="utf-8") for f in BEFORE.glob("*.sql")}
+    old: dict[int, str] = {}
+    with tarfile.open(BEFORE) as archive:
+        for member in archive.getmembers():
+            file = archive.extractfile(member)
+            if file is not None:
+                old[int(Path(member.name).name[:4])] = file.read().decode()
+    assert sorted(old) == [3, 5, 17]
     current = db.migrations
     with monkeypatch.context() as patch:
         patch.setattr(db, "migrations", lambda timescale: [
@@ -124,20 +132,26 @@ def catalogued(postgres: Postgres) -> Settings:
     return settings
 
 
+def parameters(settings: Settings, *functions: str) -> list[tuple[str, int, str, str, str, str]]:
+    """(function, its number of IN arguments, name, mode, type, default) of each parameter of
+    the functions, from information_schema."""
+    with connect(settings) as conn:
+        return conn.execute(
+            "SELECT r.routine_name, (SELECT count(*) FROM information_schema.parameters i"
+            "        WHERE i.specific_name = r.specific_name AND i.parameter_mode = 'IN'),"
+            " p.parameter_name, p.parameter_mode, p.data_type, p.parameter_default"
+            " FROM information_schema.routines r JOIN information_schema.parameters p"
+            "   ON p.specific_schema = r.specific_schema AND p.specific_name = r.specific_name"
+            " WHERE r.routine_schema = %s AND r.routine_name = ANY(%s)",
+            (settings.database_schema, list(functions))).fetchall()
+
+
 def test_catalogue_is_every_result_column_of_the_kpi_functions(catalogued: Settings) -> None:
     from ioc.core.kpis import CATALOGUE
 
-    with connect(catalogued) as conn:
-        # The OUT parameters of the four-argument functions, from the system catalogue.
-        rows = conn.execute(
-            "SELECT r.routine_name, p.parameter_name, p.data_type"
-            " FROM information_schema.routines r JOIN information_schema.parameters p"
-            "   ON p.specific_schema = r.specific_schema AND p.specific_name = r.specific_name"
-            " WHERE r.routine_schema = %s AND r.routine_name = ANY(%s) AND p.parameter_mode = 'OUT'"
-            "   AND (SELECT count(*) FROM information_schema.parameters i"
-            "        WHERE i.specific_name = r.specific_name AND i.parameter_mode = 'IN') = 4",
-            (catalogued.database_schema, list(FUNCTIONS))).fetchall()
-    found = {(function, column): kind for function, column, kind in rows}
+    found = {(function, name): kind  # the result columns of the four-argument functions
+             for function, inputs, name, mode, kind, _ in parameters(catalogued, *FUNCTIONS)
+             if mode == "OUT" and inputs == 4}
     assert len(found) == 35
     assert {(k.function, k.column): SQL_TYPES[k.unit] for k in CATALOGUE} == found
     assert all(k.name == f"{k.function.removeprefix('kpi_')}.{k.column}" for k in CATALOGUE)
@@ -146,13 +160,9 @@ def test_catalogue_is_every_result_column_of_the_kpi_functions(catalogued: Setti
 def test_766_targets_are_the_league_tables_defaults(catalogued: Settings) -> None:
     from ioc.core.kpis import KPIS
 
-    with connect(catalogued) as conn:
-        rows = conn.execute(
-            "SELECT p.parameter_name, p.parameter_default FROM information_schema.parameters p"
-            " JOIN information_schema.routines r ON r.specific_name = p.specific_name"
-            " WHERE r.routine_schema = %s AND r.routine_name = 'kpi_agency_ranking'"
-            "   AND p.parameter_name LIKE '%%_target'", (catalogued.database_schema,)).fetchall()
-    defaults = {name.removesuffix("_target"): float(value) for name, value in rows}
+    defaults = {name.removesuffix("_target"): float(default)
+                for _, _, name, _, _, default in parameters(catalogued, "kpi_agency_ranking")
+                if name.endswith("_target")}
     assert defaults == {"on_time": 99, "digitized": 90, "online": 80, "satisfaction": 95}
     targets = {name: k.target_766 for name, k in KPIS.items() if k.target_766 is not None}
     assert targets == {f"dossiers.{group}_rate": value for group, value in defaults.items()}
