@@ -1,4 +1,5 @@
-"""grafana-foundation-sdk glue: a PostgreSQL `rawSql` dataquery and the shared panel builders.
+"""grafana-foundation-sdk glue: a PostgreSQL `rawSql` dataquery and the shared panel builders,
+KPI tiles and table columns from the catalogue (ioc/core/kpis.py) among them.
 
 The SDK (11.6 build) has no PostgreSQL query type; `SqlQuery` fills the gap and is registered
 with the SDK's runtime so dashboards load back from JSON without losing a key.
