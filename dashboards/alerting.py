@@ -40,6 +40,7 @@ from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards import PROVISIONING_DIR
 from dashboards.sdk import DATASOURCE_UID, Sql, to_dict
+from ioc.alerts.message import METRIC_NAMES
 from ioc.alerts.rules import Rule, Window, load_rules
 from ioc.core.settings import DEFAULT_ALERT_RULES
 
@@ -56,23 +57,6 @@ UID_MAX, TITLE_MAX = 40, 190  # Grafana's limits (bytes)
 SCOPE_LABEL = {"each_agency": "agency", "each_commune": "commune", "each_source": "source"}
 EXPORTED_KINDS = ("threshold", "due_soon", "no_signal")
 
-METRIC_TITLES = {
-    "dossiers.on_time_rate": "Tỷ lệ hồ sơ đúng hạn (%)",
-    "dossiers.online_rate": "Tỷ lệ nộp trực tuyến (%)",
-    "dossiers.digitized_rate": "Tỷ lệ số hóa hồ sơ (%)",
-    "dossiers.paid_online_rate": "Tỷ lệ thanh toán trực tuyến (%)",
-    "dossiers.satisfaction_rate": "Mức độ hài lòng (%)",
-    "dossiers.late_in_process": "Hồ sơ đang giải quyết quá hạn",
-    "dossiers.due_soon": "Hồ sơ sắp đến hạn",
-    "dossiers.received": "Hồ sơ tiếp nhận",
-    "documents.backlog": "Văn bản đến tồn đọng",
-    "documents.backlog_overdue": "Văn bản đến tồn đọng quá hạn",
-    "documents.signed_rate": "Tỷ lệ văn bản đi ký số (%)",
-    "field_reports.open": "Phản ánh đang xử lý",
-    "field_reports.overdue": "Phản ánh quá hạn",
-    "field_reports.median_hours_to_resolve": "Thời gian xử lý phản ánh (trung vị, giờ)",
-    "sources.silent_minutes": "Số phút không nhận được dữ liệu",
-}
 UNITS_VI = (("ngày", 86400), ("giờ", 3600), ("phút", 60), ("giây", 1))
 
 
@@ -250,7 +234,7 @@ def condition(rule: Rule) -> eb.TypeThreshold | eb.TypeMath:
 def grafana_rule(rule: Rule, title: str) -> dict[str, Any]:
     """One rule of a provisioning file's group (AlertRuleV1)."""
     _, _, span = bounds(rule.window)
-    metric = METRIC_TITLES.get(rule.metric, rule.metric)
+    metric = METRIC_NAMES.get(rule.metric, rule.metric)
     labels = {"severity": rule.severity, "ioc_rule": rule.name}
     if rule.scope.kind in ("agency", "commune", "source"):
         labels[rule.scope.kind] = rule.scope.code or ""

@@ -3,10 +3,10 @@ its overdue part, the digital-signature rate, per agency, how long processing to
 overdue and due-soon documents.
 
 Counts and rates come from `kpi_documents(since, until, unit, agency, former_district)` and the
-flags of `document_facts` (ioc/core/migrations/0003_kpis.sql) for the dashboard's time range (a
+flags of `document_facts` (ioc/core/kpis.sql) for the dashboard's time range (a
 cohort: documents first seen in the period), the chosen commune/ward (`$commune`), agency
 (`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
-SQL NULL for each; the per-agency table reads `kpi_documents_by` (migration 0017): the same
+SQL NULL for each; the per-agency table reads `kpi_documents_by`: the same
 KPIs for every agency in one pass. Backlog: incoming documents not rejected, completed or
 recalled; overdue: in the backlog and past their deadline (compared with now()); due soon: in
 the backlog, deadline within the `due_soon_horizon` setting (24 h by default), as for dossiers.
@@ -22,58 +22,27 @@ database keeps no subject, content or attachment of a document), with the hours 
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import former_district
+from dashboards import former_district, sdk
 from dashboards.dossiers import listing
 from dashboards.durations import distribution_panel, distribution_sql
-from dashboards.overview import rate_steps
-from dashboards.sdk import (
-    HOURS_LEFT,
-    PanelBuilder,
-    big_number,
-    grid,
-    hours_left,
-    hours_left_column,
-    percent_columns,
-    series,
-    thresholds,
-)
 from dashboards.trend import period, trend_variable
-from dashboards.variables import (
-    DISTRICT,
-    LIST_LIMIT,
-    PERIOD,
-    SCOPE,
-    SELECTION,
-    agency_variable,
-    commune_variable,
-)
+from dashboards.variables import DISTRICT, LIST_LIMIT, PERIOD, SCOPE, SELECTION, scope_variables
 
 UID = "ioc-documents"
 TITLE = "IOC — Văn bản"
 TILE_H, ROW_H, TABLE_H, LIST_H = 5, 9, 9, 12
 
 
-# Column title -> kpi_documents column, after the agency columns of the table.
-COLUMNS = {
-    "Văn bản đến": "incoming",
-    "Văn bản đi": "outgoing",
-    "Tỷ lệ ký số": "signed_rate",
-    "Đã hoàn thành": "completed",
-    "Tỷ lệ đúng hạn": "on_time_rate",
-    "Tồn đọng": "backlog",
-    "Tồn đọng quá hạn": "backlog_overdue",
-}
+# The KPIs of the table, after the agency columns, titled with their catalogue labels.
+COLUMNS = sdk.kpi_columns("documents.incoming", "documents.outgoing", "documents.signed_rate",
+                          "documents.completed", "documents.on_time_rate", "documents.backlog",
+                          "documents.backlog_overdue")
 RATES = [title for title, column in COLUMNS.items() if column.endswith("_rate")]
 # QCVN 102:2016 business status codes of the documents still in the backlog.
 STATUS_LABELS = {"01": "Đã đến", "03": "Đã tiếp nhận", "04": "Đã phân công",
                  "05": "Đang xử lý", "13": "Đề nghị thu hồi", "16": "Từ chối thu hồi"}
-
-
-def kpi(column: str) -> str:
-    return f"SELECT {column} AS value FROM kpi_documents({SCOPE})"
 
 
 def _columns() -> str:
@@ -81,7 +50,7 @@ def _columns() -> str:
     return ",\n       ".join(f'{column} AS "{title}"' for title, column in columns.items())
 
 
-# kpi_documents per agency of the selection, in one pass (`kpi_documents_by`, migration 0017).
+# kpi_documents per agency of the selection, in one pass (`kpi_documents_by`).
 BY_AGENCY = f"""SELECT {_columns()}
 FROM kpi_documents_by({PERIOD}, 'agency', $commune::text, $agency::text, {DISTRICT})
 ORDER BY group_code"""
@@ -118,7 +87,7 @@ LATE_AND_DUE_SOON = f"""SELECT document_id AS "Mã văn bản",
        CASE coalesce(status, '01')
 {_STATUS}
             ELSE status END AS "Trạng thái",
-       {hours_left("deadline")} AS "{HOURS_LEFT}"
+       {sdk.hours_left("deadline")} AS "{sdk.HOURS_LEFT}"
 FROM document_facts
 WHERE in_backlog AND deadline < now() + ioc_due_soon_horizon()
   AND {SELECTION}
@@ -126,45 +95,43 @@ ORDER BY deadline, document_id
 LIMIT {LIST_LIMIT}"""
 
 
-def tile(panel_id: int, title: str, column: str, x: int, **options: object) -> PanelBuilder:
-    return big_number(panel_id, title, kpi(column), grid(x, 0, 4, TILE_H), **options)
+TILES: tuple[sdk.Tile, ...] = (
+    ("documents.incoming", None, ""),
+    ("documents.outgoing", None, ""),
+    ("documents.signed_rate", None, ""),
+    ("documents.on_time_rate", None,
+     "Văn bản đã hoàn thành trước hạn xử lý (hoặc không có hạn)."),
+    ("documents.backlog", sdk.thresholds("green", (1, "orange")),
+     "Văn bản đến chưa hoàn thành, không bị từ chối hay thu hồi."),
+    ("documents.backlog_overdue", sdk.thresholds("green", (1, "red")), ""),
+)
 
 
-def tiles() -> list[PanelBuilder]:
-    return [
-        tile(1, "Văn bản đến", "incoming", 0),
-        tile(2, "Văn bản đi", "outgoing", 4),
-        tile(3, "Tỷ lệ văn bản đi ký số", "signed_rate", 8, unit="percent", decimals=1,
-             steps=rate_steps(95, 80), description="Chỉ tiêu: ≥ 95 %"),
-        tile(4, "Tỷ lệ xử lý đúng hạn", "on_time_rate", 12, unit="percent", decimals=1,
-             steps=rate_steps(95, 85),
-             description="Văn bản đã hoàn thành trước hạn xử lý (hoặc không có hạn)."),
-        tile(5, "Văn bản đến tồn đọng", "backlog", 16, steps=thresholds("green", (1, "orange")),
-             description="Văn bản đến chưa hoàn thành, không bị từ chối hay thu hồi."),
-        tile(6, "Tồn đọng quá hạn", "backlog_overdue", 20, steps=thresholds("green", (1, "red"))),
-    ]
+def tiles() -> list[sdk.PanelBuilder]:
+    return sdk.kpi_row(TILES, lambda kpi: sdk.kpi_sql(kpi, SCOPE), TILE_H)
 
 
-def in_and_out() -> PanelBuilder:
-    return series(7, "Văn bản đến và đi theo chu kỳ", IN_AND_OUT, grid(0, TILE_H, 16, ROW_H))
+def in_and_out() -> sdk.PanelBuilder:
+    return sdk.series(7, "Văn bản đến và đi theo chu kỳ", IN_AND_OUT,
+                      sdk.grid(0, TILE_H, 16, ROW_H))
 
 
-def processing_time() -> PanelBuilder:
+def processing_time() -> sdk.PanelBuilder:
     return distribution_panel(
-        8, "Thời gian xử lý văn bản", PROCESSING_TIME, grid(16, TILE_H, 8, ROW_H),
+        8, "Thời gian xử lý văn bản", PROCESSING_TIME, sdk.grid(16, TILE_H, 8, ROW_H),
         "Văn bản đã hoàn thành: từ khi đến đến khi hoàn thành (trạng thái 06).")
 
 
-def by_agency() -> PanelBuilder:
-    return percent_columns(listing(9, "Theo cơ quan", BY_AGENCY,
-                                   grid(0, TILE_H + ROW_H, 24, TABLE_H),
-                                   "Văn bản trong khoảng thời gian, theo cơ quan."), RATES)
+def by_agency() -> sdk.PanelBuilder:
+    return sdk.percent_columns(listing(9, "Theo cơ quan", BY_AGENCY,
+                                       sdk.grid(0, TILE_H + ROW_H, 24, TABLE_H),
+                                       "Văn bản trong khoảng thời gian, theo cơ quan."), RATES)
 
 
-def late_and_due_soon() -> PanelBuilder:
-    return hours_left_column(listing(
+def late_and_due_soon() -> sdk.PanelBuilder:
+    return sdk.hours_left_column(listing(
         10, "Văn bản đến quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
-        grid(0, TILE_H + ROW_H + TABLE_H, 24, LIST_H),
+        sdk.grid(0, TILE_H + ROW_H + TABLE_H, 24, LIST_H),
         f"Văn bản tồn đọng đã quá hạn hoặc sắp đến hạn xử lý, theo hạn (tối đa {LIST_LIMIT}). "
         "Chỉ số hiệu, cơ quan và thời hạn: không có nội dung văn bản."))
 
@@ -173,14 +140,6 @@ PANELS = (in_and_out, processing_time, by_agency, late_and_due_soon)
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "van-ban"]).timezone("Asia/Ho_Chi_Minh")
-             .time("now-30d", "now").refresh("1m").week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
-             .with_variable(commune_variable()).with_variable(agency_variable())
-             .with_variable(former_district.variable("documents"))
-             .with_variable(trend_variable()))
-    for panel in tiles():
-        board = board.with_panel(panel)
-    for make in PANELS:
-        board = board.with_panel(make())
-    return board.build()
+    variables = [*scope_variables(), former_district.variable("documents"), trend_variable()]
+    return sdk.dashboard(TITLE, UID, ["ioc", "van-ban"], variables,
+                         [*tiles(), *(make() for make in PANELS)])

@@ -2,13 +2,13 @@
 day, and the dossiers that are late or due soon.
 
 Every KPI comes from `kpi_dossiers(since, until, unit, agency, former_district)` and the
-`dossier_facts` flags of ioc/core/migrations/0003_kpis.sql, for the dashboard's time range (a
+`dossier_facts` flags of ioc/core/kpis.sql, for the dashboard's time range (a
 cohort: dossiers received in the period), the chosen commune/ward (`$commune`), agency
 (`$agency`) and former district (`$former_district`, dashboards/former_district.py; the
-five-argument function of migration 0016); "All" is SQL NULL for each. Late / due soon compare
+five-argument function); "All" is SQL NULL for each. Late / due soon compare
 with the database's now() (due soon: within the `due_soon_horizon` setting, 24 h by default),
 as the KPI functions do. The per-agency and per-commune/ward tables read
-`kpi_dossiers_by` (migration 0017): the same KPIs for every group in one pass.
+`kpi_dossiers_by`: the same KPIs for every group in one pass.
 
 "Dossiers received per day" sums the hourly rollup (`rollup_hour`, metric 'received') per
 calendar day in Vietnam, `date_trunc('day', bucket, 'Asia/Ho_Chi_Minh')`: the same on plain
@@ -24,54 +24,39 @@ no personal data, and the panel would show none): ordered by deadline, at most 5
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as cb
-from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards import former_district
-from dashboards.overview import rate_steps
 from dashboards.sdk import (
     DATASOURCE,
     HOURS_LEFT,
     PanelBuilder,
     Sql,
-    big_number,
+    Tile,
+    dashboard,
     grid,
     hours_left,
     hours_left_column,
+    kpi_columns,
+    kpi_row,
+    kpi_sql,
     percent_columns,
     series,
     thresholds,
 )
-from dashboards.variables import (
-    DISTRICT,
-    LIST_LIMIT,
-    PERIOD,
-    SCOPE,
-    SELECTION,
-    agency_variable,
-    commune_variable,
-)
+from dashboards.variables import DISTRICT, LIST_LIMIT, PERIOD, SCOPE, SELECTION, scope_variables
 
 UID = "ioc-dossiers"
 TITLE = "IOC — Hồ sơ TTHC"
 TILE_H, TABLE_H, SERIES_H, LIST_H = 5, 9, 8, 12
 
 
-# Column title -> kpi_dossiers column, after the name column(s) of the tables.
-COLUMNS = {
-    "Hồ sơ tiếp nhận": "received",
-    "Tỷ lệ đúng hạn": "on_time_rate",
-    "Tỷ lệ trực tuyến": "online_rate",
-    "Đang giải quyết quá hạn": "late_in_process",
-    "Sắp đến hạn": "due_soon",
-}
+# The KPIs of the tables, after the name column(s), titled with their catalogue labels.
+COLUMNS = kpi_columns("dossiers.received", "dossiers.on_time_rate", "dossiers.online_rate",
+                      "dossiers.late_in_process", "dossiers.due_soon")
 RATES = [title for title, column in COLUMNS.items() if column.endswith("_rate")]
-
-
-def kpi(column: str) -> str:
-    return f"SELECT {column} AS value FROM kpi_dossiers({SCOPE})"
 
 
 def indent(condition: str) -> str:
@@ -80,8 +65,8 @@ def indent(condition: str) -> str:
 
 
 def breakdown(names: dict[str, str], group_by: str, where: str = "") -> str:
-    """kpi_dossiers per group of the selection, in one pass (`kpi_dossiers_by`, migration 0017;
-    `names`: column title -> group_code / group_name)."""
+    """kpi_dossiers per group of the selection, in one pass (`kpi_dossiers_by`; `names`:
+    column title -> group_code / group_name)."""
     columns = {**names, **COLUMNS}
     lines = ",\n       ".join(f'{column} AS "{title}"' for title, column in columns.items())
     return (f"SELECT {lines}\nFROM kpi_dossiers_by({PERIOD}, '{group_by}', $commune::text, "
@@ -124,22 +109,18 @@ ORDER BY due_at, dossier_code
 LIMIT {LIST_LIMIT}"""
 
 
-def tile(panel_id: int, title: str, column: str, x: int, **options: object) -> PanelBuilder:
-    return big_number(panel_id, title, kpi(column), grid(x, 0, 4, TILE_H), **options)
+TILES: tuple[Tile, ...] = (
+    ("dossiers.received", None, ""),
+    ("dossiers.to_handle", None, ""),
+    ("dossiers.on_time_rate", None, ""),
+    ("dossiers.late_in_process", thresholds("green", (1, "red")), ""),
+    ("dossiers.due_soon", thresholds("green", (1, "orange")), "Còn hạn, đến hạn trong 24 giờ tới."),
+    ("dossiers.not_yet_due", None, ""),
+)
 
 
 def tiles() -> list[PanelBuilder]:
-    return [
-        tile(1, "Hồ sơ tiếp nhận", "received", 0),
-        tile(2, "Hồ sơ phải giải quyết", "to_handle", 4),
-        tile(3, "Tỷ lệ đúng hạn", "on_time_rate", 8, unit="percent", decimals=1,
-             steps=rate_steps(99, 95), description="Chỉ tiêu: ≥ 99 %"),
-        tile(4, "Đang giải quyết quá hạn", "late_in_process", 12,
-             steps=thresholds("green", (1, "red"))),
-        tile(5, "Sắp đến hạn", "due_soon", 16, steps=thresholds("green", (1, "orange")),
-             description="Còn hạn, đến hạn trong 24 giờ tới"),
-        tile(6, "Chưa đến hạn", "not_yet_due", 20),
-    ]
+    return kpi_row(TILES, lambda kpi: kpi_sql(kpi, SCOPE), TILE_H)
 
 
 def listing(panel_id: int, title: str, sql: str, pos: model.GridPos,
@@ -189,13 +170,5 @@ TABLES = (by_agency, by_commune, by_procedure, received_per_day, late_and_due_so
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "tthc"]).timezone("Asia/Ho_Chi_Minh")
-             .time("now-30d", "now").refresh("1m").week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
-             .with_variable(commune_variable()).with_variable(agency_variable())
-            .with_variable(former_district.variable("dossiers")))
-    for panel in tiles():
-        board = board.with_panel(panel)
-    for make in TABLES:
-        board = board.with_panel(make())
-    return board.build()
+    return dashboard(TITLE, UID, ["ioc", "tthc"], [*scope_variables(), former_district.variable(
+        "dossiers")], [*tiles(), *(make() for make in TABLES)])

@@ -2,7 +2,7 @@
 per commune/ward, the trend, how long resolving took, the overdue and due-soon reports and the
 map.
 
-Every count reads `field_report_facts` (ioc/core/migrations/0003_kpis.sql), with the flags the
+Every count reads `field_report_facts` (ioc/core/kpis.sql), with the flags the
 `kpi_field_reports` function counts, for the dashboard's time range (a cohort: reports
 requested in the period), the chosen commune/ward (`$commune`), agency (`$agency`), category
 (`$category`, the Open311 `service_code`) and former district (`$former_district`,
@@ -28,23 +28,13 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards import former_district, variables
+from dashboards import former_district, sdk, variables
 from dashboards.dossiers import indent, listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.reportmap import map_panel, points_sql, status_label
-from dashboards.sdk import (
-    HOURS_LEFT,
-    PanelBuilder,
-    big_number,
-    grid,
-    hours_left,
-    hours_left_column,
-    query_variable,
-    series,
-    thresholds,
-)
 from dashboards.trend import period, trend_variable
-from dashboards.variables import LIST_LIMIT, agency_variable, commune_variable
+from dashboards.variables import LIST_LIMIT, scope_variables
+from ioc.core.kpis import KPIS, Kpi
 
 UID = "ioc-field-reports"
 TITLE = "IOC — Phản ánh hiện trường"
@@ -65,29 +55,30 @@ CHOSEN = f"""{variables.CHOSEN}
 SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
   AND {CHOSEN}"""
 
-# Column title -> the aggregate over `field_report_facts`, as kpi_field_reports computes it.
+# kpi_field_reports column -> its aggregate over `field_report_facts`, as the function computes
+# it (the function has no category argument); titled with the catalogue's labels.
 COUNTS = {
-    "Phản ánh": "count(*)",
-    "Đang xử lý": "count(*) FILTER (WHERE is_open)",
-    "Quá hạn": "count(*) FILTER (WHERE overdue)",
-    "Đã giải quyết": "count(*) FILTER (WHERE resolved)",
-    "Trùng lặp": "count(*) FILTER (WHERE is_duplicate)",
-    "Trung vị giờ giải quyết": ("round((percentile_cont(0.5) WITHIN GROUP "
+    "reports": "count(*)",
+    "open": "count(*) FILTER (WHERE is_open)",
+    "overdue": "count(*) FILTER (WHERE overdue)",
+    "resolved": "count(*) FILTER (WHERE resolved)",
+    "duplicate": "count(*) FILTER (WHERE is_duplicate)",
+    "median_hours_to_resolve": ("round((percentile_cont(0.5) WITHIN GROUP "
                                 "(ORDER BY resolve_seconds) / 3600)::numeric, 2)"),
 }
-MEDIAN = "Trung vị giờ giải quyết"
+MEDIAN = KPIS["field_reports.median_hours_to_resolve"].label
 
 
 def counts(names: dict[str, str], group: str | None) -> str:
     """COUNTS over the selection, per `group` (the `names` columns lead) or for all of it."""
-    columns = {**names, **COUNTS}
+    columns = {**names, **{KPIS[f"field_reports.{c}"].label: sql for c, sql in COUNTS.items()}}
     lines = ",\n       ".join(f'{sql} AS "{title}"' for title, sql in columns.items())
     grouped = f"\nGROUP BY {group}\nORDER BY {group}" if group else ""
     return f"SELECT {lines}\nFROM field_report_facts\nWHERE {SELECTION}{grouped}"
 
 
-def tile_sql(title: str) -> str:
-    return f'SELECT {COUNTS[title]} AS value\nFROM field_report_facts\nWHERE {SELECTION}'
+def tile_sql(kpi: Kpi) -> str:
+    return f'SELECT {COUNTS[kpi.column]} AS value\nFROM field_report_facts\nWHERE {SELECTION}'
 
 
 BY_CATEGORY = counts({"Mã lĩnh vực": "service_code", "Lĩnh vực": "max(service_name)",
@@ -118,7 +109,7 @@ LATE_AND_DUE_SOON = f"""SELECT service_request_id AS "Mã phản ánh",
        agency_code AS "Mã cơ quan",
        expected_datetime AS "Hạn xử lý",
        {status_label(overdue_first=False).replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
-       {hours_left("expected_datetime")} AS "{HOURS_LEFT}"
+       {sdk.hours_left("expected_datetime")} AS "{sdk.HOURS_LEFT}"
 FROM field_report_facts
 WHERE is_open AND expected_datetime < now() + ioc_due_soon_horizon()
   AND {SELECTION}
@@ -148,78 +139,77 @@ LIMIT {LIST_LIMIT}"""
 
 
 def category_variable() -> db.QueryVariable:
-    return query_variable("category", "Lĩnh vực", CATEGORIES, all_value="NULL")
+    return sdk.query_variable("category", "Lĩnh vực", CATEGORIES, all_value="NULL")
 
 
-def tile(panel_id: int, title: str, x: int, **options: object) -> PanelBuilder:
-    return big_number(panel_id, title, tile_sql(title), grid(x, 0, 4, TILE_H), **options)
+TILES: tuple[sdk.Tile, ...] = (
+    ("field_reports.reports", None, "Phản ánh tiếp nhận trong khoảng thời gian."),
+    ("field_reports.open", sdk.thresholds("green", (1, "orange")), ""),
+    ("field_reports.overdue", sdk.thresholds("green", (1, "red")),
+     "Đang xử lý, đã qua thời hạn dự kiến."),
+    ("field_reports.resolved", None, ""),
+    ("field_reports.median_hours_to_resolve", None,
+     "Từ khi tiếp nhận đến khi khắc phục hoặc đóng."),
+    ("field_reports.duplicate", None, ""),
+)
 
 
-def tiles() -> list[PanelBuilder]:
-    return [
-        tile(1, "Phản ánh", 0, description="Phản ánh tiếp nhận trong khoảng thời gian."),
-        tile(2, "Đang xử lý", 4, steps=thresholds("green", (1, "orange"))),
-        tile(3, "Quá hạn", 8, steps=thresholds("green", (1, "red")),
-             description="Đang xử lý, đã qua thời hạn dự kiến."),
-        tile(4, "Đã giải quyết", 12),
-        tile(5, MEDIAN, 16, unit="h", decimals=1,
-             description="Từ khi tiếp nhận đến khi khắc phục hoặc đóng."),
-        tile(6, "Trùng lặp", 20),
-    ]
+def tiles() -> list[sdk.PanelBuilder]:
+    return sdk.kpi_row(TILES, tile_sql, TILE_H)
 
 
 def table(panel_id: int, title: str, sql: str, pos: model.GridPos,
-          description: str) -> PanelBuilder:
+          description: str) -> sdk.PanelBuilder:
     return listing(panel_id, title, sql, pos, description).override_by_name(MEDIAN, [
         model.DynamicConfigValue(id_val="decimals", value=2)])
 
 
-def by_category() -> PanelBuilder:
-    return table(7, "Theo lĩnh vực", BY_CATEGORY, grid(0, TILE_H, 12, TABLE_H),
+def by_category() -> sdk.PanelBuilder:
+    return table(7, "Theo lĩnh vực", BY_CATEGORY, sdk.grid(0, TILE_H, 12, TABLE_H),
                  "Phản ánh tiếp nhận trong khoảng thời gian, theo lĩnh vực (service_code).")
 
 
-def by_commune() -> PanelBuilder:
-    return table(8, "Theo xã/phường", BY_COMMUNE, grid(12, TILE_H, 12, TABLE_H),
+def by_commune() -> sdk.PanelBuilder:
+    return table(8, "Theo xã/phường", BY_COMMUNE, sdk.grid(12, TILE_H, 12, TABLE_H),
                  "Phản ánh tiếp nhận trong khoảng thời gian, theo xã/phường.")
 
 
-def new_and_resolved() -> PanelBuilder:
-    return series(9, "Phản ánh mới và đã giải quyết theo chu kỳ", NEW_AND_RESOLVED,
-                  grid(0, TILE_H + TABLE_H, 16, ROW_H))
+def new_and_resolved() -> sdk.PanelBuilder:
+    return sdk.series(9, "Phản ánh mới và đã giải quyết theo chu kỳ", NEW_AND_RESOLVED,
+                      sdk.grid(0, TILE_H + TABLE_H, 16, ROW_H))
 
 
-def time_to_resolve() -> PanelBuilder:
+def time_to_resolve() -> sdk.PanelBuilder:
     return distribution_panel(10, "Thời gian giải quyết", TIME_TO_RESOLVE,
-                              grid(16, TILE_H + TABLE_H, 8, ROW_H),
+                              sdk.grid(16, TILE_H + TABLE_H, 8, ROW_H),
                               "Phản ánh đã khắc phục hoặc đóng: từ khi tiếp nhận đến khi xong.")
 
 
-def late_and_due_soon() -> PanelBuilder:
-    return hours_left_column(listing(
+def late_and_due_soon() -> sdk.PanelBuilder:
+    return sdk.hours_left_column(listing(
         11, "Phản ánh quá hạn và sắp đến hạn", LATE_AND_DUE_SOON,
-        grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
+        sdk.grid(0, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
         f"Phản ánh đang xử lý đã quá hạn hoặc sắp đến hạn, theo hạn (tối đa {LIST_LIMIT}). "
         "Không có dữ liệu cá nhân: mã, lĩnh vực, nơi và thời hạn."))
 
 
-def reports_map() -> PanelBuilder:
+def reports_map() -> sdk.PanelBuilder:
     return map_panel(12, "Bản đồ phản ánh", POINTS,
-                     grid(12, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
+                     sdk.grid(12, TILE_H + TABLE_H + ROW_H, 12, MAP_H),
                      "Mỗi điểm là một phản ánh, màu theo tình trạng (đỏ: quá hạn).")
 
 
-def unassigned_count() -> PanelBuilder:
-    return big_number(13, f"{UNASSIGNED} xã/phường", UNASSIGNED_COUNT,
-                      grid(0, TILE_H + TABLE_H + ROW_H + MAP_H, 4, TABLE_H),
-                      steps=thresholds("green", (1, "orange")),
-                      description="Phản ánh tiếp nhận trong khoảng thời gian mà chưa xác định"
-                                  " được xã/phường: trực ban phân công qua API.")
+def unassigned_count() -> sdk.PanelBuilder:
+    return sdk.big_number(13, f"{UNASSIGNED} xã/phường", UNASSIGNED_COUNT,
+                          sdk.grid(0, TILE_H + TABLE_H + ROW_H + MAP_H, 4, TABLE_H),
+                          steps=sdk.thresholds("green", (1, "orange")),
+                          description="Phản ánh tiếp nhận trong khoảng thời gian mà chưa xác định"
+                                      " được xã/phường: trực ban phân công qua API.")
 
 
-def unassigned_list() -> PanelBuilder:
+def unassigned_list() -> sdk.PanelBuilder:
     return listing(14, f"Phản ánh {UNASSIGNED.lower()} xã/phường", UNASSIGNED_LIST,
-                   grid(4, TILE_H + TABLE_H + ROW_H + MAP_H, 20, TABLE_H),
+                   sdk.grid(4, TILE_H + TABLE_H + ROW_H + MAP_H, 20, TABLE_H),
                    "Phản ánh chưa có xã/phường (không có mã xã, tên xã trong địa chỉ hay ranh"
                    f" giới chứa tọa độ), cũ nhất trước (tối đa {LIST_LIMIT}). Trực ban phân công"
                    " bằng POST /open311/v2/requests/{id}/commune.json.")
@@ -230,16 +220,7 @@ PANELS = (by_category, by_commune, new_and_resolved, time_to_resolve, late_and_d
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "phan-anh"])
-             .timezone("Asia/Ho_Chi_Minh").time("now-30d", "now").refresh("1m")
-             .week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
-             .with_variable(commune_variable()).with_variable(agency_variable())
-             .with_variable(category_variable())
-             .with_variable(former_district.variable("field_reports"))
-             .with_variable(trend_variable()))
-    for panel in tiles():
-        board = board.with_panel(panel)
-    for make in PANELS:
-        board = board.with_panel(make())
-    return board.build()
+    return sdk.dashboard(TITLE, UID, ["ioc", "phan-anh"],
+                         [*scope_variables(), category_variable(),
+                          former_district.variable("field_reports"), trend_variable()],
+                         [*tiles(), *(make() for make in PANELS)])

@@ -29,7 +29,16 @@ from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.sdk import DATASOURCE, PanelBuilder, Sql, big_number, grid, series, thresholds
+from dashboards.sdk import (
+    DATASOURCE,
+    PanelBuilder,
+    Sql,
+    big_number,
+    dashboard,
+    grid,
+    series,
+    thresholds,
+)
 
 UID = "ioc-pipeline"
 TITLE = "IOC — Sức khỏe hệ thống"
@@ -137,46 +146,29 @@ ORDER BY CASE health WHEN 'stopped' THEN 0 WHEN 'silent' THEN 1 WHEN 'degraded' 
                      ELSE 3 END, connector"""
 
 
-def events_total() -> PanelBuilder:
-    return big_number(1, "Sự kiện trong khoảng thời gian", EVENTS_TOTAL,
-                      grid(0, 0, STAT_W, STAT_H),
-                      description="Sự kiện hợp lệ đã lưu, theo thời điểm xảy ra.")
+# The top row, left to right: panel id, title, query, colours, unit, description.
+STATS: tuple[tuple[int, str, str, db.ThresholdsConfig | None, str, str], ...] = (
+    (1, "Sự kiện trong khoảng thời gian", EVENTS_TOTAL, None, "none",
+     "Sự kiện hợp lệ đã lưu, theo thời điểm xảy ra."),
+    (2, "Tiến trình xử lý hoạt động", WORKERS_ALIVE, thresholds("red", (1, "green")), "none",
+     f"Nhịp tim trong {HEARTBEAT_LIMIT_S} giây gần nhất."),
+    (3, "Nhịp tim gần nhất", HEARTBEAT_AGE, thresholds("green", (HEARTBEAT_LIMIT_S, "red")), "s",
+     "Số giây từ nhịp tim mới nhất của các tiến trình xử lý."),
+    (4, "Thư lỗi trong khoảng thời gian", DEAD_LETTERS, thresholds("green", (1, "orange")),
+     "none", "Sự kiện và bản ghi bị từ chối (tiến trình xử lý, trình kết nối, nhập tệp), mỗi "
+     "thư lỗi một lần."),
+    (11, "Tiến trình khởi động lại", RESTARTS, thresholds("green", (1, "orange")), "none",
+     "Số lần khởi động lại trong khoảng thời gian (khởi động của một tiến trình đã từng chạy; "
+     "mỗi lần một)."),
+    (12, "Trình kết nối bất thường", CONNECTORS_NOT_OK, thresholds("green", (1, "red")), "none",
+     "Đang thử lại, im lặng hoặc đã dừng."),
+)
 
 
-def workers_alive() -> PanelBuilder:
-    return big_number(2, "Tiến trình xử lý hoạt động", WORKERS_ALIVE,
-                      grid(STAT_W, 0, STAT_W, STAT_H), steps=thresholds("red", (1, "green")),
-                      description=f"Nhịp tim trong {HEARTBEAT_LIMIT_S} giây gần nhất.")
-
-
-def heartbeat_age() -> PanelBuilder:
-    return big_number(3, "Nhịp tim gần nhất", HEARTBEAT_AGE, grid(2 * STAT_W, 0, STAT_W, STAT_H),
-                      unit="s", decimals=1,
-                      steps=thresholds("green", (HEARTBEAT_LIMIT_S, "red")),
-                      description="Số giây từ nhịp tim mới nhất của các tiến trình xử lý.")
-
-
-def dead_letters() -> PanelBuilder:
-    return big_number(4, "Thư lỗi trong khoảng thời gian", DEAD_LETTERS,
-                      grid(3 * STAT_W, 0, STAT_W, STAT_H),
-                      steps=thresholds("green", (1, "orange")),
-                      description="Sự kiện và bản ghi bị từ chối (tiến trình xử lý, trình kết "
-                                  "nối, nhập tệp), mỗi thư lỗi một lần.")
-
-
-def restarts() -> PanelBuilder:
-    return big_number(11, "Tiến trình khởi động lại", RESTARTS,
-                      grid(4 * STAT_W, 0, STAT_W, STAT_H),
-                      steps=thresholds("green", (1, "orange")),
-                      description="Số lần khởi động lại trong khoảng thời gian (khởi động "
-                                  "của một tiến trình đã từng chạy; mỗi lần một).")
-
-
-def connectors_not_ok() -> PanelBuilder:
-    return big_number(12, "Trình kết nối bất thường", CONNECTORS_NOT_OK,
-                      grid(5 * STAT_W, 0, STAT_W, STAT_H),
-                      steps=thresholds("green", (1, "red")),
-                      description="Đang thử lại, im lặng hoặc đã dừng.")
+def stats() -> list[PanelBuilder]:
+    return [big_number(panel_id, title, sql, grid(i * STAT_W, 0, STAT_W, STAT_H), steps=steps,
+                       unit=unit, decimals=1 if unit == "s" else 0, description=about)
+            for i, (panel_id, title, sql, steps, unit, about) in enumerate(STATS)]
 
 
 def by_kind() -> PanelBuilder:
@@ -242,14 +234,9 @@ def recent_dead_letters() -> PanelBuilder:
                    "lỗi, khóa và kích thước; nội dung ở lại chủ đề thư lỗi.")
 
 
-PANELS = (events_total, workers_alive, heartbeat_age, dead_letters, restarts, connectors_not_ok,
-          by_kind, by_source, workers, connectors, dead_letter_reasons, recent_dead_letters)
+PANELS = (by_kind, by_source, workers, connectors, dead_letter_reasons, recent_dead_letters)
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "ops"]).timezone("Asia/Ho_Chi_Minh")
-             .time("now-6h", "now").refresh("30s").week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["10s", "30s", "1m", "5m"])))
-    for panel in PANELS:
-        board = board.with_panel(panel())
-    return board.build()
+    return dashboard(TITLE, UID, ["ioc", "ops"], [], [*stats(), *(make() for make in PANELS)],
+                     since="now-6h", refresh="30s", intervals=("10s", "30s", "1m", "5m"))

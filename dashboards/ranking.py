@@ -1,11 +1,10 @@
 """The league table: agencies (and communes/wards) ranked in the style of Decision 766/QĐ-TTg.
 
-Rows come from `kpi_agency_ranking` / `kpi_commune_ranking` (ioc/core/migrations/0005_ranking.sql;
-since 0017 every group's KPIs in one pass, `kpi_dossiers_by`) for the dashboard's time range
-(a cohort: dossiers received in the period). Points per group by
-the 766 rule (a rate at or above its target earns full points, otherwise rate / target × points):
-progress and results 20 (on time, target 99 %), digitization 22 (target 90 %), online service
-22 (target 80 %), satisfaction 18 (target 95 %); transparency is not measured, so 82 at most.
+Rows come from `kpi_agency_ranking` / `kpi_commune_ranking` (ioc/core/kpis.sql) for the
+dashboard's time range (a cohort: dossiers received in the period). Points per group by the 766
+rule (a rate at or above its target, the catalogue's `target_766`, earns full points, otherwise
+rate / target × points): progress and results 20 (on time), digitization 22, online service 22,
+satisfaction 18; transparency is not measured, so 82 at most.
 The agency table follows the chosen commune/ward (`$commune`; "All" is the whole province).
 Aggregates only: no personal data.
 """
@@ -13,13 +12,22 @@ Aggregates only: no personal data.
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as cb
-from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import table
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from dashboards.sdk import DATASOURCE, PanelBuilder, Sql, grid, percent_columns, thresholds
+from dashboards.sdk import (
+    DATASOURCE,
+    PanelBuilder,
+    Sql,
+    dashboard,
+    grid,
+    kpi_columns,
+    percent_columns,
+    thresholds,
+)
 from dashboards.variables import commune_variable
+from ioc.core.kpis import KPIS
 
 UID = "ioc-ranking"
 TITLE = "IOC — Xếp hạng cơ quan"
@@ -29,13 +37,10 @@ RANK = "Hạng"
 TOTAL = "Tổng điểm"
 
 # Column title -> SQL column, in display order after the name column(s).
+SCORED = ("dossiers.on_time_rate", "dossiers.digitized_rate", "dossiers.online_rate",
+          "dossiers.satisfaction_rate")  # the 766 groups' rates
 COLUMNS = {
-    "Hồ sơ tiếp nhận": "received",
-    "Hồ sơ phải giải quyết": "to_handle",
-    "Tỷ lệ đúng hạn": "on_time_rate",
-    "Tỷ lệ số hóa": "digitized_rate",
-    "Tỷ lệ trực tuyến": "online_rate",
-    "Tỷ lệ hài lòng": "satisfaction_rate",
+    **kpi_columns("dossiers.received", "dossiers.to_handle", *SCORED),
     "Điểm tiến độ (20)": "progress_points",
     "Điểm số hóa (22)": "digitization_points",
     "Điểm trực tuyến (22)": "online_points",
@@ -43,6 +48,7 @@ COLUMNS = {
     TOTAL: "total_points",
 }
 RATES = [title for title, column in COLUMNS.items() if column.endswith("_rate")]
+TARGETS = ", ".join(f"{KPIS[name].label.lower()} {KPIS[name].target_text()}" for name in SCORED)
 
 
 def select(names: dict[str, str], source: str) -> str:
@@ -81,7 +87,7 @@ def _total_steps() -> dict[str, object]:
 def agencies() -> PanelBuilder:
     return league(1, "Xếp hạng cơ quan theo Quyết định 766", AGENCIES, grid(0, 0, 24, 13),
                   "Điểm = tỷ lệ / chỉ tiêu × điểm tối đa của nhóm (đạt chỉ tiêu: điểm tối đa). "
-                  "Chỉ tiêu: đúng hạn ≥ 99 %, số hóa ≥ 90 %, trực tuyến ≥ 80 %, hài lòng ≥ 95 %. "
+                  f"Chỉ tiêu: {TARGETS}. "
                   f"Chưa tính nhóm công khai, minh bạch: tối đa {MAX_POINTS} điểm.")
 
 
@@ -94,10 +100,5 @@ PANELS = (agencies, communes)
 
 
 def build() -> model.Dashboard:
-    board = (db.Dashboard(TITLE).uid(UID).tags(["ioc", "766"]).timezone("Asia/Ho_Chi_Minh")
-             .time("now-30d", "now").refresh("1m").week_start("monday").readonly()
-             .timepicker(db.TimePicker().refresh_intervals(["30s", "1m", "5m", "15m"]))
-             .with_variable(commune_variable()))
-    for panel in PANELS:
-        board = board.with_panel(panel())
-    return board.build()
+    return dashboard(TITLE, UID, ["ioc", "766"], [commune_variable()],
+                     [make() for make in PANELS])

@@ -3,7 +3,7 @@
 Shared by the wall (dashboards/overview.py) and the field-report drill-down. Points carry the
 report's code, category, status and coordinates only: the reporter's data is not in the
 database, and the address is not shown. "Overdue" is its own colour: an open report past its
-expected date, as the `overdue` flag of `field_report_facts` (ioc/core/migrations/0003_kpis.sql).
+expected date, as the `overdue` flag of `field_report_facts` (ioc/core/kpis.sql).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""grafana-foundation-sdk glue: a PostgreSQL `rawSql` dataquery and the shared panel builders.
+"""grafana-foundation-sdk glue: a PostgreSQL `rawSql` dataquery and the shared panel builders,
+KPI tiles and table columns from the catalogue (ioc/core/kpis.py) among them.
 
 The SDK (11.6 build) has no PostgreSQL query type; `SqlQuery` fills the gap and is registered
 with the SDK's runtime so dashboards load back from JSON without losing a key.
@@ -7,7 +8,7 @@ with the SDK's runtime so dashboards load back from JSON without losing a key.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self
 
 from grafana_foundation_sdk.builders import common as cb
@@ -20,6 +21,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
+
+from ioc.core.kpis import KPIS, Kpi
 
 DATASOURCE_UID = "ioc-timescaledb"
 DATASOURCE_TYPE = "grafana-postgresql-datasource"
@@ -173,3 +176,65 @@ def hours_left_column(panel: table.Panel) -> table.Panel:
         model.DynamicConfigValue(id_val="thresholds", value={
             "mode": "absolute", "steps": [{"color": "red", "value": None},
                                           {"color": "orange", "value": 0}]})])
+
+
+GRAFANA_UNITS = {"": "none", "%": "percent", "giờ": "h", "phút": "m"}
+
+
+def kpi_steps(kpi: Kpi) -> db.ThresholdsConfig | None:
+    """Green from the KPI's target on, orange up to `warn`, red past it; None without a target."""
+    if kpi.target is None:
+        return None
+    if kpi.better == "lower":
+        late = [] if kpi.warn is None else [(kpi.warn, "red")]
+        return thresholds("green", (kpi.target, "orange" if late else "red"), *late)
+    warn = [] if kpi.warn is None else [(kpi.warn, "orange")]
+    return thresholds("red", *warn, (kpi.target, "green"))
+
+
+def kpi_tile(panel_id: int, kpi: Kpi, sql: str, pos: model.GridPos, *, description: str = "",
+             steps: db.ThresholdsConfig | None = None) -> stat.Panel:
+    """A wall tile of one catalogue KPI: its label, unit and target (`steps` without one)."""
+    about = [description] if description else []
+    if kpi.target_766 is not None:
+        about.append("Quyết định 766/QĐ-TTg.")
+    if kpi.target is not None:
+        about.append(f"Chỉ tiêu: {kpi.target_text()}")
+    return big_number(panel_id, kpi.label, sql, pos, unit=GRAFANA_UNITS[kpi.unit],
+                      decimals=0 if kpi.unit == "" else 1, steps=kpi_steps(kpi) or steps,
+                      description=" ".join(about))
+
+
+def kpi_sql(kpi: Kpi, scope: str) -> str:
+    """A tile's query: the KPI's column of its function for `scope` (the function's arguments)."""
+    return f"SELECT {kpi.column} AS value FROM {kpi.function}({scope})"
+
+
+# A drill-down's tile: catalogue name, the colours of a KPI without a target, a description.
+Tile = tuple[str, db.ThresholdsConfig | None, str]
+
+
+def kpi_row(tiles: Sequence[Tile], sql: Callable[[Kpi], str], height: int) -> list[PanelBuilder]:
+    """A drill-down's top row: one tile per KPI, 4 columns wide, panel ids from 1."""
+    return [kpi_tile(panel_id, KPIS[name], sql(KPIS[name]), grid(4 * (panel_id - 1), 0, 4, height),
+                     steps=steps, description=about)
+            for panel_id, (name, steps, about) in enumerate(tiles, start=1)]
+
+
+def kpi_columns(*names: str) -> dict[str, str]:
+    """Table columns of catalogue KPIs: label -> result column."""
+    return {KPIS[name].label: KPIS[name].column for name in names}
+
+
+def dashboard(title: str, uid: str, tags: list[str], variables: Iterable[db.QueryVariable],
+              panels: Iterable[PanelBuilder], *, since: str = "now-30d", refresh: str = "1m",
+              intervals: Sequence[str] = ("30s", "1m", "5m", "15m")) -> model.Dashboard:
+    """A read-only dashboard in Vietnam's time zone, weeks from Monday."""
+    board = (db.Dashboard(title).uid(uid).tags(tags).timezone("Asia/Ho_Chi_Minh")
+             .time(since, "now").refresh(refresh).week_start("monday").readonly()
+             .timepicker(db.TimePicker().refresh_intervals(list(intervals))))
+    for variable in variables:
+        board = board.with_variable(variable)
+    for panel in panels:
+        board = board.with_panel(panel)
+    return board.build()

@@ -25,6 +25,11 @@ def commune_variable() -> db.QueryVariable:
 def agency_variable() -> db.QueryVariable:
     return query_variable("agency", "Cơ quan", AGENCIES, all_value="NULL")
 
+
+def scope_variables() -> list[db.QueryVariable]:
+    """`$commune` and `$agency`, in that order."""
+    return [commune_variable(), agency_variable()]
+
 # The selection every drill-down panel applies: the time range and the variables.
 PERIOD = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
 DISTRICT = "$former_district::text"

@@ -163,7 +163,7 @@ def test_each_recipient_gets_one_message_per_transition_on_each_channel(
         ("email", "sent"): 2, ("telegram", "sent"): 2, ("zalo", "sent"): 1,
         ("webhook", "sent"): 1}
     since = f"{pending_at.astimezone(ZoneInfo(VIETNAM)):%H:%M ngày %d/%m/%Y}"
-    what = "Chỉ số: Số phản ánh hiện trường quá hạn (field_reports.overdue)"
+    what = "Chỉ số: Phản ánh quá hạn (field_reports.overdue)"
     how_bad = "Giá trị hiện tại: 7 – bằng hoặc vượt ngưỡng 5"
     ack = f"https://ioc.phutho.gov.vn/api/alerts/{seq}/ack?exp="
 

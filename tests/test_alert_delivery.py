@@ -145,7 +145,7 @@ def test_firing_then_resolved_mail_each_recipient_once(
         assert message["Subject"] == "[IOC][Nghiêm trọng] phan-anh-qua-han – Toàn tỉnh"
         text = body(message)
         assert "Cảnh báo: phan-anh-qua-han" in text
-        assert "Chỉ số: Số phản ánh hiện trường quá hạn (field_reports.overdue)" in text
+        assert "Chỉ số: Phản ánh quá hạn (field_reports.overdue)" in text
         assert "Phạm vi: Toàn tỉnh" in text
         assert f"Giá trị hiện tại: {overdue} – bằng hoặc vượt ngưỡng {overdue}" in text
         assert "Mức độ: Nghiêm trọng" in text

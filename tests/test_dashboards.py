@@ -35,7 +35,7 @@ OVERVIEW_TILES = {
     "Tỷ lệ nộp trực tuyến": ("dossiers", "online_rate"),
     "Tỷ lệ số hóa hồ sơ": ("dossiers", "digitized_rate"),
     "Tỷ lệ thanh toán trực tuyến": ("dossiers", "paid_online_rate"),
-    "Mức độ hài lòng": ("dossiers", "satisfaction_rate"),
+    "Tỷ lệ hài lòng": ("dossiers", "satisfaction_rate"),
     "Hồ sơ tiếp nhận": ("dossiers", "received"),
     "Tỷ lệ văn bản đi ký số": ("documents", "signed_rate"),
     "Văn bản đi đã ký số": ("documents", "outgoing_signed"),

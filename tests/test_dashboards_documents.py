@@ -27,16 +27,17 @@ TILES = {  # panel title -> key of the scenario's expected document KPIs
     "Văn bản đến": "incoming",
     "Văn bản đi": "outgoing",
     "Tỷ lệ văn bản đi ký số": "signed_rate",
-    "Tỷ lệ xử lý đúng hạn": "on_time_rate",
+    "Tỷ lệ văn bản xử lý đúng hạn": "on_time_rate",
     "Văn bản đến tồn đọng": "backlog",
-    "Tồn đọng quá hạn": "backlog_overdue",
+    "Văn bản đến tồn đọng quá hạn": "backlog_overdue",
 }
 TREND, DURATIONS = "Văn bản đến và đi theo chu kỳ", "Thời gian xử lý văn bản"
 AGENCY_TABLE, LATE_LIST = "Theo cơ quan", "Văn bản đến quá hạn và sắp đến hạn"
 TABLE_KEYS = ["incoming", "outgoing", "signed_rate", "completed", "on_time_rate", "backlog",
               "backlog_overdue"]
-TABLE_COLUMNS = ["Mã cơ quan", "Cơ quan", "Văn bản đến", "Văn bản đi", "Tỷ lệ ký số",
-                 "Đã hoàn thành", "Tỷ lệ đúng hạn", "Tồn đọng", "Tồn đọng quá hạn"]
+TABLE_COLUMNS = ["Mã cơ quan", "Cơ quan", "Văn bản đến", "Văn bản đi", "Tỷ lệ văn bản đi ký số",
+                 "Văn bản đã hoàn thành", "Tỷ lệ văn bản xử lý đúng hạn", "Văn bản đến tồn đọng",
+                 "Văn bản đến tồn đọng quá hạn"]
 LIST_COLUMNS = ["Mã văn bản", "Số, ký hiệu", "Mã cơ quan", "Cơ quan", "Hạn xử lý",
                 "Trạng thái", "Số giờ còn lại (âm: quá hạn)"]
 STATUS = {"01": "Đã đến", "03": "Đã tiếp nhận", "04": "Đã phân công", "05": "Đang xử lý",

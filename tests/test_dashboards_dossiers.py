@@ -26,15 +26,15 @@ from tests.timescaledb import TimescaleServer
 TILES = {  # panel title -> key of the scenario's expected dossier KPIs
     "Hồ sơ tiếp nhận": "received",
     "Hồ sơ phải giải quyết": "to_handle",
-    "Tỷ lệ đúng hạn": "on_time_rate",
-    "Đang giải quyết quá hạn": "late_in_process",
-    "Sắp đến hạn": "due_soon",
-    "Chưa đến hạn": "not_yet_due",
+    "Tỷ lệ hồ sơ đúng hạn": "on_time_rate",
+    "Hồ sơ đang giải quyết quá hạn": "late_in_process",
+    "Hồ sơ sắp đến hạn": "due_soon",
+    "Hồ sơ chưa đến hạn": "not_yet_due",
 }
 AGENCY_TABLE, COMMUNE_TABLE, PROCEDURE_TABLE = "Theo cơ quan", "Theo xã/phường", "Theo thủ tục"
 PER_DAY, LATE_LIST = "Hồ sơ tiếp nhận theo ngày", "Hồ sơ quá hạn và sắp đến hạn"
-KPI_COLUMNS = ["Hồ sơ tiếp nhận", "Tỷ lệ đúng hạn", "Tỷ lệ trực tuyến",
-               "Đang giải quyết quá hạn", "Sắp đến hạn"]
+KPI_COLUMNS = ["Hồ sơ tiếp nhận", "Tỷ lệ hồ sơ đúng hạn", "Tỷ lệ nộp trực tuyến",
+               "Hồ sơ đang giải quyết quá hạn", "Hồ sơ sắp đến hạn"]
 KPI_KEYS = ["received", "on_time_rate", "online_rate", "late_in_process", "due_soon"]
 LIST_COLUMNS = ["Mã hồ sơ", "Mã thủ tục", "Mã cơ quan", "Cơ quan", "Hạn giải quyết",
                 "Tình trạng", "Số giờ còn lại (âm: quá hạn)"]

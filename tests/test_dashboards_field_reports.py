@@ -31,12 +31,12 @@ from tests.test_dashboards_documents import (
 from tests.timescaledb import TimescaleServer
 
 TILES = {  # panel title -> key of the scenario's expected report KPIs
-    "Phản ánh": "reports",
-    "Đang xử lý": "open",
-    "Quá hạn": "overdue",
-    "Đã giải quyết": "resolved",
-    "Trung vị giờ giải quyết": "median_hours_to_resolve",
-    "Trùng lặp": "duplicate",
+    "Phản ánh tiếp nhận": "reports",
+    "Phản ánh đang xử lý": "open",
+    "Phản ánh quá hạn": "overdue",
+    "Phản ánh đã giải quyết": "resolved",
+    "Thời gian giải quyết phản ánh, trung vị": "median_hours_to_resolve",
+    "Phản ánh trùng lặp": "duplicate",
 }
 KEYS = ["reports", "open", "overdue", "resolved", "duplicate", "median_hours_to_resolve"]
 BY_CATEGORY, BY_COMMUNE = "Theo lĩnh vực", "Theo xã/phường"
@@ -46,8 +46,9 @@ UNASSIGNED = "Chưa xác định"  # the commune/ward of a report not placed yet
 UNASSIGNED_TILE, UNASSIGNED_LIST = f"{UNASSIGNED} xã/phường", "Phản ánh chưa xác định xã/phường"
 UNASSIGNED_COLUMNS = ["Mã phản ánh", "Lĩnh vực", "Tiếp nhận", "Mã cơ quan", "Tình trạng", "Vĩ độ",
                       "Kinh độ"]
-COUNT_COLUMNS = ["Phản ánh", "Đang xử lý", "Quá hạn", "Đã giải quyết", "Trùng lặp",
-                 "Trung vị giờ giải quyết"]
+COUNT_COLUMNS = ["Phản ánh tiếp nhận", "Phản ánh đang xử lý", "Phản ánh quá hạn",
+                 "Phản ánh đã giải quyết", "Phản ánh trùng lặp",
+                 "Thời gian giải quyết phản ánh, trung vị"]
 LIST_COLUMNS = ["Mã phản ánh", "Lĩnh vực", "Mã xã/phường", "Mã cơ quan", "Hạn xử lý",
                 "Tình trạng", "Số giờ còn lại (âm: quá hạn)"]
 LABELS = {"open": "Mới", "investigating": "Đang xác minh", "in_progress": "Đang xử lý",

@@ -122,6 +122,10 @@ def test_migrate_from_an_empty_folder(installed: Installed, postgres: Postgres) 
         applied = conn.execute(sql.SQL("SELECT version FROM {} ORDER BY version").format(
             sql.Identifier(schema, "schema_migrations"))).fetchall()
     assert [v for (v,) in applied] == expected
+    # kpis.sql ships too: the KPI functions exist.
+    with psycopg.connect(postgres.url, options=f"-c search_path={schema}") as conn:
+        assert conn.execute("SELECT received, on_time_rate FROM kpi_dossiers()").fetchall() \
+            == [(0, None)]
 
     # The alert commands read the packaged rules, and the migrated schema for their states.
     names = rule_names()

@@ -11,24 +11,10 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-METRIC_NAMES = {
-    "dossiers.on_time_rate": "Tỷ lệ hồ sơ giải quyết đúng hạn (%)",
-    "dossiers.online_rate": "Tỷ lệ hồ sơ nộp trực tuyến (%)",
-    "dossiers.digitized_rate": "Tỷ lệ hồ sơ được số hóa (%)",
-    "dossiers.paid_online_rate": "Tỷ lệ thanh toán trực tuyến (%)",
-    "dossiers.satisfaction_rate": "Tỷ lệ hài lòng của người dân (%)",
-    "dossiers.late_in_process": "Số hồ sơ đang xử lý quá hạn",
-    "dossiers.due_soon": "Số hồ sơ sắp đến hạn",
-    "dossiers.received": "Số hồ sơ tiếp nhận",
-    "documents.backlog": "Số văn bản tồn đọng",
-    "documents.backlog_overdue": "Số văn bản tồn đọng quá hạn",
-    "documents.signed_rate": "Tỷ lệ văn bản ký số (%)",
-    "field_reports.open": "Số phản ánh hiện trường chưa xử lý",
-    "field_reports.overdue": "Số phản ánh hiện trường quá hạn",
-    "field_reports.median_hours_to_resolve": "Thời gian xử lý phản ánh (trung vị, giờ)",
-    "field_reports.surge": "Số phản ánh hiện trường trong giờ qua (tăng đột biến)",
-    "sources.silent_minutes": "Số phút không nhận được dữ liệu từ nguồn",
-}
+from ioc.core.kpis import CATALOGUE, MEASURES
+
+# metric -> its catalogue label and unit (the built-in kinds' measures included)
+METRIC_NAMES = {m.name: m.title for m in (*CATALOGUE, *MEASURES.values())}
 SEVERITIES = {"info": "Thông tin", "warning": "Cảnh báo", "critical": "Nghiêm trọng"}
 COMPARISONS = {"<": "thấp hơn ngưỡng", "<=": "không vượt quá ngưỡng",
                ">": "vượt ngưỡng", ">=": "bằng hoặc vượt ngưỡng"}

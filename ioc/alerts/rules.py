@@ -55,25 +55,12 @@ from pydantic_core import PydanticCustomError
 
 from ioc.alerts.grammar import Scope, Window, parse_duration, parse_scope, parse_window
 from ioc.alerts.rulefile import RuleError, RuleFileError, name_line, read_models, rule_files
+from ioc.core.kpis import CATALOGUE
 
-# metric name -> (KPI function, column of its result, table whose scopes it covers)
+# metric name -> (KPI function, column of its result, table whose scopes it covers): every
+# entry of the KPI catalogue
 METRICS: dict[str, tuple[str, str, str]] = {
-    "dossiers.on_time_rate": ("kpi_dossiers", "on_time_rate", "dossiers"),
-    "dossiers.online_rate": ("kpi_dossiers", "online_rate", "dossiers"),
-    "dossiers.digitized_rate": ("kpi_dossiers", "digitized_rate", "dossiers"),
-    "dossiers.paid_online_rate": ("kpi_dossiers", "paid_online_rate", "dossiers"),
-    "dossiers.satisfaction_rate": ("kpi_dossiers", "satisfaction_rate", "dossiers"),
-    "dossiers.late_in_process": ("kpi_dossiers", "late_in_process", "dossiers"),
-    "dossiers.due_soon": ("kpi_dossiers", "due_soon", "dossiers"),
-    "dossiers.received": ("kpi_dossiers", "received", "dossiers"),
-    "documents.backlog": ("kpi_documents", "backlog", "documents"),
-    "documents.backlog_overdue": ("kpi_documents", "backlog_overdue", "documents"),
-    "documents.signed_rate": ("kpi_documents", "signed_rate", "documents"),
-    "field_reports.open": ("kpi_field_reports", "open", "field_reports"),
-    "field_reports.overdue": ("kpi_field_reports", "overdue", "field_reports"),
-    "field_reports.median_hours_to_resolve":
-        ("kpi_field_reports", "median_hours_to_resolve", "field_reports"),
-}
+    k.name: (k.function, k.column, k.family) for k in CATALOGUE}
 
 COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,

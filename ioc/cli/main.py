@@ -245,7 +245,7 @@ def kpis(
         help="Counted from (received/requested), local time unless a zone is given.")] = None,
     until: Annotated[datetime | None, typer.Option(help="... up to, excluded.")] = None,
 ) -> None:
-    """Show the KPIs (definitions: docs/domain.md; SQL: ioc/core/migrations/0003_kpis.sql)."""
+    """Show the KPIs (the catalogue: ioc/core/kpis.py; definitions: docs/domain.md)."""
     import psycopg
 
     from ioc.core.kpis import read_kpis
@@ -262,11 +262,19 @@ def kpis(
 
 
 def show_kpis(result: dict[str, dict[str, object]], as_json: bool) -> None:
+    """One table per family: each KPI's name, value and unit, target and label (the catalogue)."""
+    from ioc.core.kpis import FUNCTIONS, find
+
     if as_json:
         typer.echo(json.dumps(result, default=str, ensure_ascii=False))
         return
-    for name, values in result.items():
-        table = Table(title=name.replace("_", " "), show_header=False)
-        for key, value in values.items():
-            table.add_row(key, "—" if value is None else str(value))
+    for family, values in result.items():
+        table = Table(title=family.replace("_", " "))
+        for column in ("KPI", "giá trị", "chỉ tiêu"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("tên")
+        for column, value in values.items():
+            kpi = find(FUNCTIONS[family], column)
+            target = kpi.target_text() + (" (QĐ 766)" if kpi.target_766 is not None else "")
+            table.add_row(column, kpi.shown(value), target, kpi.label)
         console.print(table)

@@ -1,4 +1,5 @@
-"""Connections and versioned migrations (plain PostgreSQL or TimescaleDB, detected)."""
+"""Connections, versioned migrations (plain PostgreSQL or TimescaleDB, detected) and the KPI
+definitions (kpis.sql), re-applied after them on every migrate."""
 
 import re
 from importlib import resources
@@ -46,8 +47,14 @@ def migrations(timescale: bool) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def kpi_definitions() -> str:
+    """kpis.sql: every KPI function and view, CREATE OR REPLACE (repeatable)."""
+    return resources.files("ioc.core").joinpath("kpis.sql").read_text(encoding="utf-8")
+
+
 def migrate(settings: Settings) -> list[int]:
-    """Apply what is missing, each migration in its own transaction; return what was applied."""
+    """Apply what is missing, each migration in its own transaction, then kpis.sql; return the
+    versions applied."""
     with connect(settings, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
         try:
@@ -79,6 +86,8 @@ def _migrate(conn: psycopg.Connection, settings: Settings) -> list[int]:
             )
         log.info("migration applied", version=version, name=name, timescale=timescale)
         applied.append(version)
+    with conn.transaction():
+        conn.execute(kpi_definitions().encode())
     conn.execute(
         "INSERT INTO ioc_settings (key, value) VALUES ('due_soon_horizon', %s)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -1,8 +1,13 @@
-"""Reading the KPI functions of 0003_kpis.sql (the single definition of every KPI)."""
+"""The KPI catalogue: every metric once, with its SQL column, label, unit, direction and target.
 
+`ioc kpis`, the alert rules and messages, the dashboards, the Grafana alert export and the
+demo wall read this table; the formulas are in kpis.sql beside it (README, "Adding a KPI").
+"""
+
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -10,11 +15,129 @@ from psycopg.rows import dict_row
 from ioc.core.db import connect
 from ioc.core.settings import Settings
 
-KPI_FUNCTIONS = {
-    "dossiers": "kpi_dossiers",
-    "documents": "kpi_documents",
-    "field_reports": "kpi_field_reports",
-}
+Unit = Literal["", "%", "giờ", "phút"]  # "": a count
+Better = Literal["higher", "lower"] | None  # None: a volume, neither better
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """One column of a KPI function's result."""
+
+    name: str  # what alert rules call it: `<family>.<column>`
+    function: str  # the SQL function of kpis.sql that computes it
+    column: str
+    label: str  # Vietnamese, the one label every reader shows
+    unit: Unit = ""
+    better: Better = None
+    target_766: float | None = None  # Decision 766's target (docs/domain.md, "Ratings")
+    wall_target: float | None = None  # the monitor's own target where 766 sets none
+    warn: float | None = None  # the wall is red past this, orange up to the target
+
+    @property
+    def family(self) -> str:
+        """The state table whose rows it counts, which alert scopes list (`dossiers`...)."""
+        return self.name.partition(".")[0]
+
+    @property
+    def target(self) -> float | None:
+        return self.target_766 if self.target_766 is not None else self.wall_target
+
+    @property
+    def title(self) -> str:
+        """The label with its unit, where the value is shown without one (alerts)."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    def shown(self, value: object) -> str:
+        """A value with its unit (rates with two decimals), as the wall and `ioc kpis` show it."""
+        if value is None:
+            return "—"
+        return f"{value:.2f} %" if self.unit == "%" else f"{value} {self.unit}".rstrip()
+
+    def target_text(self) -> str:
+        """`≥ 99 %`, or "" without a target."""
+        if self.target is None:
+            return ""
+        sign = "≥" if self.better == "higher" else "≤"
+        return f"{sign} {self.target:g}{f' {self.unit}' if self.unit else ''}"
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A value an alert kind measures itself (ioc/alerts/kinds.py), not a KPI column."""
+
+    name: str
+    label: str
+    unit: Unit = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+D, DOC, R = "kpi_dossiers", "kpi_documents", "kpi_field_reports"
+CATALOGUE: tuple[Kpi, ...] = (
+    Kpi("dossiers.received", D, "received", "Hồ sơ tiếp nhận"),
+    Kpi("dossiers.to_handle", D, "to_handle", "Hồ sơ phải giải quyết"),
+    Kpi("dossiers.finished", D, "finished", "Hồ sơ đã giải quyết"),
+    Kpi("dossiers.finished_on_time", D, "finished_on_time", "Hồ sơ giải quyết đúng hạn"),
+    Kpi("dossiers.finished_late", D, "finished_late", "Hồ sơ giải quyết quá hạn",
+        better="lower"),
+    Kpi("dossiers.in_process", D, "in_process", "Hồ sơ đang giải quyết"),
+    Kpi("dossiers.late_in_process", D, "late_in_process", "Hồ sơ đang giải quyết quá hạn",
+        better="lower"),
+    Kpi("dossiers.due_soon", D, "due_soon", "Hồ sơ sắp đến hạn", better="lower"),
+    Kpi("dossiers.not_yet_due", D, "not_yet_due", "Hồ sơ chưa đến hạn"),
+    Kpi("dossiers.online", D, "online", "Hồ sơ nộp trực tuyến"),
+    Kpi("dossiers.digitized", D, "digitized", "Hồ sơ được số hóa"),
+    Kpi("dossiers.with_fee", D, "with_fee", "Hồ sơ có phí, lệ phí"),
+    Kpi("dossiers.paid_online", D, "paid_online", "Hồ sơ thanh toán trực tuyến"),
+    Kpi("dossiers.dissatisfied_or_late", D, "dissatisfied_or_late",
+        "Hồ sơ không hài lòng, khiếu nại hoặc quá hạn", better="lower"),
+    Kpi("dossiers.on_time_rate", D, "on_time_rate", "Tỷ lệ hồ sơ đúng hạn", "%", "higher",
+        target_766=99, warn=95),
+    Kpi("dossiers.online_rate", D, "online_rate", "Tỷ lệ nộp trực tuyến", "%", "higher",
+        target_766=80, warn=60),
+    Kpi("dossiers.digitized_rate", D, "digitized_rate", "Tỷ lệ số hóa hồ sơ", "%", "higher",
+        target_766=90, warn=70),
+    Kpi("dossiers.paid_online_rate", D, "paid_online_rate", "Tỷ lệ thanh toán trực tuyến", "%",
+        "higher", wall_target=80, warn=60),
+    Kpi("dossiers.satisfaction_rate", D, "satisfaction_rate", "Tỷ lệ hài lòng", "%", "higher",
+        target_766=95, warn=85),
+    Kpi("documents.documents", DOC, "documents", "Văn bản đến và đi"),
+    Kpi("documents.incoming", DOC, "incoming", "Văn bản đến"),
+    Kpi("documents.outgoing", DOC, "outgoing", "Văn bản đi"),
+    Kpi("documents.outgoing_signed", DOC, "outgoing_signed", "Văn bản đi đã ký số"),
+    Kpi("documents.completed", DOC, "completed", "Văn bản đã hoàn thành"),
+    Kpi("documents.completed_on_time", DOC, "completed_on_time",
+        "Văn bản hoàn thành đúng hạn"),
+    Kpi("documents.backlog", DOC, "backlog", "Văn bản đến tồn đọng", better="lower"),
+    Kpi("documents.backlog_overdue", DOC, "backlog_overdue", "Văn bản đến tồn đọng quá hạn",
+        better="lower"),
+    Kpi("documents.signed_rate", DOC, "signed_rate", "Tỷ lệ văn bản đi ký số", "%", "higher",
+        wall_target=95, warn=80),
+    Kpi("documents.on_time_rate", DOC, "on_time_rate", "Tỷ lệ văn bản xử lý đúng hạn", "%",
+        "higher", wall_target=95, warn=85),
+    Kpi("field_reports.reports", R, "reports", "Phản ánh tiếp nhận"),
+    Kpi("field_reports.open", R, "open", "Phản ánh đang xử lý", better="lower"),
+    Kpi("field_reports.resolved", R, "resolved", "Phản ánh đã giải quyết"),
+    Kpi("field_reports.duplicate", R, "duplicate", "Phản ánh trùng lặp"),
+    Kpi("field_reports.overdue", R, "overdue", "Phản ánh quá hạn", better="lower"),
+    Kpi("field_reports.median_hours_to_resolve", R, "median_hours_to_resolve",
+        "Thời gian giải quyết phản ánh, trung vị", "giờ", "lower"),
+)
+KPIS: dict[str, Kpi] = {kpi.name: kpi for kpi in CATALOGUE}
+# Values the alert kinds measure themselves (ioc/alerts/kinds.py; due_soon reads as the KPI).
+MEASURES: dict[str, Measure] = {m.name: m for m in (
+    Measure("field_reports.surge", "Phản ánh trong giờ qua (tăng đột biến)"),
+    Measure("sources.silent_minutes", "Thời gian không nhận được dữ liệu từ nguồn", "phút"),
+)}
+# Family -> its KPI function, in the catalogue's order.
+FUNCTIONS: dict[str, str] = {kpi.family: kpi.function for kpi in CATALOGUE}
+
+
+def find(function: str, column: str) -> Kpi:
+    """The entry of one result column."""
+    return next(k for k in CATALOGUE if k.function == function and k.column == column)
 
 
 def read_kpis(settings: Settings, since: datetime | None = None, until: datetime | None = None,
@@ -24,7 +147,7 @@ def read_kpis(settings: Settings, since: datetime | None = None, until: datetime
               "unit": unit, "agency": agency}
     result: dict[str, dict[str, Any]] = {}
     with connect(settings, row_factory=dict_row) as conn:
-        for name, function in KPI_FUNCTIONS.items():
+        for name, function in FUNCTIONS.items():
             query = sql.SQL(
                 "SELECT * FROM {}(%(since)s::timestamptz, %(until)s::timestamptz,"
                 " %(unit)s::text, %(agency)s::text)"

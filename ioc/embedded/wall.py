@@ -1,7 +1,7 @@
 """The terminal wall of `ioc demo`: what the IOC room's screens show, refreshed each second.
 
-Reads only the KPI functions and views (the same the dashboards read), never raw events,
-and shows no personal data (there is none in the database to show).
+Reads only the KPI functions and views (the same the dashboards read), never raw events, names
+them by the KPI catalogue, and shows no personal data (there is none in the database to show).
 """
 
 from dataclasses import dataclass, field
@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ioc.core.db import connect
-from ioc.core.kpis import read_kpis
+from ioc.core.kpis import KPIS, read_kpis
 from ioc.core.settings import Settings
 
 WORST_AGENCIES = """
@@ -34,6 +34,8 @@ SELECT coalesce(service_group, service_code) AS category, count(*) FILTER (WHERE
 FROM field_report_facts GROUP BY 1 HAVING count(*) FILTER (WHERE is_open) > 0
 ORDER BY 2 DESC LIMIT %s
 """
+AGENCY_COLUMNS = ("dossiers.to_handle", "dossiers.on_time_rate", "dossiers.online_rate",
+                  "dossiers.late_in_process", "dossiers.due_soon")
 STORED = """
 SELECT coalesce(sum(n::bigint), 0) AS stored
 FROM worker_status, jsonb_each_text(counters -> 'events_stored') AS e(topic, n)
@@ -63,49 +65,49 @@ def read_wall(settings: Settings, lag: int | None, rows: int = 6) -> WallData:
                     reports=reports, stored=int(stored["stored"]) if stored else 0, lag=lag)
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f} %"
-
-
 def _tile(title: str, value: str, caption: str = "") -> Panel:
-    return Panel(f"[bold]{value}[/bold]\n[dim]{caption}[/dim]", title=title, expand=True)
+    return Panel(f"{title}\n[bold]{value}[/bold]\n[dim]{caption}[/dim]", expand=True)
+
+
+def _kpi(data: WallData, name: str, caption: str = "") -> Panel:
+    kpi = KPIS[name]
+    return _tile(kpi.label, kpi.shown(data.kpis[kpi.family][kpi.column]), caption)
 
 
 def render(data: WallData) -> RenderableType:
     d, doc, rep = data.kpis["dossiers"], data.kpis["documents"], data.kpis["field_reports"]
+    median = KPIS["field_reports.median_hours_to_resolve"].shown(rep["median_hours_to_resolve"])
     tiles = Table.grid(expand=True)
     for _ in range(5):
         tiles.add_column(ratio=1)
     tiles.add_row(
-        _tile("Đúng hạn (on time)", _pct(d["on_time_rate"]),
-              f"trễ {d['finished_late'] + d['late_in_process']} · sắp trễ {d['due_soon']}"),
-        _tile("Trực tuyến (online)", _pct(d["online_rate"]), f"{d['received']} hồ sơ"),
-        _tile("Số hóa (digitized)", _pct(d["digitized_rate"])),
-        _tile("Thanh toán TT (paid online)", _pct(d["paid_online_rate"])),
-        _tile("Hài lòng (satisfaction)", _pct(d["satisfaction_rate"])),
+        _kpi(data, "dossiers.on_time_rate",
+             f"trễ {d['finished_late'] + d['late_in_process']} · sắp trễ {d['due_soon']}"),
+        _kpi(data, "dossiers.online_rate", f"{d['received']} hồ sơ"),
+        _kpi(data, "dossiers.digitized_rate"),
+        _kpi(data, "dossiers.paid_online_rate"),
+        _kpi(data, "dossiers.satisfaction_rate"),
     )
     tiles.add_row(
-        _tile("Văn bản ký số (signed)", _pct(doc["signed_rate"]), f"{doc['outgoing']} văn bản đi"),
-        _tile("Văn bản tồn (backlog)", str(doc["backlog"]), f"quá hạn {doc['backlog_overdue']}"),
-        _tile("Phản ánh mở (open)", str(rep["open"]), f"quá hạn {rep['overdue']}"),
-        _tile("Phản ánh đã xử lý", str(rep["resolved"]),
-              f"trung vị {rep['median_hours_to_resolve'] or '—'} giờ"),
-        _tile("Luồng (pipeline)", f"{data.stored_per_s:.0f} ev/s",
+        _kpi(data, "documents.signed_rate", f"{doc['outgoing']} văn bản đi"),
+        _kpi(data, "documents.backlog", f"quá hạn {doc['backlog_overdue']}"),
+        _kpi(data, "field_reports.open", f"quá hạn {rep['overdue']}"),
+        _kpi(data, "field_reports.resolved", f"trung vị {median}"),
+        _tile("Luồng sự kiện", f"{data.stored_per_s:.0f} ev/s",
               f"gửi {data.published_per_s:.0f} ev/s · lag "
               f"{'—' if data.lag is None else data.lag}"),
     )
     agencies = Table(title="Cơ quan cần chú ý (worst agencies)", expand=True)
-    agencies.add_column("Cơ quan", ratio=3, no_wrap=True, overflow="ellipsis")
-    for column in ("Hồ sơ", "Đúng hạn", "Trực tuyến", "Trễ", "Sắp trễ"):
-        agencies.add_column(column, ratio=1, no_wrap=True)
+    agencies.add_column("Cơ quan", ratio=2, no_wrap=True, overflow="ellipsis")
+    for name in AGENCY_COLUMNS:
+        agencies.add_column(KPIS[name].label, ratio=1)
     for a in data.agencies:
-        agencies.add_row(a["agency_name"] or a["agency_code"], str(a["to_handle"]),
-                         _pct(a["on_time_rate"]), _pct(a["online_rate"]),
-                         str(a["late_in_process"]), str(a["due_soon"]))
+        agencies.add_row(a["agency_name"] or a["agency_code"],
+                         *(KPIS[name].shown(a[KPIS[name].column]) for name in AGENCY_COLUMNS))
     reports = Table(title="Phản ánh hiện trường đang mở (open field reports)", expand=True)
     reports.add_column("Lĩnh vực", ratio=3, no_wrap=True, overflow="ellipsis")
-    for column in ("Đang mở", "Quá hạn"):
-        reports.add_column(column, ratio=1, no_wrap=True)
+    for name in ("field_reports.open", "field_reports.overdue"):
+        reports.add_column(KPIS[name].label, ratio=1)
     for r in data.reports:
         reports.add_row(r["category"], str(r["open"]), str(r["overdue"]))
     lists = Table.grid(expand=True)
