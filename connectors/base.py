@@ -7,12 +7,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import (
     AsyncRetrying,
@@ -24,7 +24,8 @@ from tenacity import (
 )
 
 from connectors.health import ConnectorHealth
-from connectors.ratelimit import RateLimiter
+from connectors.mappings.common import AgencyPlaces, AgencyUnit
+from connectors.ratelimit import SourceThrottle
 from ioc.core.db import connect
 from ioc.core.events import AdminUnit, Agency, Event, Kind
 from ioc.core.settings import Settings
@@ -62,14 +63,6 @@ class Batch:
     more: bool = False
 
 
-class AgencyUnit(BaseModel):
-    """Where an agency sits: its province and, for a commune's, the commune."""
-
-    province_code: str | None = Field(None, pattern=r"^\d{2}$")
-    commune_code: str | None = Field(None, pattern=r"^\d{5}$")
-    name: str | None = None
-
-
 class ConnectorOptions(BaseSettings):
     """Options every connector has. A subclass adds its own fields (base_url, token...).
 
@@ -94,6 +87,16 @@ class ConnectorOptions(BaseSettings):
     agencies: dict[str, AgencyUnit] = Field(default_factory=dict)
     province_code: str | None = Field(None, pattern=r"^\d{2}$",
                                       description="Default: IOC_PROVINCE_CODE.")
+
+    @classmethod
+    def read(cls, name: str, values: Mapping[str, Any] | None = None) -> Self:
+        """The options of the source `name`: `values` (a `--config` file), else `IOC_<NAME>_*`."""
+        prefix = f"IOC_{name.upper()}_"
+        return cls(_env_prefix=prefix, **dict(values or {}))  # type: ignore[call-arg]
+
+    def agency_places(self, settings: Settings) -> AgencyPlaces:
+        """`agencies` and `province_code` as the mappings read them."""
+        return AgencyPlaces(self.province_code or settings.province_code, self.agencies)
 
 
 class Connector(ABC):
@@ -141,21 +144,18 @@ class Connector(ABC):
 
     def place(self, agency_code: str, name: str | None = None) -> tuple[AdminUnit, Agency]:
         """An event's unit and agency, from the `agencies` option (for `map`)."""
-        where = self.options.agencies.get(agency_code, AgencyUnit())
-        unit = AdminUnit(province_code=where.province_code or self.options.province_code
-                         or self.settings.province_code, commune_code=where.commune_code)
-        return unit, Agency(code=agency_code, name=where.name or name)
+        return self.places.place(agency_code, name)
 
     def __init__(self, settings: Settings, options: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
-        self.options = self.Options(_env_prefix=f"IOC_{self.name.upper()}_",  # type: ignore[call-arg]
-                                    **dict(options or {}))
+        self.options = self.Options.read(self.name, options)
         self.log = structlog.get_logger().bind(connector=self.name)
         self.health = ConnectorHealth(settings, self.name, self.kind,
                                       self.options.silence_seconds)
         self.metrics = self.health.registry
         self._producer: AIOKafkaProducer | None = None
-        self._limiter = RateLimiter(self.options.max_requests_per_second)
+        self.places = self.options.agency_places(settings)
+        self._throttle = SourceThrottle(self.options.max_requests_per_second)
 
     # --- what a subclass implements ------------------------------------------------------
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -181,7 +181,7 @@ class Connector(ABC):
 
     async def throttle(self) -> None:
         """Wait until the next request to the source is allowed (`max_requests_per_second`)."""
-        await self._limiter.wait()
+        await self._throttle.wait()
 
     # --- the cursor ------------------------------------------------------------------------
     def load_cursor(self) -> str | None:
@@ -252,7 +252,7 @@ class Connector(ABC):
                 event = self.map(record)
             except ValueError as exc:
                 rejected += 1
-                error, key = describe(exc), self.record_key(record)
+                error, key = refusal_reason(exc), self.record_key(record)
                 self.log.warning("connector.rejected", error=error[:300], key=key)
                 headers = [("ioc.reason", self.dead_letter_reason.encode()),
                            ("ioc.error", error[:4000].encode()),
@@ -298,7 +298,7 @@ class Connector(ABC):
         await self.health.retrying(error)
 
 
-def describe(exc: ValueError) -> str:
+def refusal_reason(exc: ValueError) -> str:
     """The reason a record was refused: which fields and why (no pydantic boilerplate)."""
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}"

@@ -41,6 +41,7 @@ from ioc.api.connector_metrics import ConnectorRow, connector_families, connecto
 from ioc.api.ingest import ingest_body_limits, ingest_router
 from ioc.api.open311 import discovery_router, http_errors, open311_router
 from ioc.api.open311_updates import status_updates_router
+from ioc.api.publisher import EventPublisher
 from ioc.core.db import connect_kwargs
 from ioc.core.inputs import nul_in_url
 from ioc.core.lag import BrokerUnavailable, broker_metadata, consumer_lag
@@ -470,6 +471,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await publisher.stop()
             await db.close()
             log.info("api stopped")
 
@@ -523,12 +525,13 @@ def create_app(settings: Settings) -> FastAPI:
             collector.snapshot = None
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    publisher = EventPublisher(settings)  # one producer for every route that publishes
     app.include_router(discovery_router(settings))
-    app.include_router(open311_router(settings))
+    app.include_router(open311_router(settings, publisher))
     app.add_exception_handler(StarletteHTTPException, http_errors)
-    app.include_router(status_updates_router(settings))
+    app.include_router(status_updates_router(settings, publisher))
     app.include_router(alerts_router(settings))
-    app.include_router(ingest_router(settings))
+    app.include_router(ingest_router(settings, publisher))
     return app
 
 
