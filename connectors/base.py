@@ -113,7 +113,9 @@ class Connector(ABC):
       `TransientError` for what is worth retrying and `PermanentError` for what is not;
       connection errors and timeouts count as transient;
     - `map(record)`: one source record -> one event; raise `ValueError` with a clear reason
-      when the record cannot be mapped. Personal data never goes into the event;
+      when the record cannot be mapped. Personal data never goes into the event. The built-in
+      connectors call their source's pure mapping (`connectors/mappings/`), as the push
+      receivers and `ioc import` do;
     - optionally `personal_fields` (top-level keys removed from a dead-lettered record),
       `record_key(record)` (the dead letter's key) and `source_time(record, event)` (when the
       source changed the record, for the lag metric; default: the event's `occurred_at`).
