@@ -60,9 +60,7 @@ class NewRequest(BaseModel):
         return self
 
 
-class StatusUpdate(BaseModel):
-    """POST requests/{id}/status.json: the handling agency's new status."""
-
+class StatusUpdate(BaseModel):  # POST requests/{id}/status.json: the agency's new status
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     status: ReportStatus
@@ -70,9 +68,7 @@ class StatusUpdate(BaseModel):
     expected_datetime: When | None = None  # plausible: from 2000 to 10 years ahead
 
 
-class CommuneAssignment(BaseModel):
-    """POST requests/{id}/commune.json: the duty officer places a report."""
-
+class CommuneAssignment(BaseModel):  # POST requests/{id}/commune.json: the duty officer's
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     commune_code: str = Field(pattern=r"^\d{5}$", description="Official five-digit code.")
