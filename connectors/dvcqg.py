@@ -34,7 +34,6 @@ from connectors.base import (
     http_error,
 )
 from connectors.mappings.portal import PERSONAL, change_time, dossier_event
-from connectors.mappings.portal import VIETNAM as VIETNAM  # the payload's time zone, for callers
 from ioc.core.events import DossierEvent, Kind
 
 

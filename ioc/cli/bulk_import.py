@@ -43,6 +43,7 @@ import io
 import json
 import re
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -305,8 +306,9 @@ class FileImport(Connector):
         self.report.events += 1
         return event
 
+    @abstractmethod
     def map_row(self, record: dict[str, Any]) -> Event:
-        raise NotImplementedError
+        """One record of a row -> its event, with the kind's mapping (ValueError: rejected)."""
 
     def record_key(self, record: Any) -> str | None:
         return f"{record['file']}:{record['row']}"
