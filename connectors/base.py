@@ -7,16 +7,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import RetryCallState
 
 from connectors.health import ConnectorHealth
-from connectors.ratelimit import RateLimiter
+from connectors.mappings.common import AgencyPlaces, AgencyUnit
+from connectors.ratelimit import SourceThrottle
 from ioc.core.db import connect
 from ioc.core.events import AdminUnit, Agency, Event, Kind
 from ioc.core.retry import retrying
@@ -55,14 +56,6 @@ class Batch:
     more: bool = False
 
 
-class AgencyUnit(BaseModel):
-    """Where an agency sits: its province and, for a commune's, the commune."""
-
-    province_code: str | None = Field(None, pattern=r"^\d{2}$")
-    commune_code: str | None = Field(None, pattern=r"^\d{5}$")
-    name: str | None = None
-
-
 class ConnectorOptions(BaseSettings):
     """Options every connector has. A subclass adds its own fields (base_url, token...).
 
@@ -88,6 +81,16 @@ class ConnectorOptions(BaseSettings):
     province_code: str | None = Field(None, pattern=r"^\d{2}$",
                                       description="Default: IOC_PROVINCE_CODE.")
 
+    @classmethod
+    def read(cls, name: str, values: Mapping[str, Any] | None = None) -> Self:
+        """The options of the source `name`: `values` (a `--config` file), else `IOC_<NAME>_*`."""
+        prefix = f"IOC_{name.upper()}_"
+        return cls(_env_prefix=prefix, **dict(values or {}))  # type: ignore[call-arg]
+
+    def agency_places(self, settings: Settings) -> AgencyPlaces:
+        """`agencies` and `province_code` as the mappings read them."""
+        return AgencyPlaces(self.province_code or settings.province_code, self.agencies)
+
 
 class Connector(ABC):
     """A connector reads one source system and publishes its records as IOC events.
@@ -103,7 +106,9 @@ class Connector(ABC):
       `TransientError` for what is worth retrying and `PermanentError` for what is not;
       connection errors and timeouts count as transient;
     - `map(record)`: one source record -> one event; raise `ValueError` with a clear reason
-      when the record cannot be mapped. Personal data never goes into the event;
+      when the record cannot be mapped. Personal data never goes into the event. The built-in
+      connectors call their source's pure mapping (`connectors/mappings/`), as the push
+      receivers and `ioc import` do;
     - optionally `personal_fields` (top-level keys removed from a dead-lettered record),
       `record_key(record)` (the dead letter's key) and `source_time(record, event)` (when the
       source changed the record, for the lag metric; default: the event's `occurred_at`).
@@ -134,21 +139,18 @@ class Connector(ABC):
 
     def place(self, agency_code: str, name: str | None = None) -> tuple[AdminUnit, Agency]:
         """An event's unit and agency, from the `agencies` option (for `map`)."""
-        where = self.options.agencies.get(agency_code, AgencyUnit())
-        unit = AdminUnit(province_code=where.province_code or self.options.province_code
-                         or self.settings.province_code, commune_code=where.commune_code)
-        return unit, Agency(code=agency_code, name=where.name or name)
+        return self.places.place(agency_code, name)
 
     def __init__(self, settings: Settings, options: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
-        self.options = self.Options(_env_prefix=f"IOC_{self.name.upper()}_",  # type: ignore[call-arg]
-                                    **dict(options or {}))
+        self.options = self.Options.read(self.name, options)
         self.log = structlog.get_logger().bind(connector=self.name)
         self.health = ConnectorHealth(settings, self.name, self.kind,
                                       self.options.silence_seconds)
         self.metrics = self.health.registry
         self._producer: AIOKafkaProducer | None = None
-        self._limiter = RateLimiter(self.options.max_requests_per_second)
+        self.places = self.options.agency_places(settings)
+        self._throttle = SourceThrottle(self.options.max_requests_per_second)
 
     # --- what a subclass implements ------------------------------------------------------
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -174,7 +176,7 @@ class Connector(ABC):
 
     async def throttle(self) -> None:
         """Wait until the next request to the source is allowed (`max_requests_per_second`)."""
-        await self._limiter.wait()
+        await self._throttle.wait()
 
     # --- the cursor ------------------------------------------------------------------------
     def load_cursor(self) -> str | None:
@@ -245,7 +247,7 @@ class Connector(ABC):
                 event = self.map(record)
             except ValueError as exc:
                 rejected += 1
-                error, key = describe(exc), self.record_key(record)
+                error, key = refusal_reason(exc), self.record_key(record)
                 self.log.warning("connector.rejected", error=error[:300], key=key)
                 headers = [("ioc.reason", self.dead_letter_reason.encode()),
                            ("ioc.error", error[:4000].encode()),
@@ -286,7 +288,7 @@ class Connector(ABC):
         await self.health.retrying(error)
 
 
-def describe(exc: ValueError) -> str:
+def refusal_reason(exc: ValueError) -> str:
     """The reason a record was refused: which fields and why (no pydantic boilerplate)."""
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(record)'}: {e['msg']}"

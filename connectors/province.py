@@ -10,6 +10,7 @@ document-interchange shape, procedure codes in the shape of the national databas
 import csv
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 
@@ -30,7 +31,9 @@ class Procedure:
 
 
 @dataclass(frozen=True)
-class Agency:
+class SimulatedAgency:
+    """An invented agency of the simulated province (the events' contract is `Agency`)."""
+
     code: str  # document-interchange code (mã định danh), e.g. 000.00.12.H25
     name: str
     abbr: str  # used in document notations: 1482/SKHCN-VP
@@ -45,7 +48,7 @@ class Commune:
     urban: bool  # a ward (phường): denser, more field reports
     lat: float
     long: float
-    agency: Agency  # its People's Committee
+    agency: SimulatedAgency  # its People's Committee
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,13 @@ class Province:
     code: str
     name: str
     communes: tuple[Commune, ...]
-    departments: tuple[Agency, ...]
-    committee: Agency  # UBND tỉnh: sends and receives documents, files no dossiers
+    departments: tuple[SimulatedAgency, ...]
+    committee: SimulatedAgency  # UBND tỉnh: sends and receives documents, files no dossiers
     services: tuple[Service, ...]
     bounds: tuple[float, float, float, float] | None  # lat_min, lat_max, long_min, long_max
 
     @property
-    def agencies(self) -> tuple[Agency, ...]:
+    def agencies(self) -> tuple[SimulatedAgency, ...]:
         return (self.committee, *self.departments, *(c.agency for c in self.communes))
 
 
@@ -153,6 +156,12 @@ SERVICE_WEIGHTS: dict[str, float] = {"GT-01": 20, "GT-02": 4, "TN-01": 8, "MT-01
 # Monday 1969-12-29, so "3 working days later" is plain arithmetic. Public holidays and Tết
 # are ignored.
 OFFICE_DAY = 450.0
+VIETNAM = timezone(timedelta(hours=7))  # Asia/Ho_Chi_Minh, no daylight saving time
+
+
+def iso(ts: float) -> str:
+    """POSIX time `ts` as local ISO 8601, to the second (the simulated payloads' times)."""
+    return datetime.fromtimestamp(int(ts), VIETNAM).isoformat()
 
 
 def office_minutes(ts: float) -> float:
@@ -206,8 +215,9 @@ def load_province(code: str = "25") -> Province:
     own = sorted((c, name) for c, (p, name) in communes().items() if p == code)
     result = []
     for i, (commune_code, name) in enumerate(own):
-        agency = Agency(f"000.{30 + i // 100}.{i % 100:02d}.H{code}", _committee_name(name),
-                        "UBND", commune_code, COMMUNE_PROCEDURES)
+        agency = SimulatedAgency(f"000.{30 + i // 100}.{i % 100:02d}.H{code}",
+                                 _committee_name(name), "UBND", commune_code,
+                                 COMMUNE_PROCEDURES)
         lat = long = 0.0
         if bounds:  # deterministic scatter inside the box: approximate, never a real location
             lat_min, lat_max, long_min, long_max = bounds
@@ -216,9 +226,11 @@ def load_province(code: str = "25") -> Province:
         result.append(Commune(commune_code, name, name.startswith("Phường"), round(lat, 5),
                               round(long, 5), agency))
     label = _province_label(names[code])
-    departments = tuple(Agency(f"000.00.{number}.H{code}", f"{name} {label}", abbr, None, procs)
-                        for number, name, abbr, procs in DEPARTMENTS)
-    committee = Agency(f"000.00.00.H{code}", f"Ủy ban nhân dân {label}", "UBND", None, ())
+    departments = tuple(
+        SimulatedAgency(f"000.00.{number}.H{code}", f"{name} {label}", abbr, None, procs)
+        for number, name, abbr, procs in DEPARTMENTS)
+    committee = SimulatedAgency(f"000.00.00.H{code}", f"Ủy ban nhân dân {label}", "UBND",
+                                None, ())
     return Province(code, names[code], tuple(result), departments, committee, SERVICES, bounds)
 
 

@@ -4,8 +4,8 @@ import asyncio
 import time
 
 
-class RateLimiter:
-    """`await limiter.wait()` before each request: at most `per_second` of them a second.
+class SourceThrottle:
+    """`await throttle.wait()` before each request: at most `per_second` of them a second.
 
     Each request waits until `1 / per_second` has passed since the previous one was let
     through (a bucket holding one token), so the spacing holds over any window, not only on

@@ -4,7 +4,7 @@ Arrivals are drawn minute by minute of simulated time (Poisson, shaped by the of
 each arrival's whole life is decided at once and its steps wait in a priority queue until the
 simulated clock reaches them. All randomness comes from one seeded generator consumed in
 simulated-time order, so the same seed, rate and start give the same messages however the
-clock is advanced.
+clock is advanced. The lives themselves are `connectors/simulated_lives.py`.
 """
 
 import asyncio
@@ -17,23 +17,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from connectors.province import (
-    OFFICE_DAY,
-    SERVICE_WEIGHTS,
-    Agency,
-    Commune,
-    Province,
-    from_office,
-    later,
-    load_province,
-    office_minutes,
-)
+from connectors.province import VIETNAM, Province, iso, load_province
+from connectors.simulated_lives import Behaviour, Entity, cumulative, document, dossier, report
 from ioc.core.events import Kind
 from ioc.core.settings import Settings
 
@@ -41,7 +32,6 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 Message = tuple[str, bytes, bytes]  # topic name (dossiers...), key, value
-VIETNAM = timezone(timedelta(hours=7))  # Asia/Ho_Chi_Minh, no daylight saving time
 TOPICS = {"dossiers": Kind.DOSSIER, "documents": Kind.DOCUMENT, "field_reports": Kind.FIELD_REPORT}
 SOURCES = {"dossiers": "simulator-dvc", "documents": "simulator-edxml",
            "field_reports": "simulator-open311"}
@@ -78,10 +68,6 @@ def _minute_of_week(ts: float) -> int:
     return ((local // 86400 + 3) % 7) * 1440 + (local % 86400) // 60
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), VIETNAM).isoformat()
-
-
 def poisson(rng: random.Random, lam: float) -> int:
     if lam > 30:
         return max(0, round(rng.gauss(lam, math.sqrt(lam))))
@@ -89,34 +75,6 @@ def poisson(rng: random.Random, lam: float) -> int:
     while p > limit:
         k, p = k + 1, p * rng.random()
     return k
-
-
-@dataclass
-class Behaviour:
-    """How one agency works in this run (drawn from the seed)."""
-
-    agency: Agency
-    dossiers: float  # relative dossier volume
-    documents: float  # relative outgoing-document volume
-    online: float
-    late: float
-    digitized: float
-    signed: float
-    documents_late: float
-    slowness: float  # field reports: resolution time factor
-
-
-@dataclass(slots=True)
-class Entity:
-    """One dossier, document copy or field report: its steps, each (time, fields it sets)."""
-
-    topic: str
-    key: str
-    agency: Agency
-    commune: str | None
-    steps: list[tuple[float, dict[str, Any]]]
-    cumulative: bool  # a snapshot carries every field known so far (not documents' statuses)
-    base: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -250,11 +208,11 @@ class Simulator:
                 documents_late=r.uniform(0.15, 0.3) if bad else r.uniform(0.01, 0.05),
                 slowness=r.uniform(1.4, 1.8) if bad else r.uniform(0.7, 1.1))
         filers = [b for b in self.behaviour.values() if b.dossiers]
-        self._online = (filers, _cum([b.dossiers * b.online for b in filers]))
-        self._counter = (filers, _cum([b.dossiers * (1 - b.online) for b in filers]))
+        self._online = (filers, cumulative([b.dossiers * b.online for b in filers]))
+        self._counter = (filers, cumulative([b.dossiers * (1 - b.online) for b in filers]))
         senders = list(self.behaviour.values())
-        self._senders = (senders, _cum([b.documents for b in senders]))
-        self._reporters = (list(communes), _cum([4.0 if c.urban else 1.0 for c in communes]))
+        self._senders = (senders, cumulative([b.documents for b in senders]))
+        self._reporters = (list(communes), cumulative([4.0 if c.urban else 1.0 for c in communes]))
         total = sum(b.dossiers for b in filers)
         self._daily = {
             "online": DOSSIERS_PER_DAY * self._online[1][-1] / total,
@@ -265,7 +223,8 @@ class Simulator:
         items, cum = population
         return self.rng.choices(items, cum_weights=cum)[0]
 
-    def _number(self, scope: str) -> int:
+    def number(self, scope: str) -> int:
+        """The next running number of `scope` (dossier codes per agency and day...)."""
         self._numbers[scope] += 1
         return self._numbers[scope]
 
@@ -273,171 +232,17 @@ class Simulator:
     def _slot(self, t0: float) -> None:
         m, r, rate = _minute_of_week(t0), self.rng, self.rate
         for _ in range(poisson(r, rate * self._daily["online"] * CITIZEN[m])):
-            self._dossier(t0 + r.random() * 60, self._pick(self._online), online=True)
+            dossier(self, t0 + r.random() * 60, self._pick(self._online), online=True)
         for _ in range(poisson(r, rate * self._daily["counter"] * OFFICE[m])):
-            self._dossier(t0 + r.random() * 60, self._pick(self._counter), online=False)
+            dossier(self, t0 + r.random() * 60, self._pick(self._counter), online=False)
         for _ in range(poisson(r, rate * DOCUMENTS_PER_DAY * OFFICE[m])):
-            self._document(t0 + r.random() * 60, self._pick(self._senders))
+            document(self, t0 + r.random() * 60, self._pick(self._senders))
         for _ in range(poisson(r, rate * REPORTS_PER_DAY * CITIZEN[m])):
-            self._report(t0 + r.random() * 60, self._pick(self._reporters))
-
-    # --- lifecycles: every step decided now, published when the clock reaches it ---------
-    def _dossier(self, submitted: float, b: Behaviour, online: bool) -> None:
-        r, agency = self.rng, b.agency
-        items = agency.procedures
-        proc = r.choices(items, cum_weights=_cum([p.weight for p in items]))[0]
-        received = later(submitted, r.expovariate(1 / 45)) if online else \
-            submitted + r.uniform(120, 900)
-        day = datetime.fromtimestamp(submitted, VIETNAM).strftime("%y%m%d")
-        code = f"{agency.code}-{day}-{self._number(f'{agency.code}-{day}'):04d}"
-        fee = proc.fee
-        steps: list[tuple[float, dict[str, Any]]] = []
-        # Known from the start: online files are uploaded (digitized) when submitted,
-        # paper ones are scanned at the counter.
-        first = {"channel": 2 if online else (3 if r.random() < 0.03 else 1),
-                 "submitted_at": iso(submitted), "fee_required": fee,
-                 "paid_online": fee and r.random() < (0.96 if online else 0.45),
-                 "digitized": r.random() < b.digitized}
-        if online:
-            steps.append((submitted, {**first, "status": 1}))
-            first = {}
-        due = later(received, proc.days * OFFICE_DAY)
-        steps.append((received, {**first, "status": 2, "received_at": iso(received),
-                                 "due_at": iso(due)}))
-        outcome = r.random()
-        if outcome < 0.015:  # refused at reception check
-            at = later(received, r.uniform(10, 240))
-            steps.append((at, {"status": 3, "refused_at": iso(at)}))
-        elif outcome < 0.02:  # withdrawn by the applicant
-            steps.append((later(received, r.uniform(30, proc.days * 225)), {"status": 7}))
-        else:
-            working = later(received, min(r.expovariate(1 / 60), proc.days * OFFICE_DAY - 30))
-            steps.append((working, {"status": 4}))
-            if r.random() < 0.04:  # asks for a supplement: the legal clock restarts when
-                # it comes (within 3 working days); meanwhile NgayHenTra moves to the latest
-                # possible date, or the wait would count as late (status 5 is "in process").
-                asked = later(working, r.uniform(30, OFFICE_DAY))
-                latest = later(asked, (3 + proc.days) * OFFICE_DAY)
-                working = later(asked, r.uniform(OFFICE_DAY, 3 * OFFICE_DAY))
-                due = later(working, proc.days * OFFICE_DAY)
-                steps += [(asked, {"status": 5, "due_at": iso(latest)}),
-                          (working, {"status": 4, "due_at": iso(due)})]
-            if r.random() < b.late:
-                finished = later(due, r.uniform(30, 3 * OFFICE_DAY))
-            else:
-                start, end = office_minutes(working), office_minutes(due)
-                finished = from_office(start + (end - start) * r.uniform(0.15, 0.98))
-            returned = finished + r.uniform(60, 3600) if online else \
-                later(finished, r.expovariate(1 / 300))
-            vote = r.random()
-            satisfaction = None if vote < 0.2 else "very_satisfied" if vote < 0.65 else \
-                "satisfied" if vote < 0.99 else "unsatisfied"
-            steps += [(finished, {"status": 9, "finished_at": iso(finished)}),
-                      (returned, {"status": 10, "returned_at": iso(returned),
-                                  "satisfaction": satisfaction,
-                                  "complaint": r.random() < 0.002})]
-        base = {"dossier_code": code, "procedure_code": proc.code, "procedure_name": proc.name,
-                "field_code": proc.field_code}
-        self._schedule(Entity("dossiers", code, agency, agency.commune_code, steps, True, base))
-
-    def _document(self, sent: float, b: Behaviour) -> None:
-        r, sender = self.rng, b.agency
-        province = self.province
-        if sender.commune_code is None and r.random() < 0.25:  # to many communes at once
-            to = [c.agency for c in r.sample(province.communes, r.randint(3, 12))]
-        elif sender.commune_code is None and r.random() < 0.6:
-            to = [r.choice(province.communes).agency]
-        else:
-            to = [r.choice([a for a in (province.committee, *province.departments)
-                            if a is not sender])]
-        number = self._number(f"{sender.code}-{datetime.fromtimestamp(sent, VIETNAM).year}")
-        notation = f"{number}/{sender.abbr}-{r.choice(('VP', 'VP', 'TH', 'KT', 'HC'))}"
-        document_id = f"{sender.code},{datetime.fromtimestamp(sent, VIETNAM):%Y/%m/%d},{notation}"
-        deadline = later(sent, r.randint(3, 15) * OFFICE_DAY) if r.random() < 0.6 else None
-        meta = {"signed": r.random() < b.signed, "deadline": deadline and iso(deadline),
-                "document_type": r.choice(("1", "1", "1", "2")), "code_notation": notation,
-                "from_organ_id": sender.code, "to_organ_id": to[0].code if len(to) == 1 else None,
-                "attachment_count": r.randint(1, 4),
-                "attachment_bytes": int(r.lognormvariate(math.log(300_000), 1))}
-        self._schedule(Entity("documents", document_id, sender, sender.commune_code,
-                              [(sent, {"direction": "outgoing", **meta})], False,
-                              {"document_id": document_id}))
-        # edXML gives the receivers' copies the sender's DocumentId, but the monitor keys a
-        # document by its id alone: each copy is "<DocumentId>@<receiver>", or the outgoing
-        # and incoming sides would fold into one row.
-        for receiver in to:
-            arrived = sent + r.uniform(5, 180)
-            steps = [(arrived, {"direction": "incoming", **meta, "to_organ_id": receiver.code}),
-                     (arrived + r.uniform(1, 30), {"status": "01"})]
-            late = r.random() < self.behaviour[receiver.code].documents_late
-            self._document_statuses(steps, deadline, late)
-            copy_id = f"{document_id}@{receiver.code}"
-            self._schedule(Entity("documents", copy_id, receiver, receiver.commune_code, steps,
-                                  False, {"document_id": copy_id}))
-
-    def _document_statuses(self, steps: list[tuple[float, dict[str, Any]]],
-                           deadline: float | None, late: bool) -> None:
-        r, at = self.rng, steps[-1][0]
-        fate = r.random()
-        if fate < 0.02:  # rejected (wrong receiver, unreadable...)
-            steps.append((later(at, r.uniform(15, 240)), {"status": "02"}))
-            return
-        if fate < 0.03:  # the sender recalls it
-            at = later(at, r.uniform(30, 900))
-            steps.append((at, {"status": "13"}))
-            at = later(at, r.uniform(10, 240))
-            if r.random() < 0.8:
-                steps.append((at, {"status": "15"}))
-                return
-            steps.append((at, {"status": "16"}))
-        for status, mean in (("03", 60), ("04", 120), ("05", 240)):
-            at = later(at, r.expovariate(1 / mean))
-            steps.append((at, {"status": status}))
-        if deadline is None:
-            done = later(at, r.uniform(60, 5 * OFFICE_DAY))
-        elif late or deadline <= at:
-            done = later(max(deadline, at), r.uniform(60, 5 * OFFICE_DAY))
-        else:
-            start, end = office_minutes(at), office_minutes(deadline)
-            done = from_office(start + (end - start) * r.uniform(0.1, 0.95))
-        steps.append((done, {"status": "06"}))
-
-    def _report(self, requested: float, commune: Commune) -> None:
-        r = self.rng
-        services = self.province.services
-        weights = _cum([SERVICE_WEIGHTS[s.code] for s in services])
-        service = r.choices(services, cum_weights=weights)[0]
-        day = datetime.fromtimestamp(requested, VIETNAM).strftime("%y%m%d")
-        request_id = f"PAHT-{self.province.code}-{day}-{self._number(f'PAHT-{day}'):05d}"
-        expected = requested + service.hours * 3600
-        base: dict[str, Any] = {
-            "service_request_id": request_id, "service_code": service.code,
-            "service_name": service.name, "group": service.group,
-            "requested_datetime": iso(requested), "expected_datetime": iso(expected)}
-        if self.province.bounds:  # scattered around the commune centre, tighter in wards
-            lat_min, lat_max, long_min, long_max = self.province.bounds
-            spread = 0.008 if commune.urban else 0.02
-            base["lat"] = round(min(max(r.gauss(commune.lat, spread), lat_min), lat_max), 6)
-            base["long"] = round(min(max(r.gauss(commune.long, spread), long_min), long_max), 6)
-        steps: list[tuple[float, dict[str, Any]]] = [(requested, {"status": "open"})]
-        if r.random() < 0.06:
-            steps.append((requested + r.uniform(0.5, 8) * 3600, {"status": "duplicate"}))
-        else:
-            slowness = self.behaviour[commune.agency.code].slowness
-            hours = service.hours * r.lognormvariate(math.log(0.6), 0.5) * slowness
-            fixed = requested + hours * 3600
-            steps += [(requested + hours * 3600 * r.uniform(0.05, 0.2),
-                       {"status": "investigating"}),
-                      (requested + hours * 3600 * r.uniform(0.3, 0.6), {"status": "in_progress"}),
-                      (fixed, {"status": "fixed"}),
-                      (fixed + r.uniform(2, 48) * 3600, {"status": "closed"})]
-        for at, fields in steps:
-            fields["updated_datetime"] = iso(at)
-        self._schedule(Entity("field_reports", request_id, commune.agency, commune.code, steps,
-                              True, base))
+            report(self, t0 + r.random() * 60, self._pick(self._reporters))
 
     # --- the queue, the flaws and the wire format -----------------------------------------
-    def _schedule(self, entity: Entity) -> None:
+    def schedule(self, entity: Entity) -> None:
+        """Queue each step of `entity` (with its planted flaws) for when it is due."""
         r = self.rng
         late_share, duplicate_share, malformed_share = self.shares
         for step, (at, _) in enumerate(entity.steps):
@@ -479,14 +284,6 @@ class Simulator:
             payload.update(PERSONAL[entity.topic])
         value = json.dumps(event, ensure_ascii=False).encode()
         return value[: len(value) // 2] if flaw == "invalid_json" else value
-
-
-def _cum(weights: list[float]) -> list[float]:
-    total, out = 0.0, []
-    for w in weights:
-        total += w
-        out.append(total)
-    return out
 
 
 async def run(settings: Settings, simulator: Simulator, seconds: float | None = None,

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.dvcqg import VIETNAM, DvcqgConnector
+from connectors.dvcqg import DvcqgConnector
+from connectors.mappings.portal import VIETNAM
 from connectors.status import ConnectorStatusEvent, Health, StatusChange, load_statuses
 from ioc.core.db import connect
 from ioc.core.settings import Settings

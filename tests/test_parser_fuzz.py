@@ -2,26 +2,32 @@
 is either mapped or refused with a ValueError that says why; nothing else escapes.
 
 Inputs are the real samples, mutated by Hypothesis (derandomized: CI sees the same examples).
-No broker or database is needed: mapping is pure.
+No broker or database is needed: the mappings (connectors/mappings/) are pure.
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.dvcqg import DvcqgConnector
-from connectors.edxml import EdxmlInboxConnector
+from connectors.mappings.common import AgencyPlaces
+from connectors.mappings.edxml import document_event, message_records
+from connectors.mappings.portal import dossier_event
 from ioc.core.events import DocumentEvent, DossierEvent
-from ioc.core.settings import Settings
 
 DATA = Path(__file__).parent / "data"
 DOSSIER: dict[str, Any] = json.loads((DATA / "dvcqg-sync.json").read_text(encoding="utf-8"))
 EDXML = sorted((DATA / "edxml").glob("*.xml"))
 RECEIVER = "000.79.00.H25"  # the ward People's Committee the samples are addressed to
+PLACES = AgencyPlaces("25")  # every agency a province-level one of Phú Thọ
+# The payload's whole-number fields and where the event carries them (None: checked only).
+WHOLE_NUMBERS = {"TrangThaiHoSo": "status", "KenhThucHien": "channel",
+                 "HoSoCoThanhPhanSoHoa": "digitized", "DuocThanhToanTrucTuyen": "paid_online"}
 
+T = TypeVar("T")
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 
@@ -62,44 +68,57 @@ def mutated_xml(draw: st.DrawFn) -> bytes:
 
 def test_the_samples_map() -> None:
     """The properties below are only worth something if the unmutated inputs pass."""
-    assert isinstance(dossiers().map(DOSSIER), DossierEvent)
-    mapped = [documents().map(r) for path in EDXML for r in documents().read_bytes(
-        path.read_bytes(), {"file": path.name}) if not r.get("error")]
+    assert isinstance(dossier_event(DOSSIER, PLACES, "fuzz"), DossierEvent)
+    mapped = [document_event(r, PLACES, "fuzz") for path in EDXML for r in message_records(
+        path.read_bytes(), {"file": path.name}, [RECEIVER]) if not r.get("error")]
     assert mapped and all(isinstance(e, DocumentEvent) for e in mapped)
 
 
-def dossiers() -> DvcqgConnector:
-    return DvcqgConnector(Settings(), {"base_url": "http://unused"})
+def whole_number(value: Any) -> int | None:
+    """What a whole-number field of the payload may hold, read without the mapping: a JSON
+    number >= 0 that is no JSON true/false, or its digits as text; None when it is neither."""
+    if type(value) is int and value >= 0:
+        return value
+    if type(value) is str and value.strip().isdigit():
+        return int(value)
+    return None
 
 
-def documents() -> EdxmlInboxConnector:
-    return EdxmlInboxConnector(Settings(), {"inbox": str(DATA), "own_organ_ids": [RECEIVER]})
+def mapped_or_refused(map_one: Callable[[], T]) -> T | None:
+    """The event, or None when the record was refused with a ValueError that says why;
+    any other exception escapes and fails the test."""
+    try:
+        return map_one()
+    except ValueError as exc:
+        assert str(exc).strip()
+        return None
 
 
 @FUZZ
 @given(record=mutated_dossiers())
 def test_any_dossier_record_is_mapped_or_refused_with_a_reason(record: Any) -> None:
-    try:
-        event = dossiers().map(record)
-    except ValueError as exc:
-        assert str(exc).strip()
-    else:
-        assert isinstance(event, DossierEvent)
+    event = mapped_or_refused(lambda: dossier_event(record, PLACES, "fuzz"))
+    if event is None:
+        return
+    assert isinstance(event, DossierEvent)
+    # Mapped: each whole-number field was absent or a whole number, read as written.
+    for name, field in WHOLE_NUMBERS.items():
+        value, mapped = record.get(name), getattr(event.payload, field)
+        if value is None or value == "":
+            assert mapped is None, name
+        else:
+            assert whole_number(value) is not None, f"{name}: {value!r} was accepted"
+            assert int(mapped) == whole_number(value), name
 
 
 @FUZZ
 @given(data=mutated_xml())
 def test_any_edxml_bytes_are_read_or_refused_with_a_reason(data: bytes) -> None:
-    connector = documents()
-    records = connector.read_bytes(data, {"file": "fuzz.xml"})
+    records = message_records(data, {"file": "fuzz.xml"}, [RECEIVER])
     assert isinstance(records, list)
     for record in records:
         if record.get("error"):
             assert isinstance(record["error"], str) and record["error"].strip()
             continue
-        try:
-            event = connector.map(record)
-        except ValueError as exc:
-            assert str(exc).strip()
-        else:
-            assert isinstance(event, DocumentEvent)
+        event = mapped_or_refused(lambda r=record: document_event(r, PLACES, "fuzz"))
+        assert event is None or isinstance(event, DocumentEvent)

@@ -32,6 +32,7 @@ from ioc.api.keyring import KeyRing
 from ioc.api.metrics import Metrics, RequestCounter
 from ioc.api.open311 import discovery_router, http_errors, open311_router
 from ioc.api.open311_updates import status_updates_router
+from ioc.api.publisher import EventPublisher
 from ioc.core.settings import Settings
 
 log = structlog.get_logger()
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await publisher.stop()
             await db.close()
             log.info("api stopped")
 
@@ -84,12 +86,13 @@ def create_app(settings: Settings) -> FastAPI:
         """Prometheus text format, read from the broker and worker_status at scrape time."""
         return Response(await prometheus.scrape(), media_type=CONTENT_TYPE_LATEST)
 
+    publisher = EventPublisher(settings)  # one producer for every route that publishes
     app.include_router(discovery_router(settings))
-    app.include_router(open311_router(settings))
+    app.include_router(open311_router(settings, publisher))
     app.add_exception_handler(StarletteHTTPException, http_errors)
-    app.include_router(status_updates_router(settings))
+    app.include_router(status_updates_router(settings, publisher))
     app.include_router(alerts_router(settings))
-    app.include_router(ingest_router(settings))
+    app.include_router(ingest_router(settings, publisher))
     return app
 
 

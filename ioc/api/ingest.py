@@ -1,15 +1,15 @@
 """Push receivers: source systems POST their records to the API instead of being polled.
 
 - `POST /ingest/dossiers` (scope `ingest:dossiers`, JSON): one record of the national portal's
-  dossier sync payload, or a list of them, exactly as the portal sends them. The DVCQG
-  connector maps them (`connectors/dvcqg.py`: the same statuses, channels, dates and event
-  ids), with the options `IOC_DVCQG_PUSH_*` (`agencies`, `province_code`); events' source
-  `dvcqg_push`. A record state has one event id whichever way it came (polled, pushed or
-  imported): sent twice, it counts once.
+  dossier sync payload, or a list of them, exactly as the portal sends them, mapped as the
+  poller maps them (`connectors/mappings/portal.py`) with the options `IOC_DVCQG_PUSH_*`
+  (`agencies`, `province_code`); events' source `dvcqg_push`. A record state has one event id
+  whichever way it came (polled, pushed or imported): sent twice, it counts once.
 - `POST /ingest/edxml` (scope `ingest:edxml`, `application/xml` or `text/xml`): one edXML
-  document message or status message, read by the edXML connector's parser (no DTD, no
-  entities, metadata only) and mapped for the agencies `IOC_EDXML_PUSH_OWN_ORGAN_IDS` (JSON
-  list; `IOC_EDXML_PUSH_AGENCIES`, `IOC_EDXML_PUSH_MAX_FILE_BYTES` too); source `edxml_push`.
+  document message or status message, read and mapped as an inbox file is
+  (`connectors/mappings/edxml.py`: no DTD, no entities, metadata only) for the agencies
+  `IOC_EDXML_PUSH_OWN_ORGAN_IDS` (JSON list; `IOC_EDXML_PUSH_AGENCIES`,
+  `IOC_EDXML_PUSH_MAX_FILE_BYTES` too); source `edxml_push`.
   Event ids come from the body's SHA-256, as for an inbox file: the same bytes pushed again
   (or dropped in the inbox) give the same ids. Its bodies are bounded by
   `IOC_EDXML_PUSH_MAX_FILE_BYTES` (20 MiB: attachments travel inside), not by
@@ -28,21 +28,20 @@ record (and a dead-letter topic any key holder could fill would be one more thin
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from connectors.base import ConnectorOptions, describe
-from connectors.dvcqg import DvcqgConnector
-from connectors.edxml import EdxmlInboxConnector
+from connectors.base import ConnectorOptions, refusal_reason
+from connectors.mappings.edxml import document_event, message_records
+from connectors.mappings.portal import dossier_event
 from ioc.api.auth import require_key
 from ioc.api.keys import ApiKey
-from ioc.api.publisher import EventPublisher
+from ioc.api.publisher import EventPublisher, PublishFailed
 from ioc.core.events import Event
 from ioc.core.inputs import BadInput, loads
 from ioc.core.settings import Settings
@@ -51,16 +50,9 @@ log = structlog.get_logger()
 
 PREFIX = "/ingest"
 DOSSIER_SCOPE, EDXML_SCOPE = "ingest:dossiers", "ingest:edxml"
-PUBLISH_TIMEOUT = 15.0
 XML_TYPES = ("application/xml", "text/xml")
 MAPPING_ERRORS = (ValueError, TypeError, KeyError, AttributeError)  # never a 500
-
-
-class DossierReceiver(DvcqgConnector):
-    """The DVCQG mapping for pushed records (nothing is polled: no base_url)."""
-
-    name = "dvcqg_push"
-    Options = ConnectorOptions
+DOSSIER_SOURCE, EDXML_SOURCE = "dvcqg_push", "edxml_push"  # options: IOC_<SOURCE>_*
 
 
 class EdxmlPushOptions(ConnectorOptions):
@@ -69,13 +61,6 @@ class EdxmlPushOptions(ConnectorOptions):
     own_organ_ids: list[str] = Field(default_factory=list, description=(
         "OrganIds of the agencies this IOC monitors (empty: the endpoint answers 503)."))
     max_file_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Larger bodies: 413.")
-
-
-class EdxmlReceiver(EdxmlInboxConnector):
-    """The edXML parser and mapping for pushed messages (no inbox)."""
-
-    name = "edxml_push"
-    Options = EdxmlPushOptions
 
 
 class Refused(Exception):
@@ -92,7 +77,7 @@ def map_all(map_one: Callable[[Any], Event], records: list[Any],
         try:
             events.append(map_one(record))
         except MAPPING_ERRORS as exc:
-            reason = describe(exc) if isinstance(exc, ValueError) else \
+            reason = refusal_reason(exc) if isinstance(exc, ValueError) else \
                 f"cannot be mapped ({type(exc).__name__})"
             prefix = f"{where(i)}: "  # the parser's own errors already say "body: ..."
             errors.append(reason if reason.startswith(prefix) else prefix + reason)
@@ -119,28 +104,20 @@ def dossier_records(body: bytes, content_type: str) -> tuple[list[Any], bool]:
 def ingest_body_limits(settings: Settings) -> dict[str, int]:
     """edXML messages carry their attachments: their route's body limit is the receiver's
     `max_file_bytes`, not the API-wide `api_max_body_bytes`."""
-    return {f"{PREFIX}/edxml": EdxmlReceiver(settings).options.max_file_bytes}
+    return {f"{PREFIX}/edxml": EdxmlPushOptions.read(EDXML_SOURCE).max_file_bytes}
 
 
-def ingest_router(settings: Settings) -> APIRouter:
+def ingest_router(settings: Settings, publisher: EventPublisher) -> APIRouter:
     """The push receivers under /ingest, each for keys with its scope."""
-    dossiers, documents = DossierReceiver(settings), EdxmlReceiver(settings)
-    publisher = EventPublisher(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await publisher.stop()
-
-    router = APIRouter(prefix=PREFIX, tags=["ingest"], lifespan=lifespan)
+    dossiers = ConnectorOptions.read(DOSSIER_SOURCE).agency_places(settings)
+    edxml = EdxmlPushOptions.read(EDXML_SOURCE)
+    documents = edxml.agency_places(settings)
+    router = APIRouter(prefix=PREFIX, tags=["ingest"])
 
     async def publish(events: list[Event]) -> JSONResponse:
         try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                for event in events:
-                    await publisher.publish(event)
-        except Exception as exc:  # broker down or slow
-            log.warning("ingest: publish failed", error=type(exc).__name__)
+            await publisher.publish(*events)
+        except PublishFailed:
             raise Refused(503, "the events could not be queued; send again") from None
         return JSONResponse({"event_ids": [str(e.event_id) for e in events]}, status_code=202)
 
@@ -159,7 +136,7 @@ def ingest_router(settings: Settings) -> APIRouter:
             ApiKey, Depends(require_key(DOSSIER_SCOPE))]) -> JSONResponse:
         async def handle(body: bytes, content_type: str) -> JSONResponse:
             records, listed = dossier_records(body, content_type)
-            events = map_all(dossiers.map, records,
+            events = map_all(lambda r: dossier_event(r, dossiers, DOSSIER_SOURCE), records,
                              lambda i: f"body[{i}]" if listed else "body")
             return await publish(events)
 
@@ -171,14 +148,16 @@ def ingest_router(settings: Settings) -> APIRouter:
         async def handle(body: bytes, content_type: str) -> JSONResponse:
             if content_type not in XML_TYPES:
                 raise Refused(415, f"content-type: {content_type!r}; send application/xml")
-            limit = documents.options.max_file_bytes
+            limit = edxml.max_file_bytes
             if len(body) > limit:
                 raise Refused(413, f"body: {len(body)} bytes, over max_file_bytes ({limit})")
-            if not documents.options.own_organ_ids:
+            if not edxml.own_organ_ids:
                 raise Refused(503, "edXML push is not configured: set"
                                    " IOC_EDXML_PUSH_OWN_ORGAN_IDS")
-            records = await asyncio.to_thread(documents.read_bytes, body, {"file": "body"})
-            events = map_all(documents.map, records, lambda i: "body")
+            records = await asyncio.to_thread(message_records, body, {"file": "body"},
+                                              edxml.own_organ_ids)
+            events = map_all(lambda r: document_event(r, documents, EDXML_SOURCE), records,
+                             lambda i: "body")
             return await publish(events)
 
         return await answer(request, key, handle)

@@ -9,7 +9,7 @@ skipped; row numbers are the spreadsheet's (the header is row 1).
 the portal writes them (dates `yyyyMMddHHmmss`, local time). Two columns stand for lists:
 `DanhSachLePhi` holds the number of fees (or the JSON list), `ThoiDiemXuLy` the time of the
 latest processing step (`tienTrinhDongBo[].ThoiDiemXuLy`, the record's change time). Rows are
-mapped by the DVCQG connector (`connectors/dvcqg.py`); source `dvcqg_import`, options
+mapped as the portal's records are (`connectors/mappings/portal.py`); source `dvcqg_import`, options
 `IOC_DVCQG_IMPORT_*` or `--config` (`agencies`, `province_code`).
 
 **Documents** (`DOCUMENT_COLUMNS`): one edXML message per row, named after its elements.
@@ -17,14 +17,14 @@ mapped by the DVCQG connector (`connectors/dvcqg.py`); source `dvcqg_import`, op
 reporting it), `ToOrganIds` the receivers (`;` between them), `SenderOrganId` the sender of
 the document a status is about (`ResponseFor/OrganId`); `Timestamp` when it happened, `DueDate`
 the deadline (edXML formats: `dd/MM/yyyy HH:mm:ss`, `yyyy/MM/dd`, ISO...); `Signed` 0 or 1.
-Copies and events as for the edXML connector (`connectors/edxml.py`), for the agencies
+Copies and events as for an edXML message (`connectors/mappings/edxml.py`), for the agencies
 `own_organ_ids` (`IOC_EDXML_IMPORT_OWN_ORGAN_IDS` or `--config`); source `edxml_import`.
 
 Personal columns (`ChuHoSo`, `SoGiayToChuHoSo`, `LoaiDoiTuong`) are dropped as the file is
 read; other unknown columns stop the import before anything is published (a typo must not
 silently empty a column).
 
-**Idempotent.** Event ids depend only on the content: a dossier's are the DVCQG connector's
+**Idempotent.** Event ids depend only on the content: a dossier's are the portal mapping's
 (a UUIDv5 of the mapped state, the same whether polled, pushed or imported), a document row's
 a UUIDv5 of the row's values. Importing a file again publishes the same ids, which the
 worker drops as repeats (the `events` primary key): the tables do not change. Rejected rows
@@ -43,6 +43,7 @@ import io
 import json
 import re
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -54,10 +55,10 @@ from typing import Any
 
 from pydantic import Field
 
-from connectors.base import Batch, ConnectorOptions, describe
-from connectors.dvcqg import PERSONAL, DvcqgConnector, _parse
-from connectors.edxml import EdxmlInboxConnector
-from ioc.core.events import Event
+from connectors.base import Batch, Connector, ConnectorOptions, refusal_reason
+from connectors.mappings.edxml import document_event, document_records, status_records
+from connectors.mappings.portal import PERSONAL, dossier_event, parse_time
+from ioc.core.events import Event, Kind
 from ioc.core.settings import Settings
 
 
@@ -107,7 +108,7 @@ class Report:
 
 
 def rejection(row: int, exc: ValueError) -> Rejection:
-    reason = describe(exc)
+    reason = refusal_reason(exc)
     found = FIELD.match(reason)
     return Rejection(row, found.group(1) if found else "-", reason)
 
@@ -196,9 +197,9 @@ def records(path: Path, kind: ImportKind, sheet: str | None = None
     return read(), (total - 1 if total else None)
 
 
-# --- rows into the connectors' records --------------------------------------------------------
+# --- rows into the mappings' records ----------------------------------------------------------
 def dossier_record(values: Mapping[str, str | None]) -> dict[str, Any]:
-    """A dossier row as the sync payload record the DVCQG mapping reads."""
+    """A dossier row as the sync payload record the portal mapping reads."""
     record: dict[str, Any] = {k: v for k, v in values.items()
                               if k not in ("DanhSachLePhi", "ThoiDiemXuLy")}
     fees = values.get("DanhSachLePhi")
@@ -213,7 +214,7 @@ def dossier_record(values: Mapping[str, str | None]) -> dict[str, Any]:
                                  f" not {fees!r}") from None
     step = values.get("ThoiDiemXuLy")
     if step is not None:
-        _parse(step, "ThoiDiemXuLy")  # a bad one must not fall back to NgayTiepNhan unseen
+        parse_time(step, "ThoiDiemXuLy")  # a bad one must not fall back to NgayTiepNhan unseen
         record["tienTrinhDongBo"] = [{"ThoiDiemXuLy": step}]
     return record
 
@@ -264,14 +265,14 @@ class ImportOptions(ConnectorOptions):
 
 class DocumentImportOptions(ImportOptions):
     own_organ_ids: list[str] = Field(min_length=1, description=(
-        "OrganIds of the agencies this IOC monitors (see connectors/edxml.py)."))
+        "OrganIds of the agencies this IOC monitors (see connectors/mappings/edxml.py)."))
 
 
-class FileImport:
-    """What both importers share: `fetch` reads the next rows, rejections are noted.
+class FileImport(Connector):
+    """A connector whose source is a file's rows: `fetch` reads the next rows, `map` notes
+    each rejection for the report. A subclass maps a row with its kind's mapping."""
 
-    Mixed in before a connector class, whose `map` it calls for each record."""
-
+    Options = ImportOptions
     rows: Iterator[dict[str, Any]]
     on_batch: Callable[[int], None]  # rows done: for a progress bar
     report: Report
@@ -284,25 +285,19 @@ class FileImport:
         return [row]
 
     async def fetch(self, cursor: str | None) -> Batch:
-        rows = list(islice(self.rows, self.options.batch_size))  # type: ignore[attr-defined]
+        rows = list(islice(self.rows, self.options.batch_size))
         self.report.rows += len(rows)
         found = [r for row in rows for r in self.records_of(row)]
         self._batch_rows = len(rows)
         return Batch(found, None, more=bool(rows))  # no cursor: ids make a rerun harmless
 
     async def publish(self, records: Sequence[Any]) -> None:
-        await super().publish(records)  # type: ignore[misc]
+        await super().publish(records)
         self.on_batch(self._batch_rows)
-
-    async def open(self) -> None:
-        """Nothing to open: the rows come from `start`."""
-
-    async def close(self) -> None:
-        """Nothing to close."""
 
     def map(self, record: Any) -> Event:
         try:
-            event: Event = self.map_row(record)
+            event = self.map_row(record)
         except ValueError as exc:
             noted = rejection(record["row"], exc)
             if self.report.rejected[-1:] != [noted]:  # a row's copies fail alike
@@ -311,8 +306,9 @@ class FileImport:
         self.report.events += 1
         return event
 
+    @abstractmethod
     def map_row(self, record: dict[str, Any]) -> Event:
-        raise NotImplementedError
+        """One record of a row -> its event, with the kind's mapping (ValueError: rejected)."""
 
     def record_key(self, record: Any) -> str | None:
         return f"{record['file']}:{record['row']}"
@@ -328,27 +324,30 @@ class FileImport:
         return self.report
 
 
-class DossierImport(FileImport, DvcqgConnector):
+class DossierImport(FileImport):
     name = "dvcqg_import"
-    Options = ImportOptions
+    kind = Kind.DOSSIER
     personal_fields = PERSONAL
 
     def map_row(self, record: dict[str, Any]) -> Event:
-        return DvcqgConnector.map(self, dossier_record(record["values"]))
+        return dossier_event(dossier_record(record["values"]), self.places, self.name)
 
 
-class DocumentImport(FileImport, EdxmlInboxConnector):
+class DocumentImport(FileImport):
     name = "edxml_import"
+    kind = Kind.DOCUMENT
     Options = DocumentImportOptions
+    options: DocumentImportOptions
 
     def records_of(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         """One record per copy of ours (like an edXML file), or one saying why not."""
         text = json.dumps(row["values"], sort_keys=True, ensure_ascii=False)
         base = {**row, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        own = self.options.own_organ_ids
         try:
             message, fields = document_fields(row["values"])
-            copies = self.document_records(fields) if message == "document" \
-                else self.status_records(fields)
+            copies = document_records(fields, own) if message == "document" \
+                else status_records(fields, own)
         except ValueError as exc:
             return [{**base, "error": str(exc)}]
         return [{**base, **copy} for copy in copies]
@@ -356,10 +355,10 @@ class DocumentImport(FileImport, EdxmlInboxConnector):
     def map_row(self, record: dict[str, Any]) -> Event:
         if record.get("error"):
             raise ValueError(record["error"])
-        return EdxmlInboxConnector.map(self, record)
+        return document_event(record, self.places, self.name)
 
 
-IMPORTERS: dict[ImportKind, type[DossierImport | DocumentImport]] = {
+IMPORTERS: dict[ImportKind, type[FileImport]] = {
     ImportKind.DOSSIERS: DossierImport, ImportKind.DOCUMENTS: DocumentImport}
 
 
@@ -370,5 +369,5 @@ def template(kind: ImportKind) -> str:
 
 
 def importer(settings: Settings, kind: ImportKind,
-             options: Mapping[str, Any] | None = None) -> DossierImport | DocumentImport:
+             options: Mapping[str, Any] | None = None) -> FileImport:
     return IMPORTERS[kind](settings, options)

@@ -20,8 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ioc.cli.bulk_import import (
-    DocumentImport,
-    DossierImport,
+    FileImport,
     FileRefused,
     ImportKind,
     Report,
@@ -101,6 +100,6 @@ def import_command(
         raise typer.Exit(1)
 
 
-def _run(job: DossierImport | DocumentImport) -> Report:
+def _run(job: FileImport) -> Report:
     asyncio.run(job.run(once=True))
     return job.report
