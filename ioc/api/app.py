@@ -41,6 +41,7 @@ log = structlog.get_logger()
 def create_app(settings: Settings) -> FastAPI:
     """The API for one settings object; its metrics live in a registry of its own."""
     db = Database(settings)
+    publisher = EventPublisher(settings)  # one producer for every route that publishes
     prometheus = Metrics(settings, db)
 
     @asynccontextmanager
@@ -86,7 +87,6 @@ def create_app(settings: Settings) -> FastAPI:
         """Prometheus text format, read from the broker and worker_status at scrape time."""
         return Response(await prometheus.scrape(), media_type=CONTENT_TYPE_LATEST)
 
-    publisher = EventPublisher(settings)  # one producer for every route that publishes
     app.include_router(discovery_router(settings))
     app.include_router(open311_router(settings, publisher))
     app.add_exception_handler(StarletteHTTPException, http_errors)
