@@ -1,0 +1,104 @@
+"""Property tests of the parsers that read what outsiders send: whatever the input, a record
+is either mapped or refused with a ValueError that says why; nothing else escapes.
+
+Inputs are the real samples, mutated by Hypothesis (derandomized: CI sees the same examples).
+No broker or database is needed: mapping is pure.
+"""
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.dvcqg import DvcqgConnector
+from connectors.edxml import EdxmlInboxConnector
+from ioc.core.events import DocumentEvent, DossierEvent
+from ioc.core.settings import Settings
+from tests.support import DATA
+
+DOSSIER: dict[str, Any] = json.loads((DATA / "dvcqg-sync.json").read_text(encoding="utf-8"))
+EDXML = sorted((DATA / "edxml").glob("*.xml"))
+RECEIVER = "000.79.00.H25"  # the ward People's Committee the samples are addressed to
+
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+    | st.text(max_size=30) | st.sampled_from(["", "20251117083000", "99999999999999", "1"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+
+
+@st.composite
+def mutated_dossiers(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 19)) == 0:
+        return draw(json_values)  # not even an object
+    record = dict(DOSSIER)
+    for key in draw(st.lists(st.sampled_from(sorted(DOSSIER)), max_size=4, unique=True)):
+        if draw(st.booleans()):
+            del record[key]
+        else:
+            record[key] = draw(json_values)
+    record.update(draw(st.dictionaries(st.text(max_size=8), json_values, max_size=2)))
+    return record
+
+
+@st.composite
+def mutated_xml(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(EDXML)).read_bytes())
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data)))
+        end = min(len(data), at + draw(st.integers(0, 40)))
+        data[at:end] = draw(st.binary(max_size=12) | st.sampled_from(
+            [b"", b"<", b">", b"</", b"&amp;", b"&x;", b"<!DOCTYPE a [<!ENTITY x 'y'>]>",
+             b"32/13/2025 25:61:00", b"\xff\xfe", b"000.00.12.H25"]))
+    return bytes(data)
+
+
+def test_the_samples_map() -> None:
+    """The properties below are only worth something if the unmutated inputs pass."""
+    assert isinstance(dossiers().map(DOSSIER), DossierEvent)
+    mapped = [documents().map(r) for path in EDXML for r in documents().read_bytes(
+        path.read_bytes(), {"file": path.name}) if not r.get("error")]
+    assert mapped and all(isinstance(e, DocumentEvent) for e in mapped)
+
+
+def dossiers() -> DvcqgConnector:
+    return DvcqgConnector(Settings(), {"base_url": "http://unused"})
+
+
+def documents() -> EdxmlInboxConnector:
+    return EdxmlInboxConnector(Settings(), {"inbox": str(DATA), "own_organ_ids": [RECEIVER]})
+
+
+@FUZZ
+@given(record=mutated_dossiers())
+def test_any_dossier_record_is_mapped_or_refused_with_a_reason(record: Any) -> None:
+    try:
+        event = dossiers().map(record)
+    except ValueError as exc:
+        assert str(exc).strip()
+    else:
+        assert isinstance(event, DossierEvent)
+
+
+@FUZZ
+@given(data=mutated_xml())
+def test_any_edxml_bytes_are_read_or_refused_with_a_reason(data: bytes) -> None:
+    connector = documents()
+    records = connector.read_bytes(data, {"file": "fuzz.xml"})
+    assert isinstance(records, list)
+    for record in records:
+        if record.get("error"):
+            assert isinstance(record["error"], str) and record["error"].strip()
+            continue
+        try:
+            event = connector.map(record)
+        except ValueError as exc:
+            assert str(exc).strip()
+        else:
+            assert isinstance(event, DocumentEvent)
