@@ -1,7 +1,7 @@
 """Alerts end to end, issue 6's acceptance: the seeded province simulator publishes into the
 real broker, a real `ioc worker` process stores the events and its alert timer evaluates a
 rule written here, and delivers to a real SMTP server (aiosmtpd) and to local HTTP servers
-speaking the Telegram Bot API, the Zalo OA API and the signed webhook (tests/receivers.py:
+speaking the Telegram Bot API, the Zalo OA API and the signed webhook (tests/support/receivers.py:
 Telegram and Zalo cannot run here). The acknowledgement goes through the real API (uvicorn).
 
 The data is a closed cohort (Simulator `arrivals_until`): one Monday of the province seven to

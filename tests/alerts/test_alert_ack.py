@@ -1,5 +1,5 @@
 """Acknowledge, silence and quiet reminders of alerts, on real PostgreSQL (and TimescaleDB for
-the migration), a real SMTP server (aiosmtpd, from test_alert_delivery) and the API served by
+the migration), a real SMTP server (aiosmtpd, tests/support/smtp.py) and the API served by
 uvicorn. The rule `documents.backlog_overdue >= 0` over an empty province always holds (the
 value is 0), `>= 1` never: the tests switch an alert on and off without loading data.
 

@@ -4,7 +4,7 @@ local HTTP servers. Telegram and Zalo cannot run here, so their servers are fake
 their wire formats (Bot API `POST /bot<token>/sendMessage` answering `{"ok": ...}`, 429 with
 `parameters.retry_after`; Zalo `POST /v3.0/oa/message/cs` with header `access_token`
 answering `{"error": 0 | code, ...}`); the webhook receiver checks the HMAC signature with the
-standard library on its own, as a real receiver would (all three: tests/receivers.py).
+standard library on its own, as a real receiver would (all three: tests/support/receivers.py).
 
 Transitions are written into `alerts` directly (evaluation is test_alerts' and
 test_alert_delivery's business): each test knows exactly which messages must arrive.

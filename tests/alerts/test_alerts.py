@@ -1,6 +1,6 @@
 """Alert rules (YAML, validated with file/line/field errors) and their evaluation on real
 PostgreSQL and TimescaleDB: which scopes fire is checked against values computed from the
-scenario's ground truth (tests/scenario.py), never against the SQL itself."""
+scenario's ground truth (tests/support/scenario.py), never against the SQL itself."""
 
 from __future__ import annotations
 

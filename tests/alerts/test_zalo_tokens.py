@@ -32,7 +32,7 @@ from ioc.alerts.outbox import enqueue
 from ioc.core.db import connect, migrate
 from ioc.core.settings import Settings
 from tests.support.alerts import recipients_file
-from tests.support.receivers import Answer, Request, Service
+from tests.support.receivers import Answer, Request, Zalo
 from tests.support.services import query, wait_until
 
 APP_ID = "3105482271640025517"
@@ -52,8 +52,9 @@ def refused(code: int, name: str) -> Answer:
 
 
 @dataclass
-class ZaloPlatform(Service):
-    """Zalo's OAuth v4 and OA API on one port. `refresh_token`: the one that works now."""
+class ZaloPlatform(Zalo):
+    """Zalo's OAuth v4 and OA API on one port: access tokens that expire and are renewed; a
+    message sent is answered as `Zalo` answers it. `refresh_token`: the one that works now."""
 
     refresh_token: str = "rt-0"
     valid: set[str] = field(default_factory=set)  # access tokens the OA API accepts
@@ -104,11 +105,6 @@ class ZaloPlatform(Service):
         if token not in self.valid:
             return 200, {"error": -216, "message": "Access token is invalid"}, {}
         return None
-
-    def ok(self, request: Request) -> Answer:
-        return 200, {"error": 0, "message": "Success",
-                     "data": {"message_id": f"m{len(self.accepted)}",
-                              "user_id": request.json()["recipient"]["user_id"]}}, {}
 
     def tokens_used(self, requests: list[Request]) -> list[str]:
         return [r.headers["access_token"] for r in requests]

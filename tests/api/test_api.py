@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -81,6 +82,20 @@ def insert_worker(settings: Settings, instance: str, age_s: float, counters: dic
 
 def closed_port_url() -> str:
     return f"postgresql://postgres@127.0.0.1:{free_port()}/ioc"
+
+
+def not_ready(api: httpx.Client) -> dict[str, dict[str, Any]]:
+    """/readyz's checks, once it has answered 503 in under 4 s."""
+    started = time.monotonic()
+    response = api.get("/readyz")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert elapsed < 4, f"/readyz took {elapsed:.1f} s"
+    return response.json()["checks"]
+
+
+def refused(port: int | str) -> dict[str, object]:
+    return {"ok": False, "detail": f"connection refused at 127.0.0.1:{port}"}
 
 
 def scrape(client: httpx.Client) -> Samples:
@@ -161,15 +176,9 @@ def test_readyz_database_unreachable(
     serve_api: Callable[[Settings], httpx.Client], settings: Settings
 ) -> None:
     url = closed_port_url()
-    api = serve_api(settings.model_copy(update={"database_url": url}))
-    started = time.monotonic()
-    response = api.get("/readyz")
-    elapsed = time.monotonic() - started
-    assert response.status_code == 503
-    assert elapsed < 4, f"/readyz took {elapsed:.1f} s"
-    checks = response.json()["checks"]
+    checks = not_ready(serve_api(settings.model_copy(update={"database_url": url})))
     port = url.rsplit(":", 1)[1].split("/")[0]
-    assert checks["database"] == {"ok": False, "detail": f"connection refused at 127.0.0.1:{port}"}
+    assert checks["database"] == refused(port)
     assert checks["worker"]["ok"] is False
     assert checks["broker"]["ok"] is True
 
@@ -179,13 +188,9 @@ def test_readyz_broker_unreachable(
 ) -> None:
     insert_worker(migrated, "w1", 0, {})
     port = free_port()
-    api = serve_api(migrated.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}"}))
-    started = time.monotonic()
-    response = api.get("/readyz")
-    assert time.monotonic() - started < 4
-    assert response.status_code == 503
-    checks = response.json()["checks"]
-    assert checks["broker"] == {"ok": False, "detail": f"connection refused at 127.0.0.1:{port}"}
+    checks = not_ready(serve_api(migrated.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{port}"})))
+    assert checks["broker"] == refused(port)
     assert checks["database"]["ok"] is True
     assert checks["worker"]["ok"] is True
 

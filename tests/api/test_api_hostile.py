@@ -23,6 +23,7 @@ from ioc.api.app import create_app
 from ioc.api.keys import create_key, revoke_key
 from ioc.core.settings import Settings
 from tests.support.alerts import backlog_rule
+from tests.support.api import bearer
 from tests.support.portal import dossier
 from tests.support.services import ServedApps, TcpProxy, free_port, query, wait_until
 
@@ -30,10 +31,6 @@ V2 = "/open311/v2"
 VIET_TRI = {"lat": 21.3227, "long": 105.4019}
 PHONE, EMAIL = "0912345678", "hoa.nguyen.secret@example.vn"
 DEEP = 5000
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 def deep_json(depth: int) -> str:

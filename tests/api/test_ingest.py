@@ -15,6 +15,7 @@ from ioc.core.db import migrate
 from ioc.core.events import parse_event
 from ioc.core.kpis import read_kpis
 from ioc.core.settings import Settings
+from tests.support.api import bearer
 from tests.support.checks import duplicates
 from tests.support.edxml import DATA, DOC_ID, DOCUMENT, PERSONAL, RECEIVER, SENDER, STATUS
 from tests.support.portal import PERSONAL_VALUES, dossier, expected_kpis, province
@@ -35,10 +36,6 @@ def prepared(prepared: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def serve(serve_app: ServedApps, settings: Settings, **update: object) -> httpx.Client:
     return serve_app(create_app(settings.model_copy(update={"api_rate_per_minute": 600,
                                                             **update})))
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 def test_pushed_dossiers_and_documents_reach_the_kpis_once(

@@ -13,6 +13,7 @@ from ioc.api.app import create_app
 from ioc.api.keys import create_key, revoke_key, verify
 from ioc.core.kpis import read_kpis
 from ioc.core.settings import Settings
+from tests.support.api import assert_error, bearer
 from tests.support.services import ServedApps, WorkerProcess, query, wait_until
 
 V2 = "/open311/v2"
@@ -29,18 +30,6 @@ def build_app(settings: Settings, rate_per_minute: float = 600) -> FastAPI:
 @pytest.fixture
 def serve(serve_app: ServedApps) -> ServedApps:
     return serve_app
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
-
-
-def assert_error(response: httpx.Response, status: int, words: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body, list) and body, body
-    assert all(set(e) == {"code", "description"} and e["code"] == status for e in body), body
-    assert any(words in e["description"] for e in body), body
 
 
 def ioc_keys(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

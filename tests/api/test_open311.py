@@ -28,6 +28,7 @@ from ioc.core.logs import scrub
 from ioc.core.redact import redact
 from ioc.core.report_services import SERVICES
 from ioc.core.settings import Settings
+from tests.support.api import assert_error
 from tests.support.boards import run, variable
 from tests.support.services import ServedApps, WorkerProcess, free_port, publish, query, wait_until
 
@@ -62,14 +63,6 @@ def serve(serve_app: ServedApps) -> Callable[[Settings], httpx.Client]:
 def app_key(prepared: Settings) -> str:
     """A citizen app's key: Open311 POSTs need `reports:create`."""
     return create_key(prepared, "citizen-app", ["reports:create"])[1]
-
-
-def assert_error(response: httpx.Response, status: int, field: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body, list) and body, body
-    assert all(set(e) == {"code", "description"} and e["code"] == status for e in body), body
-    assert any(field in e["description"] for e in body), body
 
 
 async def topic_bytes(settings: Settings, count: int) -> list[bytes]:

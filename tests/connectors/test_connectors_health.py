@@ -1,6 +1,6 @@
 """What the connector SDK does around every connector: rate limit, metrics and health endpoint,
 health states, and the connector_silent / connector_resumed events. The DVCQG connector runs
-against the real HTTP portal of tests/test_connectors.py, the real broker and PostgreSQL."""
+against the real HTTP portal of tests/support/portal.py, the real broker and PostgreSQL."""
 
 import asyncio
 import itertools

@@ -1,6 +1,6 @@
 """Dashboards as code: structure, Grafana's macro expansion, and every panel and variable query
 run on real PostgreSQL and real TimescaleDB, with values checked against the scenario's ground
-truth (tests/scenario.py), not against the SQL itself."""
+truth (tests/support/scenario.py), not against the SQL itself."""
 
 from __future__ import annotations
 

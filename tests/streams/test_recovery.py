@@ -11,6 +11,7 @@ from ioc.embedded.broker import Broker
 from ioc.embedded.servers import Postgres
 from tests.support import scenario
 from tests.support.checks import assert_exact, prepare, stored_events, wait_stored
+from tests.support.scenario import Message
 from tests.support.services import (
     WorkerProcess,
     free_port,
@@ -19,6 +20,20 @@ from tests.support.services import (
     start_broker,
     wait_until,
 )
+
+
+def half_and_half(seed: int) -> scenario.Scenario:
+    """A scenario sent in two halves around an outage."""
+    return scenario.build(seed=seed, dossiers=300, documents=200, reports=150, malformed=False)
+
+
+def store_first_half(settings: Settings, sc: scenario.Scenario,
+                     worker: WorkerProcess) -> list[Message]:
+    """Publish the first half of the messages, wait until the worker stores some; the rest."""
+    half = len(sc.messages) // 2
+    asyncio.run(publish(settings, sc.messages[:half]))
+    wait_until(lambda: stored_events(settings) > 0, 60, "first events", worker.log)
+    return sc.messages[half:]
 
 
 def test_worker_killed_mid_batch_loses_and_doubles_nothing(settings: Settings,
@@ -47,17 +62,14 @@ def test_database_outage_is_waited_out(broker: Broker, tmp_path: Path) -> None:
     postgres.start()
     settings = isolated_settings(broker, postgres)
     prepare(settings)
-    sc = scenario.build(seed=4, dossiers=300, documents=200, reports=150, malformed=False)
-    half = len(sc.messages) // 2
+    sc = half_and_half(seed=4)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
-        asyncio.run(publish(settings, sc.messages[:half]))
-        wait_until(lambda: stored_events(settings) > 0, 60, "first events", worker.log)
+        rest = store_first_half(settings, sc, worker)
         postgres.stop()
 
         # Events keep arriving for the whole 30 s the database is away.
         def trickle() -> None:
-            rest = sc.messages[half:]
             for i in range(10):
                 asyncio.run(publish(settings, rest[i * len(rest) // 10:(i + 1) * len(rest) // 10]))
                 time.sleep(2.5)
@@ -83,16 +95,14 @@ def test_broker_restart_is_survived(postgres: Postgres, tmp_path: Path) -> None:
     broker = start_broker(tmp_path)
     settings = isolated_settings(broker, postgres)
     prepare(settings)
-    sc = scenario.build(seed=5, dossiers=300, documents=200, reports=150, malformed=False)
-    half = len(sc.messages) // 2
+    sc = half_and_half(seed=5)
     worker = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
-        asyncio.run(publish(settings, sc.messages[:half]))
-        wait_until(lambda: stored_events(settings) > 0, 60, "first events", worker.log)
+        rest = store_first_half(settings, sc, worker)
         broker.stop()
         time.sleep(3)
         broker.start()
-        asyncio.run(publish(settings, sc.messages[half:]))
+        asyncio.run(publish(settings, rest))
         wait_stored(settings, sc, worker, timeout=120)
     finally:
         worker.stop()

@@ -39,6 +39,8 @@ class Mailbox:
 
 
 class SmtpServer:
+    """aiosmtpd on a free port; `stop()` and `start()` again stand for an outage."""
+
     def __init__(self) -> None:
         self.port = free_port()
         self.mailbox = Mailbox()
@@ -56,6 +58,7 @@ class SmtpServer:
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
+    """A running SMTP server, stopped after the test."""
     server = SmtpServer()
     server.start()
     yield server
@@ -63,11 +66,13 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 def config(smtp: SmtpServer) -> SmtpConfig:
+    """The alert mailer's settings, pointed at that server."""
     return SmtpConfig(host="127.0.0.1", port=smtp.port, sender="ioc@tinh.vn",
                       dashboard_url=DASHBOARD, timeout=5)
 
 
 def body(message: EmailMessage) -> str:
+    """The plain-text part of a message."""
     part = message.get_body(("plain",))
     assert part is not None
     return part.get_content()
