@@ -1,9 +1,10 @@
 """`ioc dashboards push` against a stand-in Grafana.
 
 No Grafana server can be installed here (INFRA.md), so this test runs a real local HTTP server
-that speaks the subset of Grafana's HTTP API the push uses (GET/POST /api/folders, GET/POST/PUT
-/api/datasources[/uid/...], POST /api/dashboards/db), with Grafana's status codes and bodies,
-and Bearer/Basic authentication. It records every request; the assertions read what arrived.
+(tests/support/grafana.py) that speaks the subset of Grafana's HTTP API the push uses
+(GET/POST /api/folders, GET/POST/PUT /api/datasources[/uid/...], POST /api/dashboards/db), with
+Grafana's status codes and bodies, and Bearer/Basic authentication. It records every request;
+the assertions read what arrived.
 """
 
 from __future__ import annotations
