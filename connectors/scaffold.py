@@ -79,10 +79,10 @@ def render(name: str, kind: Kind) -> tuple[str, str]:
 
 
 def scaffold(name: str, kind: Kind, root: Path) -> Scaffolded:
-    """Write `<root>/connectors/<name>.py` and `<root>/tests/test_connector_<name>.py`."""
+    """Write `<root>/connectors/<name>.py` and its test, `<root>/tests/connectors/`."""
     check_name(name)
     connector_path = root / "connectors" / f"{name}.py"
-    test_path = root / "tests" / f"test_connector_{name}.py"
+    test_path = root / "tests" / "connectors" / f"test_connector_{name}.py"
     for path in (connector_path, test_path):
         if path.exists():
             raise ScaffoldError(f"{path} exists: not overwritten")

@@ -21,7 +21,7 @@ app = faust.App(
     # Static membership (IOC_WORKER_INSTANCE_ID): a worker back within the session timeout
     # takes its partitions back without a rebalance. Empty: dynamic membership.
     consumer_group_instance_id=settings.worker_instance_id or None,
-    # Group timing on a real broker (tests/test_scale_out.py measures the takeover):
+    # Group timing on a real broker (tests/streams/test_scale_out.py measures the takeover):
     # - session 10 s (faust: 60): a crashed worker's partitions move to the others after
     #   10 s without its heartbeat, not a minute; above the broker's 6 s minimum and long
     #   enough for a GC pause or a busy core not to look like a crash;

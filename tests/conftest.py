@@ -9,13 +9,22 @@ from ioc.core.settings import Settings
 from ioc.core.topics import ensure_topics
 from ioc.embedded.broker import Broker
 from ioc.embedded.servers import Postgres
-from tests.services import (
+from tests.support.services import (
     ServedApps,
     broker_kind_under_test,
     isolated_settings,
     start_broker,
     start_postgres,
 )
+
+# Fixtures that live beside their helpers in tests/support, offered to every test module.
+pytest_plugins = [
+    "tests.support.grafana",  # grafana: a stand-in Grafana
+    "tests.support.portal",  # portal: a stand-in DVCQG portal
+    "tests.support.smtp",  # smtp: a real SMTP server
+    "tests.support.stack",  # stack_env: the environment of an `ioc up` child
+    "tests.support.timescaledb",  # timescale: one TimescaleDB per session
+]
 
 
 @pytest.fixture(scope="session")
@@ -85,4 +94,3 @@ def prepared(migrated: Settings) -> Settings:
     """The test's schema migrated and its topics created."""
     asyncio.run(ensure_topics(migrated))
     return migrated
-from tests.timescaledb import timescale  # noqa: E402, F401

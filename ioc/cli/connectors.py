@@ -101,7 +101,7 @@ def new(
     directory: Annotated[Path, typer.Option("--dir", file_okay=False,
                                             help="Project root to write into.")] = Path("."),
 ) -> None:
-    """Write connectors/NAME.py and tests/test_connector_NAME.py from the templates."""
+    """Write connectors/NAME.py and tests/connectors/test_connector_NAME.py from the templates."""
     try:
         done = scaffold(name, kind, directory)
     except ScaffoldError as exc:
