@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import ROOT
 
 PACKAGES = ("ioc", "connectors", "streams", "dashboards", "tests")
@@ -32,36 +34,26 @@ def test_the_contracts_hold() -> None:
     assert "0 broken" in done.stdout
 
 
-def test_the_foundation_importing_an_app_breaks_the_layers(tmp_path: Path) -> None:
+# (file, line added to it, what lint-imports then reports)
+BREAKS = {
+    "the foundation imports an app": (
+        "ioc/core/units.py", "import ioc.api.app", "ioc.core.units -> ioc.api.app"),
+    "two siblings import each other": (
+        "streams/store.py", "import streams.storing", "No cycles are allowed in streams"),
+    "production code imports the simulator": (
+        "streams/store.py", "import connectors.province", "streams.store -> connectors.province"),
+    "a test module imports another": (
+        "tests/alerts/test_alerts.py", "import tests.dashboards.test_dashboards",
+        "tests.alerts.test_alerts -> tests.dashboards.test_dashboards"),
+}
+
+
+@pytest.mark.parametrize("why", BREAKS)
+def test_each_contract_fails_when_broken(tmp_path: Path, why: str) -> None:
+    file, line, report = BREAKS[why]
     tree = copy_of_the_tree(tmp_path)
-    units = tree / "ioc" / "core" / "units.py"
-    units.write_text(units.read_text() + "\nimport ioc.api.app  # noqa\n")
+    planted = tree / file
+    planted.write_text(planted.read_text() + f"\n{line}  # noqa\n")
     done = lint_imports(tree)
     assert done.returncode == 1
-    assert "ioc.core.units -> ioc.api.app" in done.stdout
-
-
-def test_a_cycle_between_siblings_breaks_the_contract(tmp_path: Path) -> None:
-    tree = copy_of_the_tree(tmp_path)
-    (tree / "streams" / "a_one.py").write_text("import streams.a_two  # noqa\n")
-    (tree / "streams" / "a_two.py").write_text("import streams.a_one  # noqa\n")
-    done = lint_imports(tree)
-    assert done.returncode == 1
-    assert "No cycles are allowed in streams" in done.stdout
-
-
-def test_production_code_importing_the_simulator_breaks_the_contract(tmp_path: Path) -> None:
-    tree = copy_of_the_tree(tmp_path)
-    (tree / "streams" / "invented.py").write_text("import connectors.province  # noqa\n")
-    done = lint_imports(tree)
-    assert done.returncode == 1
-    assert "streams.invented -> connectors.province" in done.stdout
-
-
-def test_a_test_module_importing_another_breaks_the_contract(tmp_path: Path) -> None:
-    tree = copy_of_the_tree(tmp_path)
-    alerts = tree / "tests" / "alerts" / "test_alerts.py"
-    alerts.write_text(alerts.read_text() + "\nimport tests.dashboards.test_dashboards  # noqa\n")
-    done = lint_imports(tree)
-    assert done.returncode == 1
-    assert "tests.alerts.test_alerts -> tests.dashboards.test_dashboards" in done.stdout
+    assert report in done.stdout
