@@ -194,4 +194,4 @@ def test_connector_scaffold_from_the_packaged_templates(installed: Installed,
     assert done.returncode == 0, done.stderr
     connector = (tmp_path / "connectors" / "phananh.py").read_text(encoding="utf-8")
     assert "class PhananhConnector" in connector
-    assert (tmp_path / "tests" / "test_connector_phananh.py").is_file()
+    assert (tmp_path / "tests" / "connectors" / "test_connector_phananh.py").is_file()
