@@ -348,23 +348,59 @@ def packaged_top_levels() -> set[str]:
             and any(re.fullmatch(p.replace("*", ".*"), path.name) for p in patterns)}
 
 
-def test_the_image_installs_the_wheel_and_no_source_tree() -> None:
+def bind_mounts(args: str) -> dict[str, str]:
+    """A RUN's `--mount=type=bind,source=S,target=T` (no `from`): target -> context source."""
+    mounts = {}
+    for spec in re.findall(r"--mount=(\S+)", args):
+        options = dict(part.split("=", 1) for part in spec.split(","))
+        if options.get("type") == "bind" and "from" not in options:
+            mounts[options["target"]] = options["source"]
+    return mounts
+
+
+def test_the_image_installs_the_locked_dependencies_and_the_wheel_only() -> None:
     build, runtime = dockerfile_stages()
     assert re.fullmatch(r"\S+ AS build", build[0][1], re.I), build[0]
     copied = {args.split()[0].rstrip("/") for keyword, args in build if keyword == "COPY"
               and "--from" not in args}
     assert copied >= {"pyproject.toml", *packaged_top_levels()}, copied
-    assert any(k == "RUN" and "pip wheel" in a and "--no-deps" in a for k, a in build)
-    # The runtime stage takes nothing from the build context: only the wheel from `build`.
+    # The build stage builds with the locked setuptools, not whatever an isolated build takes.
+    [locked_build] = [a for k, a in build if k == "RUN" and "--require-hashes" in a]
+    assert bind_mounts(locked_build)[re.search(r"-r (\S+)", locked_build)[1]] == (
+        "deploy/build-requirements.lock")
+    assert any(k == "RUN" and "pip wheel" in a and "--no-deps" in a
+               and "--no-build-isolation" in a for k, a in build)
+    # The runtime stage takes nothing from the build context but the lock (bound, not
+    # copied): the dependencies from the lock with their hashes, then the wheel alone.
     assert not [args for keyword, args in runtime if keyword in ("COPY", "ADD")]
     [install] = [a for k, a in runtime if k == "RUN" and "pip install" in a]
-    assert "from=build" in install and re.search(r"\bioc_monitor-\*\.whl\b", install)
+    steps = [step.strip() for step in install.split("&&")]
+    first, wheel = steps[0], steps[1]
+    assert "--require-hashes" in first and "--only-binary=:all:" in first
+    assert bind_mounts(first)[re.search(r"-r (\S+)", first)[1]] == "deploy/requirements.lock"
+    assert "from=build" in install and re.search(r"\bioc_monitor-\*\.whl\b", wheel)
+    assert "--no-deps" in wheel and "--no-index" in wheel
+    assert "pip check" in steps
+    # Offline builds: pip finds the wheelhouse, and the index only when allowed.
+    for stage in (build, runtime):
+        env = " ".join(args for keyword, args in stage if keyword == "ENV")
+        assert "PIP_FIND_LINKS=/wheelhouse" in env and "PIP_NO_INDEX=${PIP_NO_INDEX}" in env
+        assert ("ARG", "PIP_NO_INDEX=0") in stage
+        for keyword, args in stage:
+            if keyword == "RUN" and "--require-hashes" in args:
+                assert bind_mounts(args)["/wheelhouse"] == "deploy/wheelhouse"
+    assert (ROOT / "deploy" / "wheelhouse").is_dir()
     # The settings' own defaults (the packaged alert rules) apply in the image.
     env = " ".join(args for keyword, args in runtime if keyword in ("ENV", "ARG"))
     assert "IOC_ALERT_RULES" not in env and "IOC_ALERT_RECIPIENTS" not in env
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
-    assert not ignored & {"pyproject.toml", "README.md", *packaged_top_levels()}
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert not set(ignored) & {"pyproject.toml", "README.md", *packaged_top_levels()}
+    # deploy/ and secrets/ stay out of the context, but for what the build binds.
+    assert "deploy" in ignored and "secrets" in ignored
+    for needed in ("deploy/requirements.lock", "deploy/build-requirements.lock",
+                   "deploy/wheelhouse"):
+        assert f"!{needed}" in ignored, needed
 
 
 @pytest.mark.parametrize("name", ["worker", "api"])

@@ -220,3 +220,4 @@ def test_roles_on_timescaledb(timescale: TimescaleServer, tmp_path: Path) -> Non
         conn.execute("SELECT * FROM event_counts_hour LIMIT 1")
         reader_reads_only(conn)
         conn.execute("RESET ROLE")
+
