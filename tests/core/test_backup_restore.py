@@ -16,7 +16,6 @@ equal those before and the scenario's ground truth.
   restored server is restarted, as the runbook restarts the database container.
 """
 
-import asyncio
 import os
 import subprocess
 import uuid
@@ -29,18 +28,14 @@ import pytest
 from psycopg import sql
 
 from ioc.core.db import connect, migrate
-from ioc.core.events import Kind, parse_event
 from ioc.core.kpis import read_kpis
 from ioc.core.settings import Settings
 from ioc.embedded.servers import Postgres
-from streams.store import Store
 from tests.support import scenario
 from tests.support.checks import assert_counted_once, assert_kpis, assert_rollups
 from tests.support.roles import run_roles, write_secrets
+from tests.support.store import load
 from tests.support.timescaledb import TimescaleServer
-
-TOPICS = {"dossiers": Kind.DOSSIER, "documents": Kind.DOCUMENT,
-          "field_reports": Kind.FIELD_REPORT}
 
 
 def client_env() -> dict[str, str]:
@@ -55,20 +50,6 @@ def run(*command: str) -> None:
     done = subprocess.run(command, env=client_env(), capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 0, f"{command[0]}: {done.stderr[-3000:]}"
-
-
-def write_scenario(settings: Settings, sc: scenario.Scenario) -> None:
-    async def write_all() -> None:
-        store = Store(settings)
-        try:
-            for topic, kind in TOPICS.items():
-                events = [parse_event(v, kind) for t, _, v in sc.messages if t == topic]
-                for i in range(0, len(events), 50):
-                    await store.write(kind, events[i:i + 50])
-        finally:
-            await store.close()
-
-    asyncio.run(write_all())
 
 
 def snapshot(settings: Settings) -> dict[str, Any]:
@@ -112,7 +93,7 @@ def test_backup_and_restore_on_postgresql(databases: tuple[str, str], province: 
     assert run_roles(source, "public", write_secrets(tmp_path / "s", "a", "r")).returncode == 0
     migrate(Settings(database_url=source))  # as the owner, like the setup job
     app = Settings(database_url=source.replace("postgres@", "ioc_app@", 1))
-    write_scenario(app, province)  # as the worker
+    load(app, province)  # as the worker
     before = snapshot(app)
     assert_exact(app, province)
 
@@ -140,7 +121,7 @@ def test_backup_and_restore_on_timescaledb(services_root: Path, province: scenar
             server.start()
         source, target = (Settings(database_url=s.url) for s in servers)
         migrate(source)
-        write_scenario(source, province)
+        load(source, province)
         with connect(source, autocommit=True) as conn:
             chunks = conn.execute("SELECT compress_chunk(c) FROM show_chunks('events') c"
                                   " LIMIT 1").fetchall()
