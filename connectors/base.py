@@ -270,15 +270,17 @@ class Connector(ABC):
 
     async def _retrying(self, call: Any, *args: Any) -> Any:
         o = self.options
-        async for attempt in retrying(self._log_retry, first=o.retry_initial_seconds,
-                                      longest=o.retry_max_seconds, attempts=o.retry_attempts,
-                                      also=(TransientError,)):
-            with attempt:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                # that lands as the fetch completes, and the connector would not stop.
-                async with asyncio.timeout(o.fetch_timeout_seconds):
-                    return await call(*args)
-        raise AssertionError("unreachable")
+
+        async def bounded() -> Any:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that lands as the fetch completes, and the connector would not stop.
+            async with asyncio.timeout(o.fetch_timeout_seconds):
+                return await call(*args)
+
+        retry = retrying(self._log_retry, first=o.retry_initial_seconds,
+                         longest=o.retry_max_seconds, attempts=o.retry_attempts,
+                         also=(TransientError,))
+        return await retry(bounded)
 
     async def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -42,16 +42,11 @@ class Writer:
                 settings.database_url, connect_timeout=5, **connect_kwargs(settings))
         return await store(self._conn, letters)
 
-    async def _retrying(self, letters: Sequence[DeadLetter]) -> int:
-        async for attempt in retrying(warn(log, "database unavailable, retrying dead letters")):
-            with attempt:
-                return await self._store(letters)
-        raise AssertionError("unreachable")
-
     async def write(self, letters: Sequence[DeadLetter]) -> int:
         """Store the letters; if the database refuses a row, find it one by one and skip it."""
         try:
-            return await self._retrying(letters)
+            retry = retrying(warn(log, "database unavailable, retrying dead letters"))
+            return await retry(self._store, letters)
         except psycopg.DataError as exc:
             if len(letters) > 1:
                 return sum([await self.write([letter]) for letter in letters])

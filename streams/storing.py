@@ -50,10 +50,8 @@ async def send_dead_letter(event: EventT, reason: str, error: str) -> None:
 
 async def _write(store: Store, kind: Kind, events: Sequence[Event]) -> Written:
     """Write until the database takes it; a DataError (about the events) is raised."""
-    async for attempt in retrying(warn(log, "database unavailable, retrying", kind=kind.value)):
-        with attempt:
-            return await store.write(kind, events)
-    raise AssertionError("unreachable")
+    retry = retrying(warn(log, "database unavailable, retrying", kind=kind.value))
+    return await retry(store.write, kind, events)
 
 
 async def _write_or_split(store: Store, kind: Kind,

@@ -122,11 +122,9 @@ async def _committed(admin: AIOKafkaAdminClient, group: str,
     """The group's committed offsets. Apache Kafka answers "coordinator not available" while
     it creates its offsets topic (a fresh cluster) or moves a coordinator: ask again, within
     the caller's deadline."""
-    async for attempt in AsyncRetrying(retry=retry_if_exception(_retriable), reraise=True,
-                                       wait=wait_exponential(multiplier=0.05, max=0.5)):
-        with attempt:
-            return await admin.list_consumer_group_offsets(group, partitions=partitions)
-    raise AssertionError("unreachable: tenacity either returns or re-raises")
+    retry = AsyncRetrying(retry=retry_if_exception(_retriable), reraise=True,
+                          wait=wait_exponential(multiplier=0.05, max=0.5))
+    return await retry(admin.list_consumer_group_offsets, group, partitions=partitions)
 
 
 async def consumer_lag(settings: Settings, timeout: float = 3.0) -> dict[tuple[str, int], int]:

@@ -34,12 +34,11 @@ def transient(exc: BaseException) -> bool:
 
 def retrying(before_sleep: BeforeSleep, *, first: float = 0.2, longest: float = 10.0,
              attempts: int = 0, also: tuple[type[BaseException], ...] = ()) -> AsyncRetrying:
-    """Retry a block while it fails `transient`ly (or with one of `also`): backoff from `first`
+    """Retry a call while it fails `transient`ly (or with one of `also`): backoff from `first`
     seconds doubling up to `longest`, `attempts` in all (0: forever); then the error is raised.
 
-        async for attempt in retrying(warn(log, "database unavailable, retrying")):
-            with attempt:
-                return await write()
+        retry = retrying(warn(log, "database unavailable, retrying"))
+        return await retry(write, batch)
     """
     return AsyncRetrying(
         retry=retry_if_exception(lambda exc: isinstance(exc, also) or transient(exc)),
