@@ -1,10 +1,14 @@
 """API benchmark on the embedded stack (run on demand; not a test): Open311 report POSTs.
 
     .venv/bin/python bench/api.py [--seconds 10] [--max-requests 30000] [--keys 8] [--json]
+        [--profile DIR]
 
 One `ioc api` process and one `ioc worker` on fresh embedded servers. For 16 and then 64
 concurrent clients (keep-alive connections, the keys taken in turn), valid report POSTs for
-`--seconds` (at most `--max-requests`): requests/s, p50/p95/p99 latency and errors. Then a
+`--seconds` (at most `--max-requests`): requests/s, p50/p95/p99 latency, errors and the API
+process's CPU time per accepted request (user + system, from psutil: the figure that stays
+comparable on a shared machine, where wall-clock rates move with the neighbours' load).
+`--profile DIR` records each level with py-spy (collapsed stacks, DIR/api-<clients>.txt). Then a
 valid caller's latency alone and while 32 connections send wrong secrets for a known key id.
 Last, exactly-once: every accepted service_request_id, once the worker stored them, is one
 row of field_reports made of one event, and the events table holds one event for it.
@@ -16,6 +20,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +51,11 @@ VIET_TRI = (21.3227, 105.4019)
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 async def load(base: str, keys: list[str], clients: int, seconds: float,
@@ -165,6 +175,7 @@ def main() -> None:
     parser.add_argument("--broker", choices=brokers.KINDS,
                         help="default: the one `ioc up` would run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", type=Path, help="py-spy each level into this folder")
     args = parser.parse_args()
 
     kind = args.broker or brokers.choose("auto", default_cache_dir()).kind
@@ -206,9 +217,27 @@ def main() -> None:
         asyncio.run(load(base, keys, 4, 3, 500))  # warm-up: producer, key cache, pool
         levels = []
         accepted: list[str] = []
+        api = psutil.Process(procs[0].pid)
+        load_start = os.getloadavg()
         for clients in (16, 64):
             console.print(f"{clients} clients for {args.seconds:g} s…")
+            spy = None
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                spy = subprocess.Popen(
+                    [spy_bin, "record", "--pid", str(api.pid), "--rate", "200", "--format", "raw",
+                     "--nonblocking", "-o", str(args.profile / f"api-{clients}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cpu, wall = cpu_seconds(api), time.monotonic()
             result = asyncio.run(load(base, keys, clients, args.seconds, args.max_requests))
+            cpu, wall = cpu_seconds(api) - cpu, time.monotonic() - wall
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
+            result["api_cpu_ms_per_request"] = round(
+                1000 * cpu / max(1, len(result["accepted"])), 3)
+            result["api_cpu_share"] = round(cpu / wall, 2)  # of one core
             accepted += result.pop("accepted")
             levels.append(result)
         console.print("a valid caller, alone and during a wrong-secret flood…")
@@ -226,17 +255,19 @@ def main() -> None:
 
     result = {"levels": levels, "flood": flooded, "exactly_once": once,
               "machine": f"{psutil.cpu_count()} cores, load average"
-                         f" {load_avg[0]:.1f} at the end"}
+                         f" {load_start[0]:.1f} at the start, {load_avg[0]:.1f} at the end"}
     if args.json:
         print(json.dumps(result))
         return
     table = Table(title="IOC API benchmark: Open311 report POSTs, one API process")
-    for column in ("clients", "requests", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors"):
+    for column in ("clients", "requests", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors",
+                   "API CPU ms/request", "API CPU (cores)"):
         table.add_column(column, justify="right")
     for level in levels:
         table.add_row(*(str(level[k]) for k in ("clients", "requests", "requests_per_s",
                                                  "p50_ms", "p95_ms", "p99_ms")),
-                      json.dumps(level["errors"]) if level["errors"] else "0")
+                      json.dumps(level["errors"]) if level["errors"] else "0",
+                      str(level["api_cpu_ms_per_request"]), str(level["api_cpu_share"]))
     Console().print(table)
     Console().print(f"flood: {flooded}")
     Console().print(f"exactly-once: {once}")
