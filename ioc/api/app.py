@@ -25,6 +25,7 @@ from ioc.api.alerts import alerts_router
 from ioc.api.auth import FailedAuthGate, TokenBuckets
 from ioc.api.body_limit import BodySizeLimit
 from ioc.api.database import Database
+from ioc.api.fast_path import FastPath, FastPaths
 from ioc.api.guard import Guard
 from ioc.api.health import Readiness
 from ioc.api.ingest import ingest_body_limits, ingest_router
@@ -63,6 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.registry = prometheus.registry
     app.state.keyring = KeyRing(settings, db)
     app.state.key_failures = TokenBuckets(settings.api_failed_auth_per_minute)
+    fast_paths: FastPaths = {}  # filled by the routers below, read at the first request
+    app.add_middleware(FastPath, routes=fast_paths)  # innermost
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes,
                        per_path=ingest_body_limits(settings),
                        timeout=settings.api_body_timeout_seconds)
@@ -88,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(await prometheus.scrape(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(discovery_router(settings))
-    app.include_router(open311_router(settings, publisher))
+    app.include_router(open311_router(settings, publisher, fast_paths))
     app.add_exception_handler(StarletteHTTPException, http_errors)
     app.include_router(status_updates_router(settings, publisher))
     app.include_router(alerts_router(settings))

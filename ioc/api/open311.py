@@ -11,6 +11,7 @@ never reaches an event, the database, a log line or an answer.
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 
@@ -19,6 +20,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.datetime import TimestamptzLoader
@@ -28,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from connectors.mappings.open311 import NewRequest, new_report_event
 from ioc.api import open311_xml
 from ioc.api.auth import authorize, presented_key
+from ioc.api.fast_path import FastPaths
 from ioc.api.open311_http import (
     Open311Error,
     body_schema,
@@ -171,8 +174,10 @@ async def read_reports(request: Request, where: sql.Composable,
         raise Open311Error(503, "service requests cannot be read now; try again") from None
 
 
-def open311_router(settings: Settings, publisher: EventPublisher) -> APIRouter:
-    """The GeoReport v2 routes under /open311/v2 for `settings.province_code`."""
+def open311_router(settings: Settings, publisher: EventPublisher,
+                   fast_paths: FastPaths | None = None) -> APIRouter:
+    """The GeoReport v2 routes under /open311/v2 for `settings.province_code`; the report POST
+    is also put in `fast_paths` (ioc/api/fast_path.py)."""
     province_code, province_name = settings.province_code, provinces()[settings.province_code]
     places = geography(settings)
     services = {s.code: s for s in SERVICES}
@@ -246,6 +251,13 @@ def open311_router(settings: Settings, publisher: EventPublisher) -> APIRouter:
                  service_code=service.code, commune=commune, placed_by=how)
         return listing(fmt, "service_requests", "request", [
             {"service_request_id": request_id, "service_notice": notice, "account_id": None}])
+
+    if fast_paths is not None:
+        route = router.routes[-1]
+        assert isinstance(route, APIRoute) and route.endpoint is create_request
+        for fmt in ("json", "xml"):
+            fast_paths[("POST", f"{PREFIX}/requests.{fmt}")] = (
+                route, partial(create_request, fmt=fmt), {"fmt": fmt})
 
     @router.get("/requests.{fmt}")
     async def list_requests(request: Request, fmt: str) -> Response:

@@ -54,7 +54,10 @@ def configure(level: str = "INFO", json: bool = False) -> None:
         scrub,
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # A line below the level is dropped first, before it is stamped, scrubbed or formatted
+        # (the API logs one line per accepted report: at WARNING that cost nothing).
+        processors=[structlog.stdlib.filter_by_level, *shared,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
