@@ -37,6 +37,7 @@ from rich.table import Table
 
 from ioc.api.keys import create_key
 from ioc.core.db import connect, migrate
+from ioc.core.logs import configure
 from ioc.core.settings import Settings, default_cache_dir
 from ioc.core.topics import ensure_topics
 from ioc.embedded import broker as brokers
@@ -178,6 +179,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy each level into this folder")
     args = parser.parse_args()
 
+    configure("WARNING")  # stdout carries the table or the JSON only
     kind = args.broker or brokers.choose("auto", default_cache_dir()).kind
     root = Path(tempfile.mkdtemp(prefix="ioc-bench-api-"))
     postgres = Postgres(port=free_port(), data_dir=root / "postgres")

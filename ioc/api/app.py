@@ -58,7 +58,10 @@ def create_app(settings: Settings) -> FastAPI:
             await db.close()
             log.info("api stopped")
 
-    app = FastAPI(title="IOC monitor", lifespan=lifespan)
+    # FastAPI's OpenTelemetry hooks off: nothing here exports traces, and asking whether a
+    # provider is configured cost an environment lookup per request.
+    app = FastAPI(title="IOC monitor", lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     app.state.database = db
     app.state.registry = prometheus.registry

@@ -33,7 +33,7 @@ class EventPublisher:
         """Send `events` in order, each acknowledged, within `timeout`; else PublishFailed."""
         try:
             async with asyncio.timeout(self.timeout):
-                producer = await self._started()
+                producer = self._producer or await self._started()
                 for event in events:
                     await producer.send_and_wait(self.settings.topic(f"{event.kind}s"),
                                                  event.model_dump_json().encode(),
