@@ -1,14 +1,15 @@
 """API benchmark on the embedded stack (run on demand; not a test): Open311 report POSTs.
 
     .venv/bin/python bench/api.py [--seconds 10] [--max-requests 30000] [--keys 8] [--json]
-        [--profile DIR]
+        [--api-workers 1] [--profile DIR]
 
-One `ioc api` process and one `ioc worker` on fresh embedded servers. For 16 and then 64
-concurrent clients (keep-alive connections, the keys taken in turn), valid report POSTs for
-`--seconds` (at most `--max-requests`): requests/s, p50/p95/p99 latency, errors and the API
-process's CPU time per accepted request (user + system, from psutil: the figure that stays
-comparable on a shared machine, where wall-clock rates move with the neighbours' load).
-`--profile DIR` records each level with py-spy (collapsed stacks, DIR/api-<clients>.txt). Then a
+One `ioc api` process (`--api-workers N`: `ioc api --workers N`) and one `ioc worker` on
+fresh embedded servers. For 16 and then 64 concurrent clients (keep-alive connections, the
+keys taken in turn), valid report POSTs for `--seconds` (at most `--max-requests`):
+requests/s, p50/p95/p99 latency, errors and the API process's CPU time per accepted request
+(user + system, from psutil: the figure that stays comparable on a shared machine, where
+wall-clock rates move with the neighbours' load). `--profile DIR` records each level with
+py-spy (collapsed stacks, DIR/api-<clients>.txt). Then a
 valid caller's latency alone and while 32 connections send wrong secrets for a known key id.
 Last, exactly-once: every accepted service_request_id, once the worker stored them, is one
 row of field_reports made of one event, and the events table holds one event for it.
@@ -55,8 +56,15 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
+    """User + system CPU of `ioc api` and its uvicorn workers (with --api-workers)."""
+    total = 0.0
+    for proc in (process, *process.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 async def load(base: str, keys: list[str], clients: int, seconds: float,
@@ -176,6 +184,8 @@ def main() -> None:
     parser.add_argument("--broker", choices=brokers.KINDS,
                         help="default: the one `ioc up` would run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="`ioc api --workers N` (the targets are for one process)")
     parser.add_argument("--profile", type=Path, help="py-spy each level into this folder")
     args = parser.parse_args()
 
@@ -201,9 +211,9 @@ def main() -> None:
         keys = [create_key(settings, f"app-{n}", ["reports:create"])[1]
                 for n in range(args.keys)]
         env = settings.as_env()
-        for command in ("api", "worker"):
-            procs.append(subprocess.Popen([sys.executable, "-m", "ioc", command], env=env,
-                                          stdout=(root / f"{command}.log").open("wb"),
+        for command in (["api", "--workers", str(args.api_workers)], ["worker"]):
+            procs.append(subprocess.Popen([sys.executable, "-m", "ioc", *command], env=env,
+                                          stdout=(root / f"{command[0]}.log").open("wb"),
                                           stderr=subprocess.STDOUT))
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -255,13 +265,15 @@ def main() -> None:
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    result = {"levels": levels, "flood": flooded, "exactly_once": once,
+    result = {"api_processes": args.api_workers, "levels": levels, "flood": flooded,
+              "exactly_once": once,
               "machine": f"{psutil.cpu_count()} cores, load average"
                          f" {load_start[0]:.1f} at the start, {load_avg[0]:.1f} at the end"}
     if args.json:
         print(json.dumps(result))
         return
-    table = Table(title="IOC API benchmark: Open311 report POSTs, one API process")
+    table = Table(title="IOC API benchmark: Open311 report POSTs, "
+                        f"{args.api_workers} API process{'es' if args.api_workers > 1 else ''}")
     for column in ("clients", "requests", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors",
                    "API CPU ms/request", "API CPU (cores)"):
         table.add_column(column, justify="right")

@@ -7,10 +7,12 @@ alerts (their routers).
 
 import json
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
@@ -108,13 +110,25 @@ def _safe_url(settings: Settings) -> str:
     return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname', '')}"
 
 
-def serve(settings: Settings) -> None:
-    """Run the API until SIGTERM or Ctrl-C, then stop cleanly (requests finish, pool closes)."""
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory for `ioc api --workers N`: each worker process reads its settings
+    from the environment and builds its own app (pool, producer, key ring, limits)."""
+    from ioc.core.logs import configure
+    from ioc.core.settings import get_settings
+
+    settings = get_settings()
+    configure(settings.log_level, settings.log_json)
+    return create_app(settings)
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    """Run the API until SIGTERM or Ctrl-C, then stop cleanly (requests finish, pool closes).
+    With `workers` > 1, uvicorn forks that many processes sharing the port (each one has its
+    own key cache and per-process limits; see the README's "Scale out")."""
     from ioc.core.logs import configure
 
     configure(settings.log_level, settings.log_json)
-    config = uvicorn.Config(
-        create_app(settings),
+    options: dict[str, Any] = dict(
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,  # uvicorn logs through the root handler ioc.core.logs installs
@@ -122,8 +136,16 @@ def serve(settings: Settings) -> None:
         access_log=False,  # requests are counted in /metrics instead
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # uvloop and httptools (pyproject): the event loop and the HTTP parser in C
+        loop="asyncio" if sys.platform == "win32" else "uvloop",
+        http="httptools",
     )
-    server = uvicorn.Server(config)
+    if workers > 1:
+        # The children read IOC_* from the environment, as `ioc api` itself did.
+        uvicorn.run("ioc.api.app:app_from_environment", factory=True, workers=workers,
+                    **options)
+        return
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
     received: list[int] = []
 
     def remember(sig: int, frame: FrameType | None) -> None:

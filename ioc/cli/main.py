@@ -135,13 +135,15 @@ def worker() -> None:
 
 
 @app.command()
-def api() -> None:
+def api(workers: Annotated[int, typer.Option(
+        min=1, help="API processes sharing the port (uvicorn workers); limits are per process"
+        )] = 1) -> None:
     """Run the HTTP API (health, readiness, metrics)."""
     from ioc.api.app import serve
     from ioc.core.geography import PlaceError
 
     try:
-        serve(get_settings())
+        serve(get_settings(), workers)
     except PlaceError as exc:  # the agency directory or the boundaries file
         raise fail(str(exc)) from None
 
