@@ -275,14 +275,14 @@ def main() -> None:
     table = Table(title="IOC API benchmark: Open311 report POSTs, "
                         f"{args.api_workers} API process{'es' if args.api_workers > 1 else ''}")
     for column in ("clients", "requests", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors",
-                   "API CPU ms/request", "API CPU (cores)"):
+                   "API CPU ms/request", "API CPU, cores"):
         table.add_column(column, justify="right")
     for level in levels:
         table.add_row(*(str(level[k]) for k in ("clients", "requests", "requests_per_s",
                                                  "p50_ms", "p95_ms", "p99_ms")),
                       json.dumps(level["errors"]) if level["errors"] else "0",
                       str(level["api_cpu_ms_per_request"]), str(level["api_cpu_share"]))
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
     Console().print(f"flood: {flooded}")
     Console().print(f"exactly-once: {once}")
     Console().print(result["machine"])
