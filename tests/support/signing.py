@@ -26,6 +26,8 @@ from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 from signxml.xades import XAdESSigner
 
+from tests.support.edxml import DATA, DOCUMENT, SENDER, STATUS
+
 
 @dataclass(frozen=True)
 class Signer:
@@ -125,6 +127,56 @@ def signed_xml(signer: Signer, data: bytes = UNSIGNED_XML) -> bytes:
     return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
 
 
-def encoded(data: bytes) -> str:
+# --- edXML messages carrying them ------------------------------------------------------------
+EDXML = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
+
+
+def edxml_document(number: int, sent_at: datetime,
+                   attachments: list[tuple[str, str, bytes | None]]) -> bytes:
+    """The sample document message (tests/data/edxml) as document `number`, sent at `sent_at`,
+    with `attachments` (name, description, bytes; None: in the manifest, bytes not sent)."""
+    etree.register_namespace("edXML", EDXML)
+    root = etree.fromstring((DATA / DOCUMENT).read_bytes())
+    ns = {"e": EDXML}
+    header = root.find("e:edXMLEnvelope/e:edXMLHeader/e:MessageHeader", ns)
+    header.find("e:Code/e:CodeNumber", ns).text = str(number)
+    header.find("e:DocumentId", ns).text = document_id(number, sent_at)
+    header.find("e:PromulgationInfo/e:PromulgationDate", ns).text = f"{sent_at:%Y-%m-%d}"
+    header.remove(header.find("e:DueDate", ns))
+    stamp = root.find("e:edXMLEnvelope/e:edXMLHeader/e:TraceHeaderList/e:TraceHeader/"
+                      "e:Timestamp", ns)
+    stamp.text = f"{sent_at:%Y/%m/%d %H:%M:%S}"
+    manifest = root.find("e:edXMLEnvelope/e:edXMLBody/e:edXMLManifest", ns)
+    encoded = root.find("AttachmentEncoded")
+    for element in (*manifest, *encoded):
+        element.getparent().remove(element)
+    for i, (name, description, data) in enumerate(attachments):
+        reference = etree.SubElement(manifest, f"{{{EDXML}}}Reference")
+        for tag, value in (("ContentId", f"cid:{number}-{i}"), ("ContentType", "application/pdf"),
+                           ("Description", description), ("AttachmentName", name)):
+            etree.SubElement(reference, f"{{{EDXML}}}{tag}").text = value
+        if data is not None:
+            attachment = etree.SubElement(encoded, "Attachment")
+            etree.SubElement(attachment, "ContentId").text = f"cid:{number}-{i}"
+            etree.SubElement(attachment, "ContentTransferEncoded").text = encoded_text(data)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def edxml_status(number: int, sent_at: datetime, at: datetime, code: str = "05") -> bytes:
+    """The sample status message, from the receiver, about document `number`."""
+    root = etree.fromstring((DATA / STATUS).read_bytes())
+    ns = {"e": EDXML}
+    status = root.find(".//e:Status", ns)
+    status.find("e:ResponseFor/e:DocumentId", ns).text = document_id(number, sent_at)
+    status.find("e:StatusCode", ns).text = code
+    status.find("e:Timestamp", ns).text = f"{at:%d/%m/%Y %H:%M:%S}"
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def document_id(number: int, sent_at: datetime) -> str:
+    return f"{SENDER},{sent_at:%Y/%m/%d},{number}/SKHCN-CĐS"
+
+
+def encoded_text(data: bytes) -> str:
     """Base64 as edXML's ContentTransferEncoded carries it (lines of 76)."""
     return base64.encodebytes(data).decode()
