@@ -43,6 +43,7 @@ MAX_BYTES = 64 * 1024 * 1024  # an attachment larger than this is not inspected 
 MAX_ATTACHMENTS = 64  # per document; past it, the rest is unknown
 MAX_SIGNATURES = 16  # per PDF, CMS or XML file; past it, the rest is not read
 MAX_FIELDS = 512  # PDF form fields walked looking for signatures
+MAX_TOKEN = 1024 * 1024  # bytes without whitespace in a PDF (a signature's hex: tens of KB)
 PDF_SUBFILTERS = {"/adbe.pkcs7.detached", "/ETSI.CAdES.detached", "/adbe.pkcs7.sha1"}
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
 
@@ -65,21 +66,30 @@ def document_verdict(attachments: Sequence[bytes | None]) -> Verdict:
     Signed when one of them carries a signature; intact False when any signature is broken,
     True when every one verified; signed at the latest signing time. Unsigned only when every
     attachment was read; without attachments (a status message, a metadata-only import) or
-    with one unreadable and none signed, unknown."""
+    with one unread and none signed, unknown."""
     if not attachments:
         return UNKNOWN
     readable = [a for a in attachments[:MAX_ATTACHMENTS] if a is not None and len(a) <= MAX_BYTES]
-    found = [v for v in (attachment_verdict(a, readable) for a in readable) if v.signed]
-    if not found:
-        return UNSIGNED if len(readable) == len(attachments) else UNKNOWN
-    return combine(found)
+    verdicts = [attachment_verdict(a, readable) for a in readable]
+    if any(v.signed for v in verdicts):
+        return combine(verdicts)
+    unread = len(attachments) - len(readable)
+    return UNSIGNED if not unread and all(v.signed is False for v in verdicts) else UNKNOWN
 
 
 def attachment_verdict(data: bytes, others: Sequence[bytes] = ()) -> Verdict:
     """One attachment's verdict, by its content; `others`: the document's attachments, where
-    the content of a detached CMS signature may be."""
+    the content of a detached CMS signature may be. Unknown only for a PDF not read."""
     try:
         if b"%PDF-" in data[:1024]:
+            # A PDF ends with startxref and %%EOF: without them pyhanko would scan the whole
+            # file backwards, a byte at a time, for its last lines (seconds for a few MB).
+            if b"%%EOF" not in data[-1024:] or b"startxref" not in data[-2048:]:
+                return UNSIGNED
+            # Its reader takes tokens a byte at a time: one of megabytes (no real PDF has
+            # any) would cost seconds. Such a file is not read: unknown.
+            if max(map(len, data.split()), default=0) > MAX_TOKEN:
+                return UNKNOWN
             return combine(pdf_signatures(data))
         if data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":
             return xml_verdict(data)
@@ -90,6 +100,7 @@ def attachment_verdict(data: bytes, others: Sequence[bytes] = ()) -> Verdict:
 
 
 def combine(verdicts: Sequence[Verdict] | Iterator[Verdict]) -> Verdict:
+    """The signed ones' verdict: broken if any is, intact if all are, the latest time."""
     found = [v for v in verdicts if v.signed]
     if not found:
         return UNSIGNED
