@@ -129,8 +129,11 @@ def _field_report_row(event: FieldReportEvent) -> Row:
     return row
 
 
-DOCUMENT_META = ("direction", "signed", "deadline", "document_type", "code_notation",
-                 "from_organ_id", "to_organ_id", "attachment_count", "attachment_bytes")
+# A status message carries no attachments: its None `signed` (unknown) leaves the document's
+# as it was, by the coalesce rule (non-null values win; None never overwrites).
+DOCUMENT_META = ("direction", "signed", "signature_intact", "signed_at", "deadline",
+                 "document_type", "code_notation", "from_organ_id", "to_organ_id",
+                 "attachment_count", "attachment_bytes")
 
 STATE_TABLES: dict[Kind, StateTable] = {
     Kind.DOSSIER: StateTable(

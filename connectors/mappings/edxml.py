@@ -9,17 +9,18 @@ unknown extra elements are ignored. Bytes are parsed without DTDs or entities (d
   of the first `TraceHeaderList/TraceHeader/Timestamp` (`yyyy/MM/dd HH:mm:ss`, else
   `PromulgationInfo/PromulgationDate`) as the event time, the attachment count (manifest
   `Reference`s) and size (decoded size of `AttachmentEncoded`, computed from the base64
-  length: the content is never decoded nor kept);
+  length), and whether they are signed (below);
 - the *status message*: SOAP header `Status` with `ResponseFor/DocumentId`, `From/OrganId`
   (who reports), `StatusCode`, `Timestamp` (`dd/MM/yyyy HH:mm:ss`, local time UTC+7).
 
 Only metadata goes into events: never the subject, attachment content or people's names
 (`SignerInfo/FullName`, `StaffInfo/Staff`).
 
-**Signed**: a document is digitally signed when one of its manifest references has an
-attachment name containing `.signed.` or ending in `.p7s`, or a `Description` mentioning
-"ký số" (digital signature) or "signed"; False when it has references and none is; None
-when it has none.
+**Signed** is decided from the attachments' bytes (`AttachmentEncoded`), decoded in memory
+and read by `connectors/mappings/signatures.py` (PAdES PDF, CMS .p7s/.p7m, XML-DSig/XAdES),
+never from their names or descriptions: `signed`, `signature_intact` and `signed_at` are kept,
+the bytes are dropped. A message without attachment bytes (a status message, a manifest
+whose files travel apart) leaves it unknown (None), never False.
 
 **Document identity.** The sender's copy and each receiver's copy of a document share one
 `DocumentId`; the monitor keeps them apart. With `own` (the OrganIds of the agencies this IOC
@@ -39,9 +40,9 @@ Reading is in two steps so that a caller can see why a message is refused before
 `document_event` maps a record.
 """
 
+import binascii
 import hashlib
-import re
-import unicodedata
+from base64 import b64decode
 from collections.abc import Collection
 from datetime import datetime, time, timedelta, timezone
 from typing import Any
@@ -52,6 +53,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from connectors.mappings.common import AgencyPlaces
+from connectors.mappings.signatures import MAX_BYTES, document_verdict
 from ioc.core.events import (
     Direction,
     DocumentEvent,
@@ -62,8 +64,6 @@ from ioc.core.events import (
 
 VIETNAM = timezone(timedelta(hours=7))  # edXML times: local time, no offset
 EVENT_IDS = UUID("b6a0e3c2-5f0e-5c8b-9d4e-2f7a1c9e0d31")  # UUIDv5 namespace of document events
-SIGNED_NAME = re.compile(r"\.signed\.|\.p7s$", re.IGNORECASE)
-SIGNED_TEXT = ("ký số", "signed")
 STATUSES = {s.value: s for s in DocumentStatus}
 
 
@@ -143,6 +143,7 @@ def document_event(record: Any, places: AgencyPlaces, source: str) -> DocumentEv
     else:
         payload = DocumentPayload(
             document_id=entity, direction=Direction(copy), signed=f["signed"],
+            signature_intact=f.get("signature_intact"), signed_at=f.get("signed_at"),
             deadline=_date(f["deadline"], "DueDate", end_of_day=True),
             document_type=f["document_type"], code_notation=f["code_notation"],
             from_organ_id=f["from_organ_id"], to_organ_id=f["to_organ_id"],
@@ -202,6 +203,9 @@ def document_fields(root: Element, header: Element) -> dict[str, Any]:
                           "Reference")
     encoded = [text(a, "ContentTransferEncoded") or ""
                for a in children(child(root, "AttachmentEncoded"), "Attachment")]
+    # Every manifest reference is a file; one without bytes leaves "unsigned" undecided.
+    missing = [None] * max(len(references) - len(encoded), 0)
+    verdict = document_verdict([*map(decoded, encoded), *missing])
     return {
         "document_id": text(header, "DocumentId", required="DocumentId"),
         "from_organ_id": from_id,
@@ -215,7 +219,9 @@ def document_fields(root: Element, header: Element) -> dict[str, Any]:
         "occurred_at_field": "TraceHeader/Timestamp" if stamp else "PromulgationDate",
         "attachment_count": len(references),
         "attachment_bytes": sum(map(base64_size, encoded)) if encoded else None,
-        "signed": any(map(signed, references)) if references else None,
+        "signed": verdict.signed,
+        "signature_intact": verdict.intact,
+        "signed_at": verdict.signed_at,
     }
 
 
@@ -232,10 +238,15 @@ def status_fields(status: Element) -> dict[str, Any]:
     }
 
 
-def signed(reference: Element) -> bool:
-    name = text(reference, "AttachmentName") or ""
-    description = unicodedata.normalize("NFC", (text(reference, "Description") or "").lower())
-    return bool(SIGNED_NAME.search(name)) or any(t in description for t in SIGNED_TEXT)
+def decoded(value: str) -> bytes | None:
+    """An attachment's bytes, in memory only; None when not base64 or over the size limit."""
+    compact = "".join(value.split())
+    if not compact or base64_size(compact) > MAX_BYTES:
+        return None
+    try:
+        return b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def base64_size(value: str) -> int:

@@ -16,7 +16,9 @@ mapped as the portal's records are (`connectors/mappings/portal.py`); source `dv
 `Message` is `document` or `status`; `FromOrganId` the sender (of a status: the agency
 reporting it), `ToOrganIds` the receivers (`;` between them), `SenderOrganId` the sender of
 the document a status is about (`ResponseFor/OrganId`); `Timestamp` when it happened, `DueDate`
-the deadline (edXML formats: `dd/MM/yyyy HH:mm:ss`, `yyyy/MM/dd`, ISO...); `Signed` 0 or 1.
+the deadline (edXML formats: `dd/MM/yyyy HH:mm:ss`, `yyyy/MM/dd`, ISO...). Whether a document is
+signed is read from its attachments' bytes, which a row has not: unknown (a `Signed` column of an
+older export is read, then dropped).
 Copies and events as for an edXML message (`connectors/mappings/edxml.py`), for the agencies
 `own_organ_ids` (`IOC_EDXML_IMPORT_OWN_ORGAN_IDS` or `--config`); source `edxml_import`.
 
@@ -79,8 +81,9 @@ DOSSIER_UNUSED = frozenset({"TenLinhVuc", "TaiKhoanDuocXacThucVoiVNeID", "NoiNop
 DOCUMENT_COLUMNS = (
     "Message", "DocumentId", "FromOrganId", "ToOrganIds", "SenderOrganId", "CodeNumber",
     "CodeNotation", "DocumentType", "DueDate", "Timestamp", "StatusCode", "AttachmentCount",
-    "AttachmentBytes", "Signed",
+    "AttachmentBytes",
 )
+DOCUMENT_UNUSED = frozenset({"Signed"})  # a declaration, not the attachments' bytes
 DOCUMENT_REQUIRED = ("Message", "DocumentId", "FromOrganId", "Timestamp")
 FIELD = re.compile(r"^([\w./\[\]-]+): ")
 
@@ -171,7 +174,7 @@ def records(path: Path, kind: ImportKind, sheet: str | None = None
     rows, total = table_rows(path, sheet)
     header = [cell_text(c, kind) for c in next(rows, [])]
     known = DOSSIER_COLUMNS if kind is ImportKind.DOSSIERS else DOCUMENT_COLUMNS
-    unused = DOSSIER_UNUSED if kind is ImportKind.DOSSIERS else frozenset()
+    unused = DOSSIER_UNUSED if kind is ImportKind.DOSSIERS else DOCUMENT_UNUSED
     required = DOSSIER_REQUIRED if kind is ImportKind.DOSSIERS else DOCUMENT_REQUIRED
     named = [h for h in header if h]
     unknown = [h for h in named if h not in known and h not in unused]
@@ -245,9 +248,6 @@ def document_fields(values: Mapping[str, str | None]) -> tuple[str, dict[str, An
     if message != "document":
         raise ValueError(f"Message: 'document' or 'status' expected, not {message!r}")
     to = [t.strip() for t in (values.get("ToOrganIds") or "").split(";") if t.strip()]
-    signed = _count(values, "Signed")
-    if signed not in (None, 0, 1):
-        raise ValueError(f"Signed: 0 or 1 expected, not {signed}")
     code = "/".join(v for v in (values.get("CodeNumber"), values.get("CodeNotation")) if v)
     return message, {**common, "to": to, "to_organ_id": to[0] if len(to) == 1 else None,
                      "names": {}, "code_notation": code or None,
@@ -255,7 +255,7 @@ def document_fields(values: Mapping[str, str | None]) -> tuple[str, dict[str, An
                      "deadline": values.get("DueDate"),
                      "attachment_count": _count(values, "AttachmentCount"),
                      "attachment_bytes": _count(values, "AttachmentBytes"),
-                     "signed": None if signed is None else signed == 1}
+                     "signed": None}
 
 
 # --- the importers: connectors whose source is a file -----------------------------------------

@@ -214,7 +214,13 @@ class DocumentPayload(Contract):
         None, description="Status code; None for the document message itself."
     )
     direction: Direction | None = None
-    signed: bool | None = Field(None, description="Sent with a digital signature.")
+    signed: bool | None = Field(None, description=(
+        "An attachment carries a digital signature (read from its bytes); None: unknown, no"
+        " attachment bytes (a status message, a metadata-only import)."))
+    signature_intact: bool | None = Field(None, description=(
+        "Every signature verifies over the bytes it signed (integrity, not trust); None:"
+        " unsigned, unknown, or the signed content is not among the attachments."))
+    signed_at: When | None = Field(None, description="Signing time the signer claims (latest).")
     deadline: When | None = Field(None, description="Processing deadline (DueDate).")
     document_type: str | None = Field(None, max_length=64, description="DocumentType/Type")
     code_notation: str | None = Field(None, max_length=128, description="e.g. 1482/SKHCN-CĐS")

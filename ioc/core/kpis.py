@@ -107,6 +107,9 @@ CATALOGUE: tuple[Kpi, ...] = (
     Kpi("documents.incoming", DOC, "incoming", "Văn bản đến"),
     Kpi("documents.outgoing", DOC, "outgoing", "Văn bản đi"),
     Kpi("documents.outgoing_signed", DOC, "outgoing_signed", "Văn bản đi đã ký số"),
+    # Outgoing copies without attachment bytes: the part the signed rate cannot see.
+    Kpi("documents.outgoing_signed_unknown", DOC, "outgoing_signed_unknown",
+        "Văn bản đi chưa xác định ký số", better="lower"),
     Kpi("documents.completed", DOC, "completed", "Văn bản đã hoàn thành"),
     Kpi("documents.completed_on_time", DOC, "completed_on_time",
         "Văn bản hoàn thành đúng hạn"),

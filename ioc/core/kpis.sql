@@ -158,6 +158,8 @@ LANGUAGE sql STABLE AS $$ SELECT * FROM kpi_dossiers(since, until, unit, agency,
 -- Documents. One row per document; one without a status message yet has arrived (01). A
 -- completed (06) copy is on time by its deadline, or without one; an incoming copy is in the
 -- backlog until rejected (02), completed (06) or recalled (15), overdue past its deadline.
+-- An outgoing copy is signed when its attachments carry a signature that is not broken;
+-- unknown (not unsigned) without attachment bytes: the signed rate is over the known ones.
 CREATE OR REPLACE VIEW document_facts AS
 SELECT d.document_id, d.province_code, d.commune_code, d.agency_code, d.agency_name,
        d.former_district_code, d.status, d.status_at, d.direction, d.signed, d.deadline,
@@ -166,7 +168,8 @@ SELECT d.document_id, d.province_code, d.commune_code, d.agency_code, d.agency_n
        d.events, d.stored_at, d.anchor_at,
        d.direction = 'incoming'                                     AS incoming,
        d.direction = 'outgoing'                                     AS outgoing,
-       coalesce(d.direction = 'outgoing' AND d.signed, false)       AS outgoing_signed,
+       coalesce(d.direction = 'outgoing' AND d.signed
+                AND d.signature_intact IS NOT FALSE, false)         AS outgoing_signed,
        coalesce(d.status = '06', false)                             AS completed,
        coalesce(d.status = '06' AND (d.deadline IS NULL OR d.completed_at <= d.deadline),
                 false)                                              AS completed_on_time,
@@ -174,7 +177,9 @@ SELECT d.document_id, d.province_code, d.commune_code, d.agency_code, d.agency_n
            AND coalesce(d.status, '01') NOT IN ('02', '06', '15')   AS in_backlog,
        coalesce(d.direction = 'incoming', false)
            AND coalesce(d.status, '01') NOT IN ('02', '06', '15')
-           AND coalesce(d.deadline < now(), false)                  AS overdue
+           AND coalesce(d.deadline < now(), false)                  AS overdue,
+       d.signature_intact, d.signed_at,
+       coalesce(d.direction = 'outgoing' AND d.signed IS NULL, false) AS outgoing_signed_unknown
 FROM documents d;
 
 -- Per group of documents ('agency', 'commune' or NULL), as kpi_dossiers_by.
@@ -183,6 +188,7 @@ CREATE OR REPLACE FUNCTION kpi_documents_by(since timestamptz, until timestamptz
                                             former_district text DEFAULT NULL)
 RETURNS TABLE (group_code text, group_name text,
                documents bigint, incoming bigint, outgoing bigint, outgoing_signed bigint,
+               outgoing_signed_unknown bigint,
                completed bigint, completed_on_time bigint, backlog bigint, backlog_overdue bigint,
                signed_rate numeric, on_time_rate numeric)
 LANGUAGE sql STABLE AS $$
@@ -193,6 +199,7 @@ LANGUAGE sql STABLE AS $$
                count(*) FILTER (WHERE incoming)           AS incoming,
                count(*) FILTER (WHERE outgoing)           AS outgoing,
                count(*) FILTER (WHERE outgoing_signed)    AS outgoing_signed,
+               count(*) FILTER (WHERE outgoing_signed_unknown) AS outgoing_signed_unknown,
                count(*) FILTER (WHERE completed)          AS completed,
                count(*) FILTER (WHERE completed_on_time)  AS completed_on_time,
                count(*) FILTER (WHERE in_backlog)         AS backlog,
@@ -205,18 +212,21 @@ LANGUAGE sql STABLE AS $$
                 AND (former_district IS NULL OR former_district_code = former_district)) f
         GROUP BY group_code
     )
-    SELECT c.*, ioc_pct(c.outgoing_signed, c.outgoing), ioc_pct(c.completed_on_time, c.completed)
+    SELECT c.*, ioc_pct(c.outgoing_signed, c.outgoing - c.outgoing_signed_unknown),
+           ioc_pct(c.completed_on_time, c.completed)
     FROM c
 $$;
 
 CREATE OR REPLACE FUNCTION kpi_documents(since timestamptz, until timestamptz, unit text,
                                          agency text, former_district text)
 RETURNS TABLE (documents bigint, incoming bigint, outgoing bigint, outgoing_signed bigint,
+               outgoing_signed_unknown bigint,
                completed bigint, completed_on_time bigint, backlog bigint, backlog_overdue bigint,
                signed_rate numeric, on_time_rate numeric)
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(k.documents, 0), coalesce(k.incoming, 0), coalesce(k.outgoing, 0),
-           coalesce(k.outgoing_signed, 0), coalesce(k.completed, 0),
+           coalesce(k.outgoing_signed, 0), coalesce(k.outgoing_signed_unknown, 0),
+           coalesce(k.completed, 0),
            coalesce(k.completed_on_time, 0), coalesce(k.backlog, 0),
            coalesce(k.backlog_overdue, 0), k.signed_rate, k.on_time_rate
     FROM (VALUES (1)) AS one
@@ -227,6 +237,7 @@ CREATE OR REPLACE FUNCTION kpi_documents(since timestamptz DEFAULT '-infinity',
                                          until timestamptz DEFAULT 'infinity',
                                          unit text DEFAULT NULL, agency text DEFAULT NULL)
 RETURNS TABLE (documents bigint, incoming bigint, outgoing bigint, outgoing_signed bigint,
+               outgoing_signed_unknown bigint,
                completed bigint, completed_on_time bigint, backlog bigint, backlog_overdue bigint,
                signed_rate numeric, on_time_rate numeric)
 LANGUAGE sql STABLE AS $$ SELECT * FROM kpi_documents(since, until, unit, agency, NULL::text) $$;

@@ -89,7 +89,7 @@ def test_pushed_dossiers_and_documents_reach_the_kpis_once(
     assert kpis_match(prepared, [*records[:4], done])
     documents = read_kpis(prepared)["documents"]
     assert (documents["documents"], documents["incoming"], documents["outgoing"],
-            documents["outgoing_signed"]) == (2, 1, 1, 1)
+            documents["outgoing_signed"]) == (2, 1, 1, 0)  # the sample's PDF is unsigned
     assert query(prepared, "SELECT document_id, status FROM documents ORDER BY 1") == [
         (DOC_ID, None), (f"{DOC_ID}@{RECEIVER}", "05")]
 

@@ -72,7 +72,11 @@ def test_the_sample_document_maps_to_the_expected_events(settings: Settings, inb
         "document_id": f"{DOC_ID}@{RECEIVER}",
         "status": None,
         "direction": "incoming",
-        "signed": True,  # "Văn bản ký số", 1482-SKHCN-CDS.signed.pdf
+        # Named 1482-SKHCN-CDS.signed.pdf, described "Văn bản ký số": its bytes, a PDF
+        # without a signature field, decide.
+        "signed": False,
+        "signature_intact": None,
+        "signed_at": None,
         "deadline": at("2026-11-25T16:59:59+00:00"),  # the end of the due day, UTC+7
         "document_type": "1",
         "code_notation": "1482/SKHCN-CĐS",
@@ -111,7 +115,8 @@ def test_the_sample_status_maps_to_the_expected_event(settings: Settings, inbox:
     assert status.unit.model_dump() == UNIT
     assert status.payload.model_dump() == {
         "document_id": f"{DOC_ID}@{RECEIVER}", "status": "05", "direction": "incoming",
-        "signed": None, "deadline": None, "document_type": None, "code_notation": None,
+        "signed": None, "signature_intact": None, "signed_at": None,  # no attachments: unknown
+        "deadline": None, "document_type": None, "code_notation": None,
         "from_organ_id": None, "to_organ_id": None, "attachment_count": None,
         "attachment_bytes": None}
     assert not any(v in status.model_dump_json().encode() for v in PERSONAL)
@@ -260,15 +265,15 @@ def test_the_inbox_becomes_documents_and_kpis(prepared: Settings, inbox: Path,
                            " FROM documents ORDER BY document_id")
     deadline = at("2026-11-25T23:59:59+07:00")
     assert rows == [
-        (DOC_ID, "outgoing", None, True, deadline, SENDER, SENDER, RECEIVER, 1),
-        (f"{DOC_ID}@{RECEIVER}", "incoming", "05", True, deadline, RECEIVER, SENDER,
+        (DOC_ID, "outgoing", None, False, deadline, SENDER, SENDER, RECEIVER, 1),
+        (f"{DOC_ID}@{RECEIVER}", "incoming", "05", False, deadline, RECEIVER, SENDER,
          RECEIVER, 1),
     ]
     kpis = read_kpis(prepared)["documents"]
     overdue = int(datetime.now(VN) > deadline)
     assert {k: kpis[k] for k in ("documents", "incoming", "outgoing", "outgoing_signed",
                                  "completed", "backlog", "backlog_overdue", "signed_rate")} \
-        == {"documents": 2, "incoming": 1, "outgoing": 1, "outgoing_signed": 1, "completed": 0,
-            "backlog": 1, "backlog_overdue": overdue, "signed_rate": 100.0}
+        == {"documents": 2, "incoming": 1, "outgoing": 1, "outgoing_signed": 0, "completed": 0,
+            "backlog": 1, "backlog_overdue": overdue, "signed_rate": 0.0}
 
 

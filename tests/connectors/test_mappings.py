@@ -79,7 +79,9 @@ def expected_dossier(source: str) -> dict[str, Any]:
 def expected_documents(source: str) -> list[dict[str, Any]]:
     """The sample document (a department to a ward, both ours): two copies; then the ward's
     status 05 about its incoming copy."""
-    document = {"signed": True, "deadline": local(2026, 11, 25, 23, 59, 59),
+    # Named "….signed.pdf", described "Văn bản ký số", but its bytes carry no signature.
+    document = {"signed": False, "signature_intact": None, "signed_at": None,
+                "deadline": local(2026, 11, 25, 23, 59, 59),
                 "document_type": "1", "code_notation": "1482/SKHCN-CĐS",
                 "from_organ_id": SENDER, "to_organ_id": RECEIVER, "attachment_count": 1,
                 "attachment_bytes": attachment_bytes(), "status": None}

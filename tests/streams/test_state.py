@@ -33,13 +33,16 @@ def dossier(minutes: int, status: int, **payload: Any) -> DossierEvent:
 
 
 # The document arrives after its status messages; a later status message carries no
-# metadata; a second "06" repeats completion; the recall request is the newest status.
+# metadata, or only its direction (as edXML's do: no attachments, "signed" unknown); a second
+# "06" repeats completion; the recall request is the newest status.
+SIGNED_AT = T0 - timedelta(hours=2)
 DOCUMENT_EVENTS: list[Event] = [
-    document(0, direction="incoming", signed=True, deadline=(T0 + timedelta(days=3)).isoformat()),
+    document(0, direction="incoming", signed=True, signature_intact=True,
+             signed_at=SIGNED_AT.isoformat(), deadline=(T0 + timedelta(days=3)).isoformat()),
     document(10, status="03"),
-    document(20, status="06"),
+    document(20, status="06", direction="incoming"),
     document(25, status="06"),
-    document(30, status="13"),
+    document(30, status="13", direction="incoming"),
 ]
 DOSSIER_EVENTS: list[Event] = [
     dossier(0, 2, received_at=T0.isoformat(), channel=2),
@@ -56,6 +59,7 @@ def test_fold_is_order_independent() -> None:
         assert all(row == rows[0] for row in rows)
     doc = STATE_TABLES[Kind.DOCUMENT].fold(DOCUMENT_EVENTS)[0]
     assert (doc["status"], doc["direction"], doc["signed"]) == ("13", "incoming", True)
+    assert (doc["signature_intact"], doc["signed_at"]) == (True, SIGNED_AT)
     assert doc["completed_at"] == T0 + timedelta(minutes=20)  # the first completion
     assert doc["events"] == 5
 

@@ -62,13 +62,18 @@ class Dossier:
         return self.status not in (3, 7, 8)
 
 
+def signed_of(draw: float) -> bool | None:
+    """~90 % signed, ~5 % unknown (sent without attachment bytes), ~5 % unsigned."""
+    return True if draw < 0.90 else None if draw < 0.95 else False
+
+
 @dataclass
 class Document:
     document_id: str
     commune: str
     agency: str
     direction: str
-    signed: bool
+    signed: bool | None  # None: unknown (no attachment bytes)
     deadline: datetime | None
     created_at: datetime
     statuses: list[tuple[str, datetime]]  # in the order they happened
@@ -166,12 +171,14 @@ class Scenario:
             "documents": len(docs),
             "incoming": sum(d.direction == "incoming" for d in docs),
             "outgoing": len(outgoing),
-            "outgoing_signed": sum(d.signed for d in outgoing),
+            "outgoing_signed": sum(d.signed is True for d in outgoing),
+            "outgoing_signed_unknown": sum(d.signed is None for d in outgoing),
             "completed": len(completed),
             "completed_on_time": len(on_time),
             "backlog": len(backlog),
             "backlog_overdue": sum(d.deadline is not None and d.deadline < now for d in backlog),
-            "signed_rate": pct(sum(d.signed for d in outgoing), len(outgoing)),
+            "signed_rate": pct(sum(d.signed is True for d in outgoing),
+                               sum(d.signed is not None for d in outgoing)),
             "on_time_rate": pct(len(on_time), len(completed)),
         }
 
@@ -290,7 +297,7 @@ def build(seed: int = 7, dossiers: int = 120, documents: int = 80, reports: int 
             statuses.append((code, at))
         doc = Document(document_id=f"000.00.12.H25,{created:%Y/%m/%d},{i}/SKHCN",
                        commune=rng.choice(COMMUNES), agency=rng.choice(AGENCIES),
-                       direction=direction, signed=rng.random() < 0.95, deadline=deadline,
+                       direction=direction, signed=signed_of(rng.random()), deadline=deadline,
                        created_at=created, statuses=statuses, former_district=former_district(i))
         sc.documents.append(doc)
         events.append(("documents", {**_envelope("edxml", created, doc.commune, doc.agency,
