@@ -244,18 +244,25 @@ def kpis(
     since: Annotated[datetime | None, typer.Option(
         help="Counted from (received/requested), local time unless a zone is given.")] = None,
     until: Annotated[datetime | None, typer.Option(help="... up to, excluded.")] = None,
+    as_of: Annotated[datetime | None, typer.Option(
+        "--as-of", help="Evaluated as of this moment (late, open...); default: the period's "
+        "end when past, else now.")] = None,
 ) -> None:
     """Show the KPIs (the catalogue: ioc/core/kpis.py; definitions: docs/domain.md)."""
     import psycopg
 
+    from ioc.core.events import implausible
     from ioc.core.kpis import read_kpis
 
     settings = get_settings()
     local = ZoneInfo(settings.timezone)
-    since, until = (t.replace(tzinfo=local) if t and t.tzinfo is None else t
-                    for t in (since, until))
+    since, until, as_of = (t.replace(tzinfo=local) if t and t.tzinfo is None else t
+                           for t in (since, until, as_of))
+    if as_of is not None and (reason := implausible(as_of)):
+        raise fail(f"--as-of {as_of.isoformat()}: {reason}")
     try:
-        result = read_kpis(settings, since=since, until=until, unit=unit, agency=agency)
+        result = read_kpis(settings, since=since, until=until, unit=unit, agency=agency,
+                           as_of=as_of)
     except psycopg.OperationalError as exc:
         raise fail(f"cannot reach the database: {exc}") from None
     show_kpis(result, as_json)

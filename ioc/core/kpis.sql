@@ -50,10 +50,13 @@ LANGUAGE sql STABLE AS $$
                 ELSE ioc_bad_group_by(group_by) END
 $$;
 
--- Whether a step taken at `at` is taken as of `as_of`: as_of NULL (the latest state) or a
--- step without a time counts as taken.
-CREATE OR REPLACE FUNCTION ioc_done_by(at timestamptz, as_of timestamptz) RETURNS boolean
-LANGUAGE sql IMMUTABLE AS $$ SELECT as_of IS NULL OR at IS NULL OR at <= as_of $$;
+-- Whether a step dated `at` of a row whose newest event is at `last_at` is taken as of
+-- `as_of`: the row as it stands holds when no event of it came after as_of (or as_of is NULL:
+-- the latest state); otherwise the step's date says, and a step without one counts as taken.
+CREATE OR REPLACE FUNCTION ioc_done_by(at timestamptz, as_of timestamptz, last_at timestamptz)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT as_of IS NULL OR last_at <= as_of OR at IS NULL OR at <= as_of
+$$;
 
 ---------------------------------------------------------------------------------------------
 -- Dossiers. One row per dossier with the flags the KPIs count: on time is finished (9, 10)
@@ -79,14 +82,13 @@ SELECT d.dossier_code, d.province_code, d.commune_code, d.agency_code, d.agency_
        d.channel, d.submitted_at, d.received_at, d.due_at, d.finished_at, d.returned_at,
        d.refused_at, d.digitized, d.fee_required, d.paid_online, d.satisfaction, d.complaint,
        d.first_occurred_at, d.last_occurred_at, d.events, d.stored_at, d.anchor_at,
-       NOT (d.status IN (7, 8) OR d.status = 3 AND ioc_done_by(d.refused_at, as_of)) AS to_handle,
-       d.status IN (9, 10) AND ioc_done_by(d.finished_at, as_of)   AS finished,
+       NOT (d.status IN (7, 8) OR t.refused)                       AS to_handle,
+       t.finished,
        a.in_process,
-       coalesce(d.status IN (9, 10) AND ioc_done_by(d.finished_at, as_of)
-                AND d.finished_at > d.due_at, false)                AS late_finished,
-       coalesce(a.in_process AND d.due_at < a.clock, false)         AS late_in_process,
-       coalesce(a.in_process AND d.due_at >= a.clock
-                AND d.due_at < a.clock + ioc_due_soon_horizon(), false) AS due_soon,
+       coalesce(t.finished AND d.finished_at > d.due_at, false)     AS late_finished,
+       coalesce(a.in_process AND d.due_at < t.clock, false)         AS late_in_process,
+       coalesce(a.in_process AND d.due_at >= t.clock
+                AND d.due_at < t.clock + ioc_due_soon_horizon(), false) AS due_soon,
        d.channel IS NOT DISTINCT FROM 2                             AS online,
        coalesce(d.digitized, false)                                 AS is_digitized,
        coalesce(d.fee_required, false)                              AS has_fee,
@@ -95,10 +97,13 @@ SELECT d.dossier_code, d.province_code, d.commune_code, d.agency_code, d.agency_
            OR coalesce(d.complaint, false)                          AS dissatisfied
 FROM dossiers d,
      LATERAL (SELECT coalesce(as_of, now()) AS clock,
-                     d.status IN (1, 2, 4, 5, 6)
-                     OR d.status IN (9, 10) AND NOT ioc_done_by(d.finished_at, as_of)
-                     OR d.status = 3 AND NOT ioc_done_by(d.refused_at, as_of) AS in_process) a
-WHERE ioc_done_by(d.anchor_at, as_of)
+                     d.status IN (9, 10) AND ioc_done_by(d.finished_at, as_of,
+                                                         d.last_occurred_at) AS finished,
+                     d.status = 3 AND ioc_done_by(d.refused_at, as_of,
+                                                  d.last_occurred_at) AS refused) t,
+     LATERAL (SELECT d.status IN (1, 2, 4, 5, 6) OR d.status IN (9, 10) AND NOT t.finished
+                     OR d.status = 3 AND NOT t.refused AS in_process) a
+WHERE ioc_done_by(d.anchor_at, as_of, d.last_occurred_at)
 $$;
 
 CREATE OR REPLACE VIEW dossier_facts AS SELECT * FROM dossier_facts_at(NULL);
@@ -208,18 +213,21 @@ SELECT d.document_id, d.province_code, d.commune_code, d.agency_code, d.agency_n
        d.direction = 'outgoing'                                     AS outgoing,
        coalesce(d.direction = 'outgoing' AND d.signed, false)       AS outgoing_signed,
        a.completed,
-       a.completed AND (d.deadline IS NULL OR d.completed_at <= d.deadline) AS completed_on_time,
+       coalesce(a.completed AND (d.deadline IS NULL OR d.completed_at <= d.deadline),
+                false)                                              AS completed_on_time,
        coalesce(d.direction = 'incoming', false) AND NOT a.left_backlog AS in_backlog,
        coalesce(d.direction = 'incoming', false) AND NOT a.left_backlog
            AND coalesce(d.deadline < a.clock, false)                AS overdue
 FROM documents d,
      LATERAL (SELECT coalesce(as_of, now()) AS clock,
-                     coalesce(d.status = '06' AND ioc_done_by(d.completed_at, as_of), false)
+                     coalesce(d.status = '06' AND ioc_done_by(d.completed_at, as_of,
+                                                              d.last_occurred_at), false)
                          AS completed,
-                     coalesce(d.status = '06' AND ioc_done_by(d.completed_at, as_of)
-                              OR d.status IN ('02', '15') AND ioc_done_by(d.status_at, as_of),
-                              false) AS left_backlog) a
-WHERE ioc_done_by(d.anchor_at, as_of)
+                     coalesce(d.status IN ('02', '15') AND ioc_done_by(d.status_at, as_of,
+                                                                       d.last_occurred_at),
+                              false) AS rejected_or_recalled) t,
+     LATERAL (SELECT t.clock, t.completed, t.completed OR t.rejected_or_recalled AS left_backlog) a
+WHERE ioc_done_by(d.anchor_at, as_of, d.last_occurred_at)
 $$;
 
 CREATE OR REPLACE VIEW document_facts AS SELECT * FROM document_facts_at(NULL);
@@ -303,15 +311,17 @@ SELECT r.service_request_id, r.province_code, r.commune_code, r.agency_code, r.a
             THEN extract(epoch FROM r.resolved_at - r.requested_datetime) END AS resolve_seconds
 FROM field_reports r,
      LATERAL (SELECT coalesce(as_of, now()) AS clock,
-                     r.status IN ('fixed', 'closed') AND ioc_done_by(r.resolved_at, as_of)
+                     r.status IN ('fixed', 'closed') AND ioc_done_by(r.resolved_at, as_of,
+                                                                     r.last_occurred_at)
                          AS resolved,
-                     r.status = 'duplicate' AND ioc_done_by(r.updated_datetime, as_of)
+                     r.status = 'duplicate' AND ioc_done_by(r.updated_datetime, as_of,
+                                                            r.last_occurred_at)
                          AS is_duplicate) s,
      LATERAL (SELECT s.clock, s.resolved, s.is_duplicate,
                      r.status IN ('open', 'investigating', 'in_progress', 'fixed', 'closed',
                                   'duplicate') AND NOT s.resolved AND NOT s.is_duplicate
                          AS is_open) a
-WHERE ioc_done_by(r.anchor_at, as_of)
+WHERE ioc_done_by(r.anchor_at, as_of, r.last_occurred_at)
 $$;
 
 CREATE OR REPLACE VIEW field_report_facts AS SELECT * FROM field_report_facts_at(NULL);
