@@ -6,8 +6,9 @@ and fields in rules.py `Kind`); `threshold` rules read the KPI functions (thresh
 
 - due_soon: dossiers in process as of `now` (dossier_facts_at: status 1, 2, 4, 5, 6, or
   finished after `now`) whose deadline is in [now, now + within): the same boundaries as the
-  `due_soon` KPI, so an open dossier is late, due soon or not yet due, never two. Value: the count; `each agency` lists every agency with an open dossier (0
-  when none is due soon, so a resolved alert says 0).
+  `due_soon` KPI, so an open dossier is late, due soon or not yet due, never two. Value: the
+  count; `each agency` lists every agency with an open dossier (0 when none is due soon, so a
+  resolved alert says 0).
 - surge: field reports requested in the window (`last 1 hour`) against the usual count, the
   mean of the same window (same local time of day, settings.timezone) on each of the
   `baseline` previous days, days without reports counting 0. Value: the current count;
