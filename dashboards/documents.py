@@ -28,7 +28,15 @@ from dashboards import former_district, sdk
 from dashboards.dossiers import listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.trend import period, trend_variable
-from dashboards.variables import DISTRICT, LIST_LIMIT, PERIOD, SCOPE, SELECTION, scope_variables
+from dashboards.variables import (
+    AS_OF,
+    DISTRICT,
+    LIST_LIMIT,
+    PERIOD,
+    SCOPE,
+    SELECTION,
+    scope_variables,
+)
 
 UID = "ioc-documents"
 TITLE = "IOC — Văn bản"
@@ -52,7 +60,7 @@ def _columns() -> str:
 
 # kpi_documents per agency of the selection, in one pass (`kpi_documents_by`).
 BY_AGENCY = f"""SELECT {_columns()}
-FROM kpi_documents_by({PERIOD}, 'agency', $commune::text, $agency::text, {DISTRICT})
+FROM kpi_documents_by({PERIOD}, 'agency', $commune::text, $agency::text, {DISTRICT}, {AS_OF})
 ORDER BY group_code"""
 
 CHOSEN = """($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
@@ -74,7 +82,7 @@ GROUP BY 1
 ORDER BY 1"""
 
 PROCESSING_TIME = distribution_sql(
-    "extract(epoch FROM completed_at - anchor_at) / 3600", "document_facts",
+    "extract(epoch FROM completed_at - anchor_at) / 3600", f"document_facts_at({AS_OF})",
     f"completed AND {SELECTION}", "document_id", "Văn bản")
 
 _STATUS = "\n".join(f"            WHEN '{code}' THEN '{label}'"
@@ -87,9 +95,9 @@ LATE_AND_DUE_SOON = f"""SELECT document_id AS "Mã văn bản",
        CASE coalesce(status, '01')
 {_STATUS}
             ELSE status END AS "Trạng thái",
-       {sdk.hours_left("deadline")} AS "{sdk.HOURS_LEFT}"
-FROM document_facts
-WHERE in_backlog AND deadline < now() + ioc_due_soon_horizon()
+       {sdk.hours_left("deadline", AS_OF)} AS "{sdk.HOURS_LEFT}"
+FROM document_facts_at({AS_OF})
+WHERE in_backlog AND deadline < {AS_OF} + ioc_due_soon_horizon()
   AND {SELECTION}
 ORDER BY deadline, document_id
 LIMIT {LIST_LIMIT}"""

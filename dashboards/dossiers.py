@@ -46,7 +46,15 @@ from dashboards.sdk import (
     series,
     thresholds,
 )
-from dashboards.variables import DISTRICT, LIST_LIMIT, PERIOD, SCOPE, SELECTION, scope_variables
+from dashboards.variables import (
+    AS_OF,
+    DISTRICT,
+    LIST_LIMIT,
+    PERIOD,
+    SCOPE,
+    SELECTION,
+    scope_variables,
+)
 
 UID = "ioc-dossiers"
 TITLE = "IOC — Hồ sơ TTHC"
@@ -70,7 +78,7 @@ def breakdown(names: dict[str, str], group_by: str, where: str = "") -> str:
     columns = {**names, **COLUMNS}
     lines = ",\n       ".join(f'{column} AS "{title}"' for title, column in columns.items())
     return (f"SELECT {lines}\nFROM kpi_dossiers_by({PERIOD}, '{group_by}', $commune::text, "
-            f"$agency::text, {DISTRICT})\n{where}ORDER BY group_code")
+            f"$agency::text, {DISTRICT}, {AS_OF})\n{where}ORDER BY group_code")
 
 
 BY_AGENCY = breakdown({"Mã cơ quan": "group_code", "Cơ quan": "group_name"}, "agency")
@@ -101,8 +109,8 @@ LATE_AND_DUE_SOON = f"""SELECT dossier_code AS "Mã hồ sơ",
        agency_name AS "Cơ quan",
        due_at AS "Hạn giải quyết",
        CASE WHEN late_in_process THEN '{LATE_STATE}' ELSE '{SOON_STATE}' END AS "Tình trạng",
-       {hours_left("due_at")} AS "{HOURS_LEFT}"
-FROM dossier_facts
+       {hours_left("due_at", AS_OF)} AS "{HOURS_LEFT}"
+FROM dossier_facts_at({AS_OF})
 WHERE (late_in_process OR due_soon)
   AND {SELECTION}
 ORDER BY due_at, dossier_code
