@@ -33,6 +33,7 @@ from ioc.core.kpis import read_kpis
 from ioc.core.settings import Settings
 from ioc.embedded.servers import Postgres
 from streams.store import Store
+from tests.support.services import ServedApps
 
 H = timedelta(hours=1)
 PROVINCE, COMMUNE, AGENCY = "25", "07900", "000.00.12.H25"  # Phú Thọ
@@ -325,3 +326,32 @@ def test_ioc_kpis_as_of(settings: Settings, world: World) -> None:
         assert picked(json.loads(result.stdout)) == expected(w, at), extra
     result = ioc_kpis(settings, *period, "--as-of", "1999-12-31T00:00:00+07:00")
     assert result.returncode == 1 and "not a plausible date" in result.stderr
+
+
+def test_api_kpis_as_of(settings: Settings, world: World, serve_app: ServedApps) -> None:
+    from ioc.api.app import create_app
+    from ioc.api.keys import create_key
+
+    w = world
+    client = serve_app(create_app(settings))
+    _, secret = create_key(settings, f"k-{uuid.uuid4().hex[:8]}", ["kpis:read"])
+    _, other = create_key(settings, f"k-{uuid.uuid4().hex[:8]}", ["alerts:read"])
+    reader, period = {"Authorization": f"Bearer {secret}"}, {"since": w.start.isoformat(),
+                                                             "until": w.end.isoformat()}
+    assert client.get("/kpis", params=period).status_code == 401
+    assert client.get("/kpis", params=period,
+                      headers={"Authorization": f"Bearer {other}"}).status_code == 403
+    earlier = w.end - timedelta(days=3)
+    for as_of, at in ((None, w.end), (w.now, w.now), (earlier, earlier)):
+        params = {**period, **({"as_of": as_of.isoformat()} if as_of else {})}
+        answer = client.get("/kpis", params=params, headers=reader)
+        assert answer.status_code == 200, answer.text
+        assert picked(answer.json()) == expected(w, at), as_of
+    for bad, words in (("1999-12-31T00:00:00+07:00", "not a plausible date"),
+                       ("2026-10-31T17:00:00", "needs a time zone"),
+                       (f"{w.now.year + 11}-01-01T00:00:00Z", "not a plausible date")):
+        answer = client.get("/kpis", params={**period, "as_of": bad}, headers=reader)
+        assert answer.status_code == 400 and words in answer.json()["detail"], answer.text
+    answer = client.get("/kpis", params={**period, "as_of": "yesterday"}, headers=reader)
+    assert answer.status_code == 422
+    assert [e["loc"] for e in answer.json()["detail"]] == [["query", "as_of"]]
