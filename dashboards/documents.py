@@ -2,13 +2,14 @@
 its overdue part, the digital-signature rate, per agency, how long processing took, and the
 overdue and due-soon documents.
 
-Counts and rates come from `kpi_documents(since, until, unit, agency, former_district)` and the
-flags of `document_facts` (ioc/core/kpis.sql) for the dashboard's time range (a
+Counts and rates come from `kpi_documents(since, until, unit, agency, former_district, as_of)`
+and the flags of `document_facts_at(as_of)` (ioc/core/kpis.sql) for the dashboard's time range (a
 cohort: documents first seen in the period), the chosen commune/ward (`$commune`), agency
 (`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
 SQL NULL for each; the per-agency table reads `kpi_documents_by`: the same
 KPIs for every agency in one pass. Backlog: incoming documents not rejected, completed or
-recalled; overdue: in the backlog and past their deadline (compared with now()); due soon: in
+recalled; overdue: in the backlog and past their deadline, as of the range's end or now when
+it runs on past it (variables.AS_OF); due soon: in
 the backlog, deadline within the `due_soon_horizon` setting (24 h by default), as for dossiers.
 
 "Incoming and outgoing" sums the hourly rollup (`rollup_hour`, kind 'document') per period of

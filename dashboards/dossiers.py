@@ -1,14 +1,14 @@
 """Administrative-procedure dossiers (hồ sơ TTHC), drill-down: per agency, per commune/ward, per
 day, and the dossiers that are late or due soon.
 
-Every KPI comes from `kpi_dossiers(since, until, unit, agency, former_district)` and the
-`dossier_facts` flags of ioc/core/kpis.sql, for the dashboard's time range (a
+Every KPI comes from `kpi_dossiers(since, until, unit, agency, former_district, as_of)` and the
+`dossier_facts_at(as_of)` flags of ioc/core/kpis.sql, for the dashboard's time range (a
 cohort: dossiers received in the period), the chosen commune/ward (`$commune`), agency
-(`$agency`) and former district (`$former_district`, dashboards/former_district.py; the
-five-argument function); "All" is SQL NULL for each. Late / due soon compare
-with the database's now() (due soon: within the `due_soon_horizon` setting, 24 h by default),
-as the KPI functions do. The per-agency and per-commune/ward tables read
-`kpi_dossiers_by`: the same KPIs for every group in one pass.
+(`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
+SQL NULL for each. They are as of the range's end, or now when it runs on past it
+(variables.AS_OF): late / due soon compare with that moment (due soon: within the
+`due_soon_horizon` setting, 24 h by default), as the KPI functions do. The per-agency and
+per-commune/ward tables read `kpi_dossiers_by`: the same KPIs for every group in one pass.
 
 "Dossiers received per day" sums the hourly rollup (`rollup_hour`, metric 'received') per
 calendar day in Vietnam, `date_trunc('day', bucket, 'Asia/Ho_Chi_Minh')`: the same on plain

@@ -349,12 +349,12 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 ---------------------------------------------------------------------------------------------
--- The whole province, all time: what the wall's big numbers start from.
+-- The whole province, all time, as of now.
 CREATE OR REPLACE VIEW kpi_dossiers AS SELECT * FROM kpi_dossiers();
 CREATE OR REPLACE VIEW kpi_documents AS SELECT * FROM kpi_documents();
 CREATE OR REPLACE VIEW kpi_field_reports AS SELECT * FROM kpi_field_reports();
 
--- Per agency, all time (ioc/embedded/wall.py).
+-- Per agency, all time, as of now (the wall reads kpi_dossiers_by as of its own moment).
 CREATE OR REPLACE VIEW kpi_dossiers_by_agency AS
 SELECT group_code AS agency_code, received, to_handle, finished, finished_on_time,
        finished_late, in_process, late_in_process, due_soon, not_yet_due, online, digitized,
