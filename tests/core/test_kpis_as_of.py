@@ -306,6 +306,17 @@ def test_a_closed_period_stays_as_it_stood_at_its_end(settings: Settings, world:
     assert picked(read_kpis(settings, since=w.start, until=w.end, as_of=middle)) == \
         expected(w, middle)
 
+    # The wall (all time: here, the period) as of a moment: the demo's simulator clock.
+    from ioc.embedded.wall import read_wall
+
+    for at, truth in ((w.end, at_end), (None, at_now)):
+        wall = read_wall(settings, lag=None, as_of=at)
+        assert picked(wall.kpis) == truth
+        (agency,) = wall.agencies
+        assert float(agency["on_time_rate"]) == truth["dossiers"]["on_time_rate"]
+        assert [(r["open"], r["overdue"]) for r in wall.reports] == [
+            (truth["field_reports"]["open"], truth["field_reports"]["overdue"])]
+
 
 def ioc_kpis(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ioc", "kpis", *args], capture_output=True,
