@@ -60,6 +60,10 @@ EXPORTED_KINDS = ("threshold", "due_soon", "no_signal")
 UNITS_VI = (("ngày", 86400), ("giờ", 3600), ("phút", 60), ("giây", 1))
 
 
+# The evaluation time: the KPIs are read as of it, as ioc.alerts.evaluate does.
+AT = "$__timeTo()::timestamptz"
+
+
 def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -112,35 +116,35 @@ def kpi_sql(rule: Rule, tz: str = TIMEZONE) -> str:
             f"     LATERAL (SELECT DISTINCT {key} AS key FROM {table}\n"
             f"              WHERE anchor_at >= w.since AND anchor_at < w.until"
             f" AND {key} <> '') s,\n"
-            f"     LATERAL {function}(w.since, w.until, {unit}, {agency}) k\n"
+            f"     LATERAL {function}(w.since, w.until, {unit}, {agency}, NULL::text, {AT}) k\n"
             f"WHERE k.{column} IS NOT NULL\n"
             f"ORDER BY s.key")
     unit = literal(scope.code or "") if scope.kind == "commune" else "NULL::text"
     agency = literal(scope.code or "") if scope.kind == "agency" else "NULL::text"
     return head + (f"SELECT k.{column} AS value\n"
-                   f"FROM w, LATERAL {function}(w.since, w.until, {unit}, {agency}) k\n"
+                   f"FROM w, LATERAL {function}(w.since, w.until, {unit}, {agency}, NULL::text,"
+                   f" {AT}) k\n"
                    f"WHERE k.{column} IS NOT NULL")
 
 
 def due_soon_sql(rule: Rule) -> str:
-    """Open dossiers due in [now, now + within), as ioc.alerts.kinds.due_soon: `each ...`
-    lists every key with an open dossier (0 when none is due soon)."""
-    from ioc.alerts.kinds import IN_PROCESS
-
+    """Dossiers in process at the evaluation time due in [now, now + within), as
+    ioc.alerts.kinds.due_soon: `each ...` lists every key with an open dossier (0 when none is
+    due soon)."""
     since, until, _ = bounds(rule.window)
     head = f"WITH w AS (\n  SELECT {since} AS since,\n         {until} AS until\n)\n"
     count = "count(*) FILTER (WHERE due_at >= w.since AND due_at < w.until)"
-    open_ = f"status IN ({', '.join(str(s) for s in IN_PROCESS)})"
+    open_ = "in_process"
     scope = rule.scope
     if scope.kind in SCOPE_LABEL:
         label = SCOPE_LABEL[scope.kind]
         return head + (f"SELECT {label}_code AS {label}, {count} AS value\n"
-                       f"FROM w, dossiers\n"
+                       f"FROM w, dossier_facts_at({AT})\n"
                        f"WHERE {open_} AND {label}_code <> ''\n"
                        f"GROUP BY 1\nORDER BY 1")
     where = "" if scope.kind == "province" else (
         f" AND {scope.kind}_code = {literal(scope.code or '')}")
-    return head + f"SELECT {count} AS value\nFROM w, dossiers\nWHERE {open_}{where}"
+    return head + f"SELECT {count} AS value\nFROM w, dossier_facts_at({AT})\nWHERE {open_}{where}"
 
 
 def no_signal_sql(rule: Rule) -> str:

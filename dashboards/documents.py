@@ -2,13 +2,14 @@
 its overdue part, the digital-signature rate, per agency, how long processing took, and the
 overdue and due-soon documents.
 
-Counts and rates come from `kpi_documents(since, until, unit, agency, former_district)` and the
-flags of `document_facts` (ioc/core/kpis.sql) for the dashboard's time range (a
+Counts and rates come from `kpi_documents(since, until, unit, agency, former_district, as_of)`
+and the flags of `document_facts_at(as_of)` (ioc/core/kpis.sql) for the dashboard's time range (a
 cohort: documents first seen in the period), the chosen commune/ward (`$commune`), agency
 (`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
 SQL NULL for each; the per-agency table reads `kpi_documents_by`: the same
 KPIs for every agency in one pass. Backlog: incoming documents not rejected, completed or
-recalled; overdue: in the backlog and past their deadline (compared with now()); due soon: in
+recalled; overdue: in the backlog and past their deadline, as of the range's end or now when
+it runs on past it (variables.AS_OF); due soon: in
 the backlog, deadline within the `due_soon_horizon` setting (24 h by default), as for dossiers.
 
 "Incoming and outgoing" sums the hourly rollup (`rollup_hour`, kind 'document') per period of
@@ -28,7 +29,15 @@ from dashboards import former_district, sdk
 from dashboards.dossiers import listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.trend import period, trend_variable
-from dashboards.variables import DISTRICT, LIST_LIMIT, PERIOD, SCOPE, SELECTION, scope_variables
+from dashboards.variables import (
+    AS_OF,
+    DISTRICT,
+    LIST_LIMIT,
+    PERIOD,
+    SCOPE,
+    SELECTION,
+    scope_variables,
+)
 
 UID = "ioc-documents"
 TITLE = "IOC — Văn bản"
@@ -52,7 +61,7 @@ def _columns() -> str:
 
 # kpi_documents per agency of the selection, in one pass (`kpi_documents_by`).
 BY_AGENCY = f"""SELECT {_columns()}
-FROM kpi_documents_by({PERIOD}, 'agency', $commune::text, $agency::text, {DISTRICT})
+FROM kpi_documents_by({PERIOD}, 'agency', $commune::text, $agency::text, {DISTRICT}, {AS_OF})
 ORDER BY group_code"""
 
 CHOSEN = """($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
@@ -74,7 +83,7 @@ GROUP BY 1
 ORDER BY 1"""
 
 PROCESSING_TIME = distribution_sql(
-    "extract(epoch FROM completed_at - anchor_at) / 3600", "document_facts",
+    "extract(epoch FROM completed_at - anchor_at) / 3600", f"document_facts_at({AS_OF})",
     f"completed AND {SELECTION}", "document_id", "Văn bản")
 
 _STATUS = "\n".join(f"            WHEN '{code}' THEN '{label}'"
@@ -87,9 +96,9 @@ LATE_AND_DUE_SOON = f"""SELECT document_id AS "Mã văn bản",
        CASE coalesce(status, '01')
 {_STATUS}
             ELSE status END AS "Trạng thái",
-       {sdk.hours_left("deadline")} AS "{sdk.HOURS_LEFT}"
-FROM document_facts
-WHERE in_backlog AND deadline < now() + ioc_due_soon_horizon()
+       {sdk.hours_left("deadline", AS_OF)} AS "{sdk.HOURS_LEFT}"
+FROM document_facts_at({AS_OF})
+WHERE in_backlog AND deadline < {AS_OF} + ioc_due_soon_horizon()
   AND {SELECTION}
 ORDER BY deadline, document_id
 LIMIT {LIST_LIMIT}"""

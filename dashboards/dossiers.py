@@ -1,14 +1,14 @@
 """Administrative-procedure dossiers (hồ sơ TTHC), drill-down: per agency, per commune/ward, per
 day, and the dossiers that are late or due soon.
 
-Every KPI comes from `kpi_dossiers(since, until, unit, agency, former_district)` and the
-`dossier_facts` flags of ioc/core/kpis.sql, for the dashboard's time range (a
+Every KPI comes from `kpi_dossiers(since, until, unit, agency, former_district, as_of)` and the
+`dossier_facts_at(as_of)` flags of ioc/core/kpis.sql, for the dashboard's time range (a
 cohort: dossiers received in the period), the chosen commune/ward (`$commune`), agency
-(`$agency`) and former district (`$former_district`, dashboards/former_district.py; the
-five-argument function); "All" is SQL NULL for each. Late / due soon compare
-with the database's now() (due soon: within the `due_soon_horizon` setting, 24 h by default),
-as the KPI functions do. The per-agency and per-commune/ward tables read
-`kpi_dossiers_by`: the same KPIs for every group in one pass.
+(`$agency`) and former district (`$former_district`, dashboards/former_district.py); "All" is
+SQL NULL for each. They are as of the range's end, or now when it runs on past it
+(variables.AS_OF): late / due soon compare with that moment (due soon: within the
+`due_soon_horizon` setting, 24 h by default), as the KPI functions do. The per-agency and
+per-commune/ward tables read `kpi_dossiers_by`: the same KPIs for every group in one pass.
 
 "Dossiers received per day" sums the hourly rollup (`rollup_hour`, metric 'received') per
 calendar day in Vietnam, `date_trunc('day', bucket, 'Asia/Ho_Chi_Minh')`: the same on plain
@@ -46,7 +46,15 @@ from dashboards.sdk import (
     series,
     thresholds,
 )
-from dashboards.variables import DISTRICT, LIST_LIMIT, PERIOD, SCOPE, SELECTION, scope_variables
+from dashboards.variables import (
+    AS_OF,
+    DISTRICT,
+    LIST_LIMIT,
+    PERIOD,
+    SCOPE,
+    SELECTION,
+    scope_variables,
+)
 
 UID = "ioc-dossiers"
 TITLE = "IOC — Hồ sơ TTHC"
@@ -70,7 +78,7 @@ def breakdown(names: dict[str, str], group_by: str, where: str = "") -> str:
     columns = {**names, **COLUMNS}
     lines = ",\n       ".join(f'{column} AS "{title}"' for title, column in columns.items())
     return (f"SELECT {lines}\nFROM kpi_dossiers_by({PERIOD}, '{group_by}', $commune::text, "
-            f"$agency::text, {DISTRICT})\n{where}ORDER BY group_code")
+            f"$agency::text, {DISTRICT}, {AS_OF})\n{where}ORDER BY group_code")
 
 
 BY_AGENCY = breakdown({"Mã cơ quan": "group_code", "Cơ quan": "group_name"}, "agency")
@@ -101,8 +109,8 @@ LATE_AND_DUE_SOON = f"""SELECT dossier_code AS "Mã hồ sơ",
        agency_name AS "Cơ quan",
        due_at AS "Hạn giải quyết",
        CASE WHEN late_in_process THEN '{LATE_STATE}' ELSE '{SOON_STATE}' END AS "Tình trạng",
-       {hours_left("due_at")} AS "{HOURS_LEFT}"
-FROM dossier_facts
+       {hours_left("due_at", AS_OF)} AS "{HOURS_LEFT}"
+FROM dossier_facts_at({AS_OF})
 WHERE (late_in_process OR due_soon)
   AND {SELECTION}
 ORDER BY due_at, dossier_code

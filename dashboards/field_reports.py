@@ -8,9 +8,10 @@ requested in the period), the chosen commune/ward (`$commune`), agency (`$agency
 (`$category`, the Open311 `service_code`) and former district (`$former_district`,
 dashboards/former_district.py); "All" is SQL NULL. The KPI function has no category
 argument, so the panels count the same flags themselves (COUNTS mirrors it column for column).
-Overdue compares with now(); due soon: open, expected within the `due_soon_horizon` setting
-(24 h by default), as for dossiers. Time to resolve: from the request to the update that fixed or
-closed the report.
+Open, resolved and overdue are as of the range's end, or now when it runs on past it
+(`field_report_facts_at`, variables.AS_OF); due soon: open, expected within the
+`due_soon_horizon` setting (24 h by default), as for dossiers. Time to resolve: from the
+request to the update that fixed or closed the report.
 
 Reports the API could not place in a commune/ward (ioc/core/geography.py) have an empty commune
 code: the per-commune table and the lists name them "Chưa xác định" (not determined), and the last
@@ -33,7 +34,7 @@ from dashboards.dossiers import indent, listing
 from dashboards.durations import distribution_panel, distribution_sql
 from dashboards.reportmap import map_panel, points_sql, status_label
 from dashboards.trend import period, trend_variable
-from dashboards.variables import LIST_LIMIT, scope_variables
+from dashboards.variables import AS_OF, LIST_LIMIT, scope_variables
 from ioc.core.kpis import KPIS, Kpi
 
 UID = "ioc-field-reports"
@@ -55,6 +56,7 @@ CHOSEN = f"""{variables.CHOSEN}
 SELECTION = f"""anchor_at >= $__timeFrom()::timestamptz AND anchor_at < $__timeTo()::timestamptz
   AND {CHOSEN}"""
 
+FACTS = f"field_report_facts_at({AS_OF})"  # the reports as they stood at the range's end
 # kpi_field_reports column -> its aggregate over `field_report_facts`, as the function computes
 # it (the function has no category argument); titled with the catalogue's labels.
 COUNTS = {
@@ -74,11 +76,11 @@ def counts(names: dict[str, str], group: str | None) -> str:
     columns = {**names, **{KPIS[f"field_reports.{c}"].label: sql for c, sql in COUNTS.items()}}
     lines = ",\n       ".join(f'{sql} AS "{title}"' for title, sql in columns.items())
     grouped = f"\nGROUP BY {group}\nORDER BY {group}" if group else ""
-    return f"SELECT {lines}\nFROM field_report_facts\nWHERE {SELECTION}{grouped}"
+    return f"SELECT {lines}\nFROM {FACTS}\nWHERE {SELECTION}{grouped}"
 
 
 def tile_sql(kpi: Kpi) -> str:
-    return f'SELECT {COUNTS[kpi.column]} AS value\nFROM field_report_facts\nWHERE {SELECTION}'
+    return f'SELECT {COUNTS[kpi.column]} AS value\nFROM {FACTS}\nWHERE {SELECTION}'
 
 
 BY_CATEGORY = counts({"Mã lĩnh vực": "service_code", "Lĩnh vực": "max(service_name)",
@@ -100,7 +102,7 @@ FROM (SELECT {period("anchor_at")} AS "time", 'new' AS what
 GROUP BY 1
 ORDER BY 1"""
 
-TIME_TO_RESOLVE = distribution_sql("resolve_seconds / 3600", "field_report_facts",
+TIME_TO_RESOLVE = distribution_sql("resolve_seconds / 3600", FACTS,
                                    f"resolved AND {SELECTION}", "service_request_id", "Phản ánh")
 
 LATE_AND_DUE_SOON = f"""SELECT service_request_id AS "Mã phản ánh",
@@ -109,9 +111,9 @@ LATE_AND_DUE_SOON = f"""SELECT service_request_id AS "Mã phản ánh",
        agency_code AS "Mã cơ quan",
        expected_datetime AS "Hạn xử lý",
        {status_label(overdue_first=False).replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
-       {sdk.hours_left("expected_datetime")} AS "{sdk.HOURS_LEFT}"
-FROM field_report_facts
-WHERE is_open AND expected_datetime < now() + ioc_due_soon_horizon()
+       {sdk.hours_left("expected_datetime", AS_OF)} AS "{sdk.HOURS_LEFT}"
+FROM {FACTS}
+WHERE is_open AND expected_datetime < {AS_OF} + ioc_due_soon_horizon()
   AND {SELECTION}
 ORDER BY expected_datetime, service_request_id
 LIMIT {LIST_LIMIT}"""

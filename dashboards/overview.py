@@ -14,12 +14,12 @@ from grafana_foundation_sdk.models import dashboard as model
 
 from dashboards.reportmap import map_panel, points_sql
 from dashboards.sdk import PanelBuilder, dashboard, grid, kpi_sql, kpi_tile, series, thresholds
-from dashboards.variables import scope_variables
+from dashboards.variables import AS_OF, PERIOD, scope_variables
 from ioc.core.kpis import KPIS
 
 UID = "ioc-overview"
 TITLE = "IOC — Tổng quan toàn tỉnh"
-SCOPE = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz, $commune::text, $agency::text"
+SCOPE = f"{PERIOD}, $commune::text, $agency::text, NULL::text, {AS_OF}"
 TILE_H, ROW2_H, SERIES_H, SERIES_W = 7, 6, 12, 14
 
 # The big numbers: catalogue KPI, place, and the colours of a KPI without a target.

@@ -26,7 +26,7 @@ from dashboards.sdk import (
     percent_columns,
     thresholds,
 )
-from dashboards.variables import commune_variable
+from dashboards.variables import AS_OF, commune_variable
 from ioc.core.kpis import KPIS
 
 UID = "ioc-ranking"
@@ -58,8 +58,9 @@ def select(names: dict[str, str], source: str) -> str:
 
 
 AGENCIES = select({"Mã cơ quan": "agency_code", "Cơ quan": "agency_name"},
-                  f"kpi_agency_ranking({PERIOD}, $commune::text)")
-COMMUNES = select({"Mã xã/phường": "commune_code"}, f"kpi_commune_ranking({PERIOD})")
+                  f"kpi_agency_ranking({PERIOD}, $commune::text, as_of => {AS_OF})")
+COMMUNES = select({"Mã xã/phường": "commune_code"},
+                  f"kpi_commune_ranking({PERIOD}, as_of => {AS_OF})")
 
 
 def league(panel_id: int, title: str, sql: str, pos: model.GridPos,

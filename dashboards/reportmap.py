@@ -3,7 +3,8 @@
 Shared by the wall (dashboards/overview.py) and the field-report drill-down. Points carry the
 report's code, category, status and coordinates only: the reporter's data is not in the
 database, and the address is not shown. "Overdue" is its own colour: an open report past its
-expected date, as the `overdue` flag of `field_report_facts` (ioc/core/kpis.sql).
+expected date, as the `overdue` flag of `field_report_facts_at` (ioc/core/kpis.sql), as of
+the time range's end (or now).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import geomap as geomodel
 
 from dashboards.sdk import DATASOURCE, Sql
+from dashboards.variables import AS_OF
 
 STATUS_COLUMN, CATEGORY_COLUMN, CODE_COLUMN = "Tình trạng", "Lĩnh vực", "Mã phản ánh"
 POINTS_LIMIT = 5000
@@ -38,13 +40,14 @@ def status_label(overdue_first: bool = True) -> str:
 
 
 def points_sql(where: str) -> str:
-    """Newest reports first (at most POINTS_LIMIT) among those `where` selects, with a place."""
+    """Newest reports first (at most POINTS_LIMIT) among those `where` selects, with a place,
+    as they stood at the time range's end (AS_OF)."""
     return f"""SELECT lat AS latitude,
        long AS longitude,
        {status_label().replace(chr(10), chr(10) + '       ')} AS "{STATUS_COLUMN}",
        coalesce(service_name, service_code) AS "{CATEGORY_COLUMN}",
        service_request_id AS "{CODE_COLUMN}"
-FROM field_report_facts
+FROM field_report_facts_at({AS_OF})
 WHERE lat IS NOT NULL AND long IS NOT NULL
   AND {where}
 ORDER BY anchor_at DESC, service_request_id

@@ -161,9 +161,10 @@ def percent_columns(panel: table.Panel, columns: Iterable[str]) -> table.Panel:
 HOURS_LEFT = "Số giờ còn lại (âm: quá hạn)"
 
 
-def hours_left(deadline: str) -> str:
-    """SQL: hours from the database's now() to `deadline`, negative once it has passed."""
-    return f"round((extract(epoch FROM {deadline} - now()) / 3600)::numeric, 1)"
+def hours_left(deadline: str, at: str = "now()") -> str:
+    """SQL: hours from `at` (SQL; the database's now() by default) to `deadline`, negative once
+    it has passed."""
+    return f"round((extract(epoch FROM {deadline} - {at}) / 3600)::numeric, 1)"
 
 
 def hours_left_column(panel: table.Panel) -> table.Panel:

@@ -33,8 +33,11 @@ def scope_variables() -> list[db.QueryVariable]:
 # The selection every drill-down panel applies: the time range and the variables.
 PERIOD = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
 DISTRICT = "$former_district::text"
-# As the arguments of kpi_*(since, until, unit, agency, former_district).
-SCOPE = f"{PERIOD}, $commune::text, $agency::text, {DISTRICT}"
+# The moment the KPIs are evaluated at (late, open, overdue): the range's end, or now when the
+# range runs on past it; a past period shows what it was at its end (docs/domain.md).
+AS_OF = "least($__timeTo()::timestamptz, now())"
+# As the arguments of kpi_*(since, until, unit, agency, former_district, as_of).
+SCOPE = f"{PERIOD}, $commune::text, $agency::text, {DISTRICT}, {AS_OF}"
 # As a filter on a *_facts view, the KPI functions' own rule: commune, agency, district...
 CHOSEN = f"""($commune::text IS NULL OR $commune::text IN (province_code, commune_code))
   AND ($agency::text IS NULL OR agency_code = $agency::text)

@@ -19,8 +19,8 @@ Only transitions are written, each with its value and threshold: evaluating twic
 `now` writes nothing the second time. A scope that has no value any more (no data in the
 window, a NULL rate) counts as false.
 
-Late / due soon / overdue inside the KPI functions compare with the database's now(); the
-window bounds come from `now`.
+The KPIs are read as of `now` (late, due soon, overdue, open as they stood then), and the
+window bounds come from it: evaluating a past `now` gives what that moment showed.
 """
 
 from __future__ import annotations

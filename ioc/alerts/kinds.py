@@ -4,10 +4,11 @@ AlertKind protocol (ioc/alerts/measurement.py) returning the Measurements of the
 at `now`. A new kind is a module with such a function plus its entry in KINDS (and its name
 and fields in rules.py `Kind`); `threshold` rules read the KPI functions (threshold.py).
 
-- due_soon: open dossiers (status 1, 2, 4, 5, 6) whose deadline is in [now, now + within):
-  the same boundaries as the `due_soon` KPI, so an open dossier is late, due soon or not yet
-  due, never two. Value: the count; `each agency` lists every agency with an open dossier (0
-  when none is due soon, so a resolved alert says 0).
+- due_soon: dossiers in process as of `now` (dossier_facts_at: status 1, 2, 4, 5, 6, or
+  finished after `now`) whose deadline is in [now, now + within): the same boundaries as the
+  `due_soon` KPI, so an open dossier is late, due soon or not yet due, never two. Value: the
+  count; `each agency` lists every agency with an open dossier (0 when none is due soon, so a
+  resolved alert says 0).
 - surge: field reports requested in the window (`last 1 hour`) against the usual count, the
   mean of the same window (same local time of day, settings.timezone) on each of the
   `baseline` previous days, days without reports counting 0. Value: the current count;
@@ -33,7 +34,6 @@ from ioc.alerts.measurement import AlertKind, Measurement
 from ioc.alerts.rules import Rule
 from ioc.alerts.threshold import threshold
 
-IN_PROCESS = (1, 2, 4, 5, 6)
 LOOKBACK = timedelta(days=35)  # how far back `each source` looks for sources in events
 
 # Scope -> (SQL of its key, label of the key in the scope string)
@@ -66,10 +66,10 @@ def due_soon(conn: psycopg.Connection, rule: Rule, now: datetime,
     key, where, params = _key(rule.scope)
     query = sql.SQL(
         "SELECT {key}, count(*) FILTER (WHERE due_at >= %(since)s AND due_at < %(until)s)"
-        " FROM dossiers WHERE status = ANY(%(open)s) AND {where} GROUP BY 1 ORDER BY 1"
+        " FROM dossier_facts_at(%(now)s) WHERE in_process AND {where} GROUP BY 1 ORDER BY 1"
     ).format(key=key, where=where)
     rows = conn.execute(query, {**params, "since": since, "until": until,
-                                "open": list(IN_PROCESS)}).fetchall()
+                                "now": now}).fetchall()
     counts = {k: Decimal(n) for k, n in rows}
     fixed = _fixed(rule.scope)
     if fixed is not None:

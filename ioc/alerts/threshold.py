@@ -1,5 +1,6 @@
 """The `threshold` kind (the default): a KPI of the catalogue, read through its SQL function
-(kpi_dossiers, kpi_documents, kpi_field_reports) over the rule's window, for each scope key.
+(kpi_dossiers, kpi_documents, kpi_field_reports) over the rule's window, for each scope key,
+as of `now` (late, overdue and open as they stand at the evaluation's time).
 One module like every kind, so the evaluator never tells the default kind apart.
 """
 
@@ -32,15 +33,16 @@ def threshold(conn: psycopg.Connection, rule: Rule, now: datetime,
         query = sql.SQL(
             "SELECT s.key, k.{col} FROM (SELECT DISTINCT {key} AS key FROM {table}"
             " WHERE anchor_at >= %(since)s AND anchor_at < %(until)s AND {key} <> '') s,"
-            " LATERAL {fn}(%(since)s, %(until)s, {unit}, {agency}) k ORDER BY s.key"
+            " LATERAL {fn}(%(since)s, %(until)s, {unit}, {agency}, NULL, %(now)s) k"
+            " ORDER BY s.key"
         ).format(col=col, key=key, table=sql.Identifier(table), fn=fn, unit=unit_arg,
                  agency=agency_arg)
         prefix = "agency" if scope.kind == "each_agency" else "commune"
-        rows = conn.execute(query, {"since": since, "until": until}).fetchall()
+        rows = conn.execute(query, {"since": since, "until": until, "now": now}).fetchall()
         return [Measurement(rule, f"{prefix}:{k}", _number(v)) for k, v in rows]
-    query = sql.SQL("SELECT k.{col} FROM {fn}(%(since)s, %(until)s, %(unit)s, %(agency)s) k"
-                    ).format(col=col, fn=fn)
-    params = {"since": since, "until": until,
+    query = sql.SQL("SELECT k.{col} FROM {fn}(%(since)s, %(until)s, %(unit)s, %(agency)s,"
+                    " NULL, %(now)s) k").format(col=col, fn=fn)
+    params = {"since": since, "until": until, "now": now,
               "unit": scope.code if scope.kind == "commune" else None,
               "agency": scope.code if scope.kind == "agency" else None}
     row = conn.execute(query, params).fetchone()

@@ -32,6 +32,7 @@ from ioc.api.guard import Guard
 from ioc.api.health import Readiness
 from ioc.api.ingest import ingest_body_limits, ingest_router
 from ioc.api.keyring import KeyRing
+from ioc.api.kpis import kpis_router
 from ioc.api.metrics import Metrics, RequestCounter
 from ioc.api.open311 import discovery_router, http_errors, open311_router
 from ioc.api.open311_updates import status_updates_router
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_errors)
     app.include_router(status_updates_router(settings, publisher))
     app.include_router(alerts_router(settings))
+    app.include_router(kpis_router(settings))
     app.include_router(ingest_router(settings, publisher))
     return app
 

@@ -238,26 +238,40 @@ def schema_openapi(
     console.print(f"wrote {out}")
 
 
+# `ioc kpis` times: local time, or with a zone (2026-10-31T17:00:00+07:00).
+WHEN_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z",
+                "%Y-%m-%d %H:%M:%S%z"]
+
+
 @app.command()
 def kpis(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     unit: Annotated[str | None, typer.Option(help="Province or commune/ward code.")] = None,
     agency: Annotated[str | None, typer.Option(help="Agency code.")] = None,
     since: Annotated[datetime | None, typer.Option(
-        help="Counted from (received/requested), local time unless a zone is given.")] = None,
-    until: Annotated[datetime | None, typer.Option(help="... up to, excluded.")] = None,
+        help="Counted from (received/requested), local time unless a zone is given.",
+        formats=WHEN_FORMATS)] = None,
+    until: Annotated[datetime | None, typer.Option(help="... up to, excluded.",
+                                                   formats=WHEN_FORMATS)] = None,
+    as_of: Annotated[datetime | None, typer.Option(
+        "--as-of", help="Evaluated as of this moment (late, open...); default: the period's "
+        "end when past, else now.", formats=WHEN_FORMATS)] = None,
 ) -> None:
     """Show the KPIs (the catalogue: ioc/core/kpis.py; definitions: docs/domain.md)."""
     import psycopg
 
+    from ioc.core.events import implausible
     from ioc.core.kpis import read_kpis
 
     settings = get_settings()
     local = ZoneInfo(settings.timezone)
-    since, until = (t.replace(tzinfo=local) if t and t.tzinfo is None else t
-                    for t in (since, until))
+    since, until, as_of = (t.replace(tzinfo=local) if t and t.tzinfo is None else t
+                           for t in (since, until, as_of))
+    if as_of is not None and (reason := implausible(as_of)):
+        raise fail(f"--as-of {as_of.isoformat()}: {reason}")
     try:
-        result = read_kpis(settings, since=since, until=until, unit=unit, agency=agency)
+        result = read_kpis(settings, since=since, until=until, unit=unit, agency=agency,
+                           as_of=as_of)
     except psycopg.OperationalError as exc:
         raise fail(f"cannot reach the database: {exc}") from None
     show_kpis(result, as_json)

@@ -144,16 +144,20 @@ def find(function: str, column: str) -> Kpi:
 
 
 def read_kpis(settings: Settings, since: datetime | None = None, until: datetime | None = None,
-              unit: str | None = None, agency: str | None = None) -> dict[str, dict[str, Any]]:
-    """{"dossiers": {...}, "documents": {...}, "field_reports": {...}} for the period and scope."""
+              unit: str | None = None, agency: str | None = None,
+              as_of: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """{"dossiers": {...}, "documents": {...}, "field_reports": {...}} for the period and scope,
+    as of `as_of`; without it, as of the period's end when that is past, else now (a closed
+    period's figures do not move as time passes: docs/domain.md, "As of a moment")."""
     params = {"since": since or "-infinity", "until": until or "infinity",
-              "unit": unit, "agency": agency}
+              "unit": unit, "agency": agency, "as_of": as_of}
     result: dict[str, dict[str, Any]] = {}
     with connect(settings, row_factory=dict_row) as conn:
         for name, function in FUNCTIONS.items():
             query = sql.SQL(
                 "SELECT * FROM {}(%(since)s::timestamptz, %(until)s::timestamptz,"
-                " %(unit)s::text, %(agency)s::text)"
+                " %(unit)s::text, %(agency)s::text, NULL::text,"
+                " coalesce(%(as_of)s::timestamptz, least(%(until)s::timestamptz, now())))"
             ).format(sql.Identifier(function))
             row = conn.execute(query, params).fetchone() or {}
             result[name] = {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()}

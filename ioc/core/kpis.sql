@@ -11,9 +11,16 @@
 --
 -- Periods are cohorts: an entity counts in the period of its anchor time (a dossier when it
 -- was received, a document when it was first seen, a field report when it was requested).
--- Late / due soon / overdue compare with now(): they change as time passes, without events.
 -- Every function selects the entities anchored in [since, until), in `unit` (a province or
 -- commune/ward code), of `agency` and `former_district`; NULL: no filter.
+--
+-- As of a moment: every KPI function takes `as_of` last (default now()) and counts the state
+-- at that moment (docs/domain.md, "As of a moment"): an entity anchored after it does not
+-- exist yet, a step taken after it (finished, refused, completed, resolved) is not taken yet,
+-- and late / due soon / overdue compare with it. A closed period asked as of its end gives
+-- the same figures every day after. The *_facts_at(as_of) functions give the rows with their
+-- flags as of `as_of`; as_of NULL there is the latest state with late against now(), which is
+-- what the *_facts views show (their time-invariant flags feed the hourly rollups).
 
 CREATE OR REPLACE FUNCTION ioc_due_soon_horizon() RETURNS interval LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT value::interval FROM ioc_settings WHERE key = 'due_soon_horizon'),
@@ -43,37 +50,71 @@ LANGUAGE sql STABLE AS $$
                 ELSE ioc_bad_group_by(group_by) END
 $$;
 
+-- Whether a step dated `at` of a row whose newest event is at `last_at` is taken as of
+-- `as_of`: the row as it stands holds when no event of it came after as_of (or as_of is NULL:
+-- the latest state); otherwise the step's date says, and a step without one counts as taken.
+CREATE OR REPLACE FUNCTION ioc_done_by(at timestamptz, as_of timestamptz, last_at timestamptz)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT as_of IS NULL OR last_at <= as_of OR at IS NULL OR at <= as_of
+$$;
+
 ---------------------------------------------------------------------------------------------
 -- Dossiers. One row per dossier with the flags the KPIs count: on time is finished (9, 10)
 -- by its due date; in process (1, 2, 4, 5, 6) is late past it, due soon within the
--- `due_soon_horizon` setting, else not yet due.
-CREATE OR REPLACE VIEW dossier_facts AS
+-- `due_soon_horizon` setting, else not yet due. As of a moment, a dossier finished (refused)
+-- after it was in process then.
+CREATE OR REPLACE FUNCTION dossier_facts_at(as_of timestamptz)
+RETURNS TABLE (dossier_code text, province_code text, commune_code text, agency_code text,
+               agency_name text, former_district_code text, procedure_code text,
+               procedure_name text, field_code text, status smallint, channel smallint,
+               submitted_at timestamptz, received_at timestamptz, due_at timestamptz,
+               finished_at timestamptz, returned_at timestamptz, refused_at timestamptz,
+               digitized boolean, fee_required boolean, paid_online boolean,
+               satisfaction text, complaint boolean, first_occurred_at timestamptz,
+               last_occurred_at timestamptz, events integer, stored_at timestamptz,
+               anchor_at timestamptz, to_handle boolean, finished boolean,
+               in_process boolean, late_finished boolean, late_in_process boolean,
+               due_soon boolean, online boolean, is_digitized boolean, has_fee boolean,
+               is_paid_online boolean, dissatisfied boolean)
+LANGUAGE sql STABLE AS $$
 SELECT d.dossier_code, d.province_code, d.commune_code, d.agency_code, d.agency_name,
        d.former_district_code, d.procedure_code, d.procedure_name, d.field_code, d.status,
        d.channel, d.submitted_at, d.received_at, d.due_at, d.finished_at, d.returned_at,
        d.refused_at, d.digitized, d.fee_required, d.paid_online, d.satisfaction, d.complaint,
        d.first_occurred_at, d.last_occurred_at, d.events, d.stored_at, d.anchor_at,
-       d.status NOT IN (3, 7, 8)                                    AS to_handle,
-       d.status IN (9, 10)                                          AS finished,
-       d.status IN (1, 2, 4, 5, 6)                                  AS in_process,
-       coalesce(d.status IN (9, 10) AND d.finished_at > d.due_at, false) AS late_finished,
-       coalesce(d.status IN (1, 2, 4, 5, 6) AND d.due_at < now(), false) AS late_in_process,
-       coalesce(d.status IN (1, 2, 4, 5, 6) AND d.due_at >= now()
-                AND d.due_at < now() + ioc_due_soon_horizon(), false)  AS due_soon,
+       NOT (d.status IN (7, 8) OR t.refused)                       AS to_handle,
+       t.finished,
+       a.in_process,
+       coalesce(t.finished AND d.finished_at > d.due_at, false)     AS late_finished,
+       coalesce(a.in_process AND d.due_at < t.clock, false)         AS late_in_process,
+       coalesce(a.in_process AND d.due_at >= t.clock
+                AND d.due_at < t.clock + ioc_due_soon_horizon(), false) AS due_soon,
        d.channel IS NOT DISTINCT FROM 2                             AS online,
        coalesce(d.digitized, false)                                 AS is_digitized,
        coalesce(d.fee_required, false)                              AS has_fee,
        coalesce(d.fee_required AND d.paid_online, false)            AS is_paid_online,
        coalesce(d.satisfaction = 'unsatisfied', false)
            OR coalesce(d.complaint, false)                          AS dissatisfied
-FROM dossiers d;
+FROM dossiers d,
+     LATERAL (SELECT coalesce(as_of, now()) AS clock,
+                     d.status IN (9, 10) AND ioc_done_by(d.finished_at, as_of,
+                                                         d.last_occurred_at) AS finished,
+                     d.status = 3 AND ioc_done_by(d.refused_at, as_of,
+                                                  d.last_occurred_at) AS refused) t,
+     LATERAL (SELECT d.status IN (1, 2, 4, 5, 6) OR d.status IN (9, 10) AND NOT t.finished
+                     OR d.status = 3 AND NOT t.refused AS in_process) a
+WHERE ioc_done_by(d.anchor_at, as_of, d.last_occurred_at)
+$$;
+
+CREATE OR REPLACE VIEW dossier_facts AS SELECT * FROM dossier_facts_at(NULL);
 
 -- The dossier KPIs per group of the selection, in one GROUP BY (`group_by`: 'agency',
 -- 'commune', 'procedure', or NULL for one group, the whole selection, no row when it is
 -- empty): the group's code, its name (agency or procedure groups) and every KPI.
 CREATE OR REPLACE FUNCTION kpi_dossiers_by(since timestamptz, until timestamptz, group_by text,
                                            unit text DEFAULT NULL, agency text DEFAULT NULL,
-                                           former_district text DEFAULT NULL)
+                                           former_district text DEFAULT NULL,
+                                           as_of timestamptz DEFAULT now())
 RETURNS TABLE (group_code text, group_name text,
                received bigint, to_handle bigint, finished bigint, finished_on_time bigint,
                finished_late bigint, in_process bigint, late_in_process bigint, due_soon bigint,
@@ -104,7 +145,7 @@ LANGUAGE sql STABLE AS $$
                                                      OR late_in_process)) AS dissatisfied_or_late
         FROM (SELECT ioc_group_key(group_by, agency_code, commune_code, procedure_code)
                      AS group_code, *
-              FROM dossier_facts
+              FROM dossier_facts_at(as_of)
               WHERE anchor_at >= since AND anchor_at < until
                 AND (unit IS NULL OR unit IN (province_code, commune_code))
                 AND (agency IS NULL OR agency_code = agency)
@@ -121,10 +162,12 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The selection's KPIs as one row: kpi_dossiers_by's single group, or zeros and no rates when
--- the selection is empty. The fifth argument has no default, so a call with four arguments or
--- fewer is never ambiguous.
-CREATE OR REPLACE FUNCTION kpi_dossiers(since timestamptz, until timestamptz, unit text,
-                                        agency text, former_district text)
+-- the selection is empty.
+CREATE OR REPLACE FUNCTION kpi_dossiers(since timestamptz DEFAULT '-infinity',
+                                        until timestamptz DEFAULT 'infinity',
+                                        unit text DEFAULT NULL, agency text DEFAULT NULL,
+                                        former_district text DEFAULT NULL,
+                                        as_of timestamptz DEFAULT now())
 RETURNS TABLE (received bigint, to_handle bigint, finished bigint, finished_on_time bigint,
                finished_late bigint, in_process bigint, late_in_process bigint, due_soon bigint,
                not_yet_due bigint, online bigint, digitized bigint, with_fee bigint,
@@ -140,19 +183,8 @@ LANGUAGE sql STABLE AS $$
            coalesce(k.dissatisfied_or_late, 0), k.on_time_rate, k.online_rate,
            k.digitized_rate, k.paid_online_rate, k.satisfaction_rate
     FROM (VALUES (1)) AS one
-    LEFT JOIN kpi_dossiers_by(since, until, NULL, unit, agency, former_district) k ON true
+    LEFT JOIN kpi_dossiers_by(since, until, NULL, unit, agency, former_district, as_of) k ON true
 $$;
-
-CREATE OR REPLACE FUNCTION kpi_dossiers(since timestamptz DEFAULT '-infinity',
-                                        until timestamptz DEFAULT 'infinity',
-                                        unit text DEFAULT NULL, agency text DEFAULT NULL)
-RETURNS TABLE (received bigint, to_handle bigint, finished bigint, finished_on_time bigint,
-               finished_late bigint, in_process bigint, late_in_process bigint, due_soon bigint,
-               not_yet_due bigint, online bigint, digitized bigint, with_fee bigint,
-               paid_online bigint, dissatisfied_or_late bigint,
-               on_time_rate numeric, online_rate numeric, digitized_rate numeric,
-               paid_online_rate numeric, satisfaction_rate numeric)
-LANGUAGE sql STABLE AS $$ SELECT * FROM kpi_dossiers(since, until, unit, agency, NULL::text) $$;
 
 ---------------------------------------------------------------------------------------------
 -- Documents. One row per document; one without a status message yet has arrived (01). A
@@ -160,7 +192,21 @@ LANGUAGE sql STABLE AS $$ SELECT * FROM kpi_dossiers(since, until, unit, agency,
 -- backlog until rejected (02), completed (06) or recalled (15), overdue past its deadline.
 -- An outgoing copy is signed when its attachments carry a signature that is not broken;
 -- unknown (not unsigned) without attachment bytes: the signed rate is over the known ones.
-CREATE OR REPLACE VIEW document_facts AS
+-- As of a moment, a copy completed (its first 06) after it, or whose newest status, rejected
+-- or recalled, came after it, was in the backlog then.
+CREATE OR REPLACE FUNCTION document_facts_at(as_of timestamptz)
+RETURNS TABLE (document_id text, province_code text, commune_code text, agency_code text,
+               agency_name text, former_district_code text, status text,
+               status_at timestamptz, direction text, signed boolean, deadline timestamptz,
+               document_type text, code_notation text, from_organ_id text, to_organ_id text,
+               attachment_count integer, attachment_bytes bigint, meta_at timestamptz,
+               completed_at timestamptz, first_occurred_at timestamptz,
+               last_occurred_at timestamptz, events integer, stored_at timestamptz,
+               anchor_at timestamptz, incoming boolean, outgoing boolean,
+               outgoing_signed boolean, completed boolean, completed_on_time boolean,
+               in_backlog boolean, overdue boolean, signature_intact boolean,
+               signed_at timestamptz, outgoing_signed_unknown boolean)
+LANGUAGE sql STABLE AS $$
 SELECT d.document_id, d.province_code, d.commune_code, d.agency_code, d.agency_name,
        d.former_district_code, d.status, d.status_at, d.direction, d.signed, d.deadline,
        d.document_type, d.code_notation, d.from_organ_id, d.to_organ_id, d.attachment_count,
@@ -170,22 +216,33 @@ SELECT d.document_id, d.province_code, d.commune_code, d.agency_code, d.agency_n
        d.direction = 'outgoing'                                     AS outgoing,
        coalesce(d.direction = 'outgoing' AND d.signed
                 AND d.signature_intact IS NOT FALSE, false)         AS outgoing_signed,
-       coalesce(d.status = '06', false)                             AS completed,
-       coalesce(d.status = '06' AND (d.deadline IS NULL OR d.completed_at <= d.deadline),
+       a.completed,
+       coalesce(a.completed AND (d.deadline IS NULL OR d.completed_at <= d.deadline),
                 false)                                              AS completed_on_time,
-       coalesce(d.direction = 'incoming', false)
-           AND coalesce(d.status, '01') NOT IN ('02', '06', '15')   AS in_backlog,
-       coalesce(d.direction = 'incoming', false)
-           AND coalesce(d.status, '01') NOT IN ('02', '06', '15')
-           AND coalesce(d.deadline < now(), false)                  AS overdue,
+       coalesce(d.direction = 'incoming', false) AND NOT a.left_backlog AS in_backlog,
+       coalesce(d.direction = 'incoming', false) AND NOT a.left_backlog
+           AND coalesce(d.deadline < a.clock, false)                AS overdue,
        d.signature_intact, d.signed_at,
        coalesce(d.direction = 'outgoing' AND d.signed IS NULL, false) AS outgoing_signed_unknown
-FROM documents d;
+FROM documents d,
+     LATERAL (SELECT coalesce(as_of, now()) AS clock,
+                     coalesce(d.status = '06' AND ioc_done_by(d.completed_at, as_of,
+                                                              d.last_occurred_at), false)
+                         AS completed,
+                     coalesce(d.status IN ('02', '15') AND ioc_done_by(d.status_at, as_of,
+                                                                       d.last_occurred_at),
+                              false) AS rejected_or_recalled) t,
+     LATERAL (SELECT t.clock, t.completed, t.completed OR t.rejected_or_recalled AS left_backlog) a
+WHERE ioc_done_by(d.anchor_at, as_of, d.last_occurred_at)
+$$;
+
+CREATE OR REPLACE VIEW document_facts AS SELECT * FROM document_facts_at(NULL);
 
 -- Per group of documents ('agency', 'commune' or NULL), as kpi_dossiers_by.
 CREATE OR REPLACE FUNCTION kpi_documents_by(since timestamptz, until timestamptz, group_by text,
                                             unit text DEFAULT NULL, agency text DEFAULT NULL,
-                                            former_district text DEFAULT NULL)
+                                            former_district text DEFAULT NULL,
+                                            as_of timestamptz DEFAULT now())
 RETURNS TABLE (group_code text, group_name text,
                documents bigint, incoming bigint, outgoing bigint, outgoing_signed bigint,
                outgoing_signed_unknown bigint,
@@ -205,7 +262,7 @@ LANGUAGE sql STABLE AS $$
                count(*) FILTER (WHERE in_backlog)         AS backlog,
                count(*) FILTER (WHERE overdue)            AS backlog_overdue
         FROM (SELECT ioc_group_key(group_by, agency_code, commune_code) AS group_code, *
-              FROM document_facts
+              FROM document_facts_at(as_of)
               WHERE anchor_at >= since AND anchor_at < until
                 AND (unit IS NULL OR unit IN (province_code, commune_code))
                 AND (agency IS NULL OR agency_code = agency)
@@ -217,8 +274,11 @@ LANGUAGE sql STABLE AS $$
     FROM c
 $$;
 
-CREATE OR REPLACE FUNCTION kpi_documents(since timestamptz, until timestamptz, unit text,
-                                         agency text, former_district text)
+CREATE OR REPLACE FUNCTION kpi_documents(since timestamptz DEFAULT '-infinity',
+                                         until timestamptz DEFAULT 'infinity',
+                                         unit text DEFAULT NULL, agency text DEFAULT NULL,
+                                         former_district text DEFAULT NULL,
+                                         as_of timestamptz DEFAULT now())
 RETURNS TABLE (documents bigint, incoming bigint, outgoing bigint, outgoing_signed bigint,
                outgoing_signed_unknown bigint,
                completed bigint, completed_on_time bigint, backlog bigint, backlog_overdue bigint,
@@ -230,39 +290,58 @@ LANGUAGE sql STABLE AS $$
            coalesce(k.completed_on_time, 0), coalesce(k.backlog, 0),
            coalesce(k.backlog_overdue, 0), k.signed_rate, k.on_time_rate
     FROM (VALUES (1)) AS one
-    LEFT JOIN kpi_documents_by(since, until, NULL, unit, agency, former_district) k ON true
+    LEFT JOIN kpi_documents_by(since, until, NULL, unit, agency, former_district, as_of) k ON true
 $$;
-
-CREATE OR REPLACE FUNCTION kpi_documents(since timestamptz DEFAULT '-infinity',
-                                         until timestamptz DEFAULT 'infinity',
-                                         unit text DEFAULT NULL, agency text DEFAULT NULL)
-RETURNS TABLE (documents bigint, incoming bigint, outgoing bigint, outgoing_signed bigint,
-               outgoing_signed_unknown bigint,
-               completed bigint, completed_on_time bigint, backlog bigint, backlog_overdue bigint,
-               signed_rate numeric, on_time_rate numeric)
-LANGUAGE sql STABLE AS $$ SELECT * FROM kpi_documents(since, until, unit, agency, NULL::text) $$;
 
 ---------------------------------------------------------------------------------------------
 -- Field reports. One row per report (its free text stays out: no dashboard shows it); an open
 -- report is overdue past its expected time; resolving takes from the request to the update
--- that fixed or closed it.
-CREATE OR REPLACE VIEW field_report_facts AS
+-- that fixed or closed it. As of a moment, a report resolved (marked duplicate) after it was
+-- open then.
+CREATE OR REPLACE FUNCTION field_report_facts_at(as_of timestamptz)
+RETURNS TABLE (service_request_id text, province_code text, commune_code text,
+               agency_code text, agency_name text, former_district_code text,
+               service_code text, service_name text, service_group text, status text,
+               lat double precision, long double precision, requested_datetime timestamptz,
+               updated_datetime timestamptz, expected_datetime timestamptz,
+               resolved_at timestamptz, first_occurred_at timestamptz,
+               last_occurred_at timestamptz, events integer, stored_at timestamptz,
+               anchor_at timestamptz, is_open boolean, resolved boolean,
+               is_duplicate boolean, overdue boolean, resolve_seconds numeric)
+LANGUAGE sql STABLE AS $$
 SELECT r.service_request_id, r.province_code, r.commune_code, r.agency_code, r.agency_name,
        r.former_district_code, r.service_code, r.service_name, r.service_group, r.status,
        r.lat, r.long, r.requested_datetime, r.updated_datetime, r.expected_datetime,
        r.resolved_at, r.first_occurred_at, r.last_occurred_at, r.events, r.stored_at,
        r.anchor_at,
-       r.status IN ('open', 'investigating', 'in_progress')        AS is_open,
-       r.status IN ('fixed', 'closed')                             AS resolved,
-       r.status = 'duplicate'                                      AS is_duplicate,
-       coalesce(r.status IN ('open', 'investigating', 'in_progress')
-                AND r.expected_datetime < now(), false)            AS overdue,
-       CASE WHEN r.status IN ('fixed', 'closed')
+       a.is_open,
+       a.resolved,
+       a.is_duplicate,
+       coalesce(a.is_open AND r.expected_datetime < a.clock, false) AS overdue,
+       CASE WHEN a.resolved
             THEN extract(epoch FROM r.resolved_at - r.requested_datetime) END AS resolve_seconds
-FROM field_reports r;
+FROM field_reports r,
+     LATERAL (SELECT coalesce(as_of, now()) AS clock,
+                     r.status IN ('fixed', 'closed') AND ioc_done_by(r.resolved_at, as_of,
+                                                                     r.last_occurred_at)
+                         AS resolved,
+                     r.status = 'duplicate' AND ioc_done_by(r.updated_datetime, as_of,
+                                                            r.last_occurred_at)
+                         AS is_duplicate) s,
+     LATERAL (SELECT s.clock, s.resolved, s.is_duplicate,
+                     r.status IN ('open', 'investigating', 'in_progress', 'fixed', 'closed',
+                                  'duplicate') AND NOT s.resolved AND NOT s.is_duplicate
+                         AS is_open) a
+WHERE ioc_done_by(r.anchor_at, as_of, r.last_occurred_at)
+$$;
 
-CREATE OR REPLACE FUNCTION kpi_field_reports(since timestamptz, until timestamptz, unit text,
-                                             agency text, former_district text)
+CREATE OR REPLACE VIEW field_report_facts AS SELECT * FROM field_report_facts_at(NULL);
+
+CREATE OR REPLACE FUNCTION kpi_field_reports(since timestamptz DEFAULT '-infinity',
+                                             until timestamptz DEFAULT 'infinity',
+                                             unit text DEFAULT NULL, agency text DEFAULT NULL,
+                                             former_district text DEFAULT NULL,
+                                             as_of timestamptz DEFAULT now())
 RETURNS TABLE (reports bigint, open bigint, resolved bigint, duplicate bigint, overdue bigint,
                median_hours_to_resolve numeric)
 LANGUAGE sql STABLE AS $$
@@ -273,29 +352,20 @@ LANGUAGE sql STABLE AS $$
            count(*) FILTER (WHERE overdue),
            round((percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_seconds)
                   / 3600)::numeric, 2)
-    FROM field_report_facts
+    FROM field_report_facts_at(as_of)
     WHERE anchor_at >= since AND anchor_at < until
       AND (unit IS NULL OR unit IN (province_code, commune_code))
       AND (agency IS NULL OR agency_code = agency)
       AND (former_district IS NULL OR former_district_code = former_district)
 $$;
 
-CREATE OR REPLACE FUNCTION kpi_field_reports(since timestamptz DEFAULT '-infinity',
-                                             until timestamptz DEFAULT 'infinity',
-                                             unit text DEFAULT NULL, agency text DEFAULT NULL)
-RETURNS TABLE (reports bigint, open bigint, resolved bigint, duplicate bigint, overdue bigint,
-               median_hours_to_resolve numeric)
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM kpi_field_reports(since, until, unit, agency, NULL::text)
-$$;
-
 ---------------------------------------------------------------------------------------------
--- The whole province, all time: what the wall's big numbers start from.
+-- The whole province, all time, as of now.
 CREATE OR REPLACE VIEW kpi_dossiers AS SELECT * FROM kpi_dossiers();
 CREATE OR REPLACE VIEW kpi_documents AS SELECT * FROM kpi_documents();
 CREATE OR REPLACE VIEW kpi_field_reports AS SELECT * FROM kpi_field_reports();
 
--- Per agency, all time (ioc/embedded/wall.py).
+-- Per agency, all time, as of now (the wall reads kpi_dossiers_by as of its own moment).
 CREATE OR REPLACE VIEW kpi_dossiers_by_agency AS
 SELECT group_code AS agency_code, received, to_handle, finished, finished_on_time,
        finished_late, in_process, late_in_process, due_soon, not_yet_due, online, digitized,
@@ -320,7 +390,8 @@ $$;
 CREATE OR REPLACE FUNCTION kpi_ranking(since timestamptz, until timestamptz, group_by text,
                                        unit text, on_time_target numeric,
                                        digitized_target numeric, online_target numeric,
-                                       satisfaction_target numeric)
+                                       satisfaction_target numeric,
+                                       as_of timestamptz DEFAULT now())
 RETURNS TABLE (rank bigint, group_code text, group_name text, received bigint,
                to_handle bigint, on_time_rate numeric, digitized_rate numeric,
                online_rate numeric, satisfaction_rate numeric, progress_points numeric,
@@ -334,7 +405,7 @@ LANGUAGE sql STABLE AS $$
                ioc_766_points(k.digitized_rate, digitized_target, 22)       AS digitization_points,
                ioc_766_points(k.online_rate, online_target, 22)             AS online_points,
                ioc_766_points(k.satisfaction_rate, satisfaction_target, 18) AS satisfaction_points
-        FROM kpi_dossiers_by(since, until, group_by, unit) k
+        FROM kpi_dossiers_by(since, until, group_by, unit, as_of => as_of) k
         WHERE k.group_code <> ''  -- dossiers of province-level agencies have no commune
     ), t AS (
         SELECT p.*, coalesce(p.progress_points, 0) + coalesce(p.digitization_points, 0)
@@ -353,7 +424,8 @@ CREATE OR REPLACE FUNCTION kpi_agency_ranking(since timestamptz DEFAULT '-infini
                                               on_time_target numeric DEFAULT 99,
                                               digitized_target numeric DEFAULT 90,
                                               online_target numeric DEFAULT 80,
-                                              satisfaction_target numeric DEFAULT 95)
+                                              satisfaction_target numeric DEFAULT 95,
+                                              as_of timestamptz DEFAULT now())
 RETURNS TABLE (rank bigint, agency_code text, agency_name text, received bigint,
                to_handle bigint, on_time_rate numeric, digitized_rate numeric,
                online_rate numeric, satisfaction_rate numeric, progress_points numeric,
@@ -361,7 +433,7 @@ RETURNS TABLE (rank bigint, agency_code text, agency_name text, received bigint,
                satisfaction_points numeric, total_points numeric)
 LANGUAGE sql STABLE AS $$
     SELECT * FROM kpi_ranking(since, until, 'agency', unit, on_time_target, digitized_target,
-                              online_target, satisfaction_target)
+                              online_target, satisfaction_target, as_of)
 $$;
 
 -- Per commune/ward (dossiers with a commune code).
@@ -370,7 +442,8 @@ CREATE OR REPLACE FUNCTION kpi_commune_ranking(since timestamptz DEFAULT '-infin
                                                on_time_target numeric DEFAULT 99,
                                                digitized_target numeric DEFAULT 90,
                                                online_target numeric DEFAULT 80,
-                                               satisfaction_target numeric DEFAULT 95)
+                                               satisfaction_target numeric DEFAULT 95,
+                                               as_of timestamptz DEFAULT now())
 RETURNS TABLE (rank bigint, commune_code text, received bigint, to_handle bigint,
                on_time_rate numeric, digitized_rate numeric, online_rate numeric,
                satisfaction_rate numeric, progress_points numeric,
@@ -381,7 +454,7 @@ LANGUAGE sql STABLE AS $$
            satisfaction_rate, progress_points, digitization_points, online_points,
            satisfaction_points, total_points
     FROM kpi_ranking(since, until, 'commune', NULL, on_time_target, digitized_target,
-                     online_target, satisfaction_target)
+                     online_target, satisfaction_target, as_of)
 $$;
 
 ---------------------------------------------------------------------------------------------

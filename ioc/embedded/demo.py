@@ -35,8 +35,11 @@ class Wall:
             return None
 
     async def refresh(self) -> WallData:
+        """The wall as of the simulator's clock: while it replays history, dossiers it has not
+        finished yet are not late against the real clock."""
         self.running.supervise()
-        data = await asyncio.to_thread(read_wall, self.settings, await self.lag())
+        clock = self.stats.clock if self.stats else None
+        data = await asyncio.to_thread(read_wall, self.settings, await self.lag(), as_of=clock)
         now = time.monotonic()
         if self.last is not None:
             seconds = max(now - self._published[1], 1e-6)

@@ -1,11 +1,12 @@
 """The terminal wall of `ioc demo`: what the IOC room's screens show, refreshed each second.
 
-Reads only the KPI functions and views (the same the dashboards read), never raw events, names
-them by the KPI catalogue, and shows no personal data (there is none in the database to show).
+Reads only the KPI functions (the same the dashboards read), never raw events, names them by
+the KPI catalogue, and shows no personal data (there is none in the database to show). It shows
+the KPIs as of a moment: now, or the simulator's clock while `ioc demo` replays history.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,20 +20,20 @@ from ioc.core.kpis import KPIS, read_kpis
 from ioc.core.settings import Settings
 
 WORST_AGENCIES = """
-SELECT k.agency_code, d.agency_name, k.to_handle, k.on_time_rate, k.online_rate,
+SELECT k.group_code AS agency_code, d.agency_name, k.to_handle, k.on_time_rate, k.online_rate,
        k.late_in_process, k.due_soon
-FROM kpi_dossiers_by_agency k
+FROM kpi_dossiers_by('-infinity', 'infinity', 'agency', as_of => %(as_of)s) k
 JOIN (SELECT agency_code, max(agency_name) AS agency_name FROM dossiers GROUP BY 1) d
-     USING (agency_code)
+     ON d.agency_code = k.group_code
 WHERE k.to_handle > 0
 ORDER BY k.on_time_rate NULLS LAST, k.online_rate NULLS LAST
-LIMIT %s
+LIMIT %(rows)s
 """
 OPEN_REPORTS = """
 SELECT coalesce(service_group, service_code) AS category, count(*) FILTER (WHERE is_open) AS open,
        count(*) FILTER (WHERE overdue) AS overdue
-FROM field_report_facts GROUP BY 1 HAVING count(*) FILTER (WHERE is_open) > 0
-ORDER BY 2 DESC LIMIT %s
+FROM field_report_facts_at(%(as_of)s) GROUP BY 1 HAVING count(*) FILTER (WHERE is_open) > 0
+ORDER BY 2 DESC LIMIT %(rows)s
 """
 AGENCY_COLUMNS = ("dossiers.to_handle", "dossiers.on_time_rate", "dossiers.online_rate",
                   "dossiers.late_in_process", "dossiers.due_soon")
@@ -55,14 +56,18 @@ class WallData:
     notes: list[str] = field(default_factory=list)
 
 
-def read_wall(settings: Settings, lag: int | None, rows: int = 6) -> WallData:
-    kpis = read_kpis(settings)
+def read_wall(settings: Settings, lag: int | None, rows: int = 6,
+              as_of: datetime | None = None) -> WallData:
+    """All time, as of `as_of` (default: now)."""
+    at = (as_of or datetime.now(UTC)).astimezone(ZoneInfo(settings.timezone))
+    kpis = read_kpis(settings, as_of=at)
+    params = {"as_of": at, "rows": rows}
     with connect(settings, row_factory=dict_row) as conn:
-        agencies = conn.execute(WORST_AGENCIES, (rows,)).fetchall()
-        reports = conn.execute(OPEN_REPORTS, (rows,)).fetchall()
+        agencies = conn.execute(WORST_AGENCIES, params).fetchall()
+        reports = conn.execute(OPEN_REPORTS, params).fetchall()
         stored = conn.execute(STORED).fetchone()
-    return WallData(at=datetime.now(ZoneInfo(settings.timezone)), kpis=kpis, agencies=agencies,
-                    reports=reports, stored=int(stored["stored"]) if stored else 0, lag=lag)
+    return WallData(at=at, kpis=kpis, agencies=agencies, reports=reports,
+                    stored=int(stored["stored"]) if stored else 0, lag=lag)
 
 
 def _tile(title: str, value: str, caption: str = "") -> Panel:

@@ -99,7 +99,9 @@ def assert_same_definitions(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     migrate(new)
     after = definitions(existing)
     assert after == definitions(new)
-    assert "-- on time" in after["functions"][by_group]  # kpis.sql's body replaced the old one
+    assert by_group not in after["functions"]  # 0023 dropped it for the one with as_of
+    as_of = by_group.replace(")", ", as_of timestamp with time zone)")
+    assert "-- on time" in after["functions"][as_of]  # kpis.sql's body replaced the old one
 
 
 def test_existing_and_fresh_databases_end_alike_on_postgresql(
@@ -149,9 +151,9 @@ def parameters(settings: Settings, *functions: str) -> list[tuple[str, int, str,
 def test_catalogue_is_every_result_column_of_the_kpi_functions(catalogued: Settings) -> None:
     from ioc.core.kpis import CATALOGUE
 
-    found = {(function, name): kind  # the result columns of the four-argument functions
+    found = {(function, name): kind  # the result columns of the functions
              for function, inputs, name, mode, kind, _ in parameters(catalogued, *FUNCTIONS)
-             if mode == "OUT" and inputs == 4}
+             if mode == "OUT" and inputs == 6}
     assert {function for function, _ in found} == set(FUNCTIONS)
     assert {(k.function, k.column): SQL_TYPES[k.unit] for k in CATALOGUE} == found
     assert all(k.name == f"{k.function.removeprefix('kpi_')}.{k.column}" for k in CATALOGUE)

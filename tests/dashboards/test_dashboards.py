@@ -130,7 +130,7 @@ def test_wall_settings_titles_and_no_personal_data(board: Board) -> None:
     for sql in queries(board):
         sources = set(re.findall(r"\bFROM\s+(\w+)", sql))
         assert sources <= {"kpi_dossiers", "kpi_documents", "kpi_field_reports", "rollup_hour",
-                           "field_report_facts"}  # the map: codes, category, status, place
+                           "field_report_facts_at"}  # the map: codes, category, status, place
     online = next(p for p in board["panels"] if p["title"] == "Tỷ lệ nộp trực tuyến")
     steps = online["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert steps[-1] == {"color": "green", "value": 80}

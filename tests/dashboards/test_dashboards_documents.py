@@ -102,7 +102,7 @@ def test_settings_titles_and_metadata_only(board: Board) -> None:
     for sql in queries(board):
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
         assert sources <= {"kpi_documents", "kpi_documents_by", "document_facts", "rollup_hour",
-                           "b"}, sql
+                           "document_facts_at", "b"}, sql
     panels = {p["title"]: p for p in board["panels"]}
     assert panels[DURATIONS]["type"] == "barchart"
     assert panels[DURATIONS]["options"]["xField"] == "Thời gian"
@@ -111,7 +111,7 @@ def test_settings_titles_and_metadata_only(board: Board) -> None:
     listed = re.sub(r"'[^']*'|\"[^\"]*\"", "", sql.split("FROM document_facts")[0])
     assert set(re.findall(r"\b[a-z_]+\b", listed)) == {
         "document_id", "code_notation", "agency_code", "agency_name", "deadline", "status",
-        "coalesce", "round", "extract", "epoch", "now", "numeric"}
+        "coalesce", "round", "extract", "epoch", "now", "numeric", "least", "timestamptz"}
     assert re.search(r"ORDER BY deadline, document_id\nLIMIT 50$", sql)
     assert_hours_left_coloured(panels[LATE_LIST], LIST_COLUMNS[-1])
 

@@ -89,14 +89,15 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
                                                      PROCEDURE_TABLE, PER_DAY, LATE_LIST}
     for sql in queries(board):
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
-        assert sources <= {"kpi_dossiers", "kpi_dossiers_by", "dossier_facts", "rollup_hour"}, sql
+        assert sources <= {"kpi_dossiers", "kpi_dossiers_by", "dossier_facts", "dossier_facts_at",
+                           "rollup_hour"}, sql
     late = next(p for p in board["panels"] if p["title"] == LATE_LIST)
     sql = late["targets"][0]["rawSql"]
     # Codes, agency and dates only: the select list reads no other column.
     listed = re.sub(r"'[^']*'|\"[^\"]*\"", "", sql.split("FROM dossier_facts")[0])
     assert set(re.findall(r"\b[a-z_]+\b", listed)) == {
         "dossier_code", "procedure_code", "agency_code", "agency_name", "due_at",
-        "late_in_process", "round", "extract", "epoch", "now", "numeric"}
+        "late_in_process", "round", "extract", "epoch", "now", "numeric", "least", "timestamptz"}
     assert re.search(r"ORDER BY due_at\b.*\nLIMIT 50$", sql)
     assert late["type"] == "table"
 

@@ -124,7 +124,8 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
                              if v["type"] == "query"]
     for sql in sqls:
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
-        assert sources <= {"field_report_facts", "field_reports", "dossiers", "b", "x",
+        assert sources <= {"field_report_facts", "field_report_facts_at", "field_reports",
+                           "dossiers", "b", "x",
                            "ioc_communes", "ioc_agencies"}, sql
         assert not identifiers(sql) & PERSONAL, sql
     assert identifiers("SELECT email, \"a\" FROM t WHERE x = 'phone'") & PERSONAL == {"email"}
@@ -147,7 +148,7 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
                           "commune_code", "agency_code", "expected_datetime", "lat", "long",
                           "requested_datetime",
                           "latitude", "longitude", "coalesce", "round", "extract", "epoch",
-                          "from", "now", "numeric"}, title
+                          "from", "now", "numeric", "least", "__timeto", "timestamptz"}, title
 
 
 # --- ground truth -------------------------------------------------------------------------

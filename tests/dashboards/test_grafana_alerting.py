@@ -193,18 +193,20 @@ def window(r: Rule, at: datetime) -> tuple[datetime, datetime]:
 
 
 def truth(sc: scenario.Scenario, r: Rule, at: datetime) -> dict[str | None, float | int]:
-    """Scope key (None for one value) -> the KPI from the ground truth, None values left out."""
+    """Scope key (None for one value) -> the KPI from the ground truth as of `at`, None values
+    left out."""
     family, key = r.metric.split(".")
     since, until = window(r, at)
+    then = sc.as_of(at)
 
     def part(commune: str | None = None, agency: str | None = None) -> scenario.Scenario:
         def keep(item: Any, anchor: datetime) -> bool:
             return (since <= anchor < until and (commune is None or item.commune == commune)
                     and (agency is None or item.agency == agency))
         return scenario.Scenario(
-            now=sc.now, dossiers=[d for d in sc.dossiers if keep(d, d.received_at)],
-            documents=[d for d in sc.documents if keep(d, d.created_at)],
-            reports=[x for x in sc.reports if keep(x, x.requested_at)])
+            now=at, dossiers=[d for d in then.dossiers if keep(d, d.received_at)],
+            documents=[d for d in then.documents if keep(d, d.created_at)],
+            reports=[x for x in then.reports if keep(x, x.requested_at)])
 
     def kpi(s: scenario.Scenario) -> Any:
         return {"dossiers": s.expected_dossier_kpis, "documents": s.expected_document_kpis,
@@ -245,13 +247,14 @@ def received_that_day(sc: scenario.Scenario, at: datetime, tz: ZoneInfo) -> int:
 
 def moments(sc: scenario.Scenario) -> list[datetime]:
     """Evaluation moments: one in the middle of the data; one where a calendar day cut in
-    another time zone (UTC, Tokyo) holds another number of dossiers than Vietnam's day."""
+    another time zone (UTC, Tokyo) holds another number of dossiers than Vietnam's day; one
+    near the end (the KPIs are as of each moment)."""
     others = (ZoneInfo("UTC"), ZoneInfo("Asia/Tokyo"))
     telling = next(at for at in sorted(d.received_at + timedelta(seconds=30) for d in sc.dossiers)
                    if all(received_that_day(sc, at, tz) != received_that_day(sc, at, VIETNAM)
                           for tz in others))
     return [sc.now - timedelta(days=9, hours=3, minutes=7, seconds=11, microseconds=250_000),
-            telling]
+            telling, sc.now - timedelta(hours=1, minutes=3, seconds=5)]
 
 
 def run_rules(settings: Settings, sc: scenario.Scenario) -> None:
@@ -334,8 +337,9 @@ def run_kinds(settings: Settings, sc: scenario.Scenario) -> None:
 
 def due_soon(sc: scenario.Scenario, r: Rule, at: datetime,
              within: timedelta) -> dict[str | None, int]:
-    """Open dossiers due in [at, at + within), per key of every open dossier (ground truth)."""
-    open_ = [d for d in sc.dossiers if d.in_process]
+    """Dossiers open at `at` due in [at, at + within), per key of every open dossier (ground
+    truth)."""
+    open_ = [d for d in sc.as_of(at).dossiers if d.in_process]
     assert open_
 
     def count(ds: list[scenario.Dossier]) -> int:

@@ -9,7 +9,7 @@ import json
 import random
 import statistics
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -125,6 +125,26 @@ class Scenario:
             dossiers=[d for d in self.dossiers if keep(d, d.received_at)],
             documents=[d for d in self.documents if keep(d, d.created_at)],
             reports=[r for r in self.reports if keep(r, r.requested_at)],
+        )
+
+    def as_of(self, at: datetime) -> "Scenario":
+        """The province as it stood at `at` (docs/domain.md, "As of a moment"): what was not
+        received, seen or requested yet left out; a dossier finished later in process, a
+        document's statuses after `at` undone, a report updated later still open."""
+        def dossier(d: Dossier) -> Dossier:
+            if d.finished and d.finished_at is not None and d.finished_at > at:
+                return replace(d, status=4, finished_at=None)
+            return d
+
+        def report(r: Report) -> Report:
+            return replace(r, status="open") if r.updated_at > at else r
+
+        return Scenario(
+            now=at,
+            dossiers=[dossier(d) for d in self.dossiers if d.received_at <= at],
+            documents=[replace(d, statuses=[(s, t) for s, t in d.statuses if t <= at])
+                       for d in self.documents if d.created_at <= at],
+            reports=[report(r) for r in self.reports if r.requested_at <= at],
         )
 
     # --- expected KPIs, straight from the ground truth --------------------------------
