@@ -122,7 +122,9 @@ def measure(settings: Settings, repeat: int, budget: float, only: str = "") -> l
     results = []
     with connect(settings, autocommit=True) as conn:
         backend = psutil.Process(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
-        for path in sorted((ROOT / "dashboards" / "json").glob(f"*{only}*.json")):
+        for path in sorted((ROOT / "dashboards" / "json").glob("*.json")):
+            if only not in path.stem:
+                continue
             board = json.loads(path.read_text(encoding="utf-8"))
             variables = {v["name"]: variable(v)
                          for v in board.get("templating", {}).get("list", [])}
