@@ -123,12 +123,15 @@ SELECT time_bucket(interval '{width}', anchor_at), '{kind}', province_code, comm
 FROM {kind}_metrics GROUP BY 1, 3, 4, 5, 6 HAVING sum(value) <> 0
 """
 COUNTS = """
-INSERT INTO {table} (bucket, kind, source, province_code, commune_code, agency_code, events)
-SELECT time_bucket(interval '{width}', occurred_at), kind, source, province_code,
-       commune_code, agency_code, count(*)
-FROM events GROUP BY 1, 2, 3, 4, 5, 6
+INSERT INTO {table} (bucket, {by}, events)
+SELECT time_bucket(interval '{width}', occurred_at), {by}, count(*)
+FROM events GROUP BY 1, {by}
 """
-
+PLACE = "kind, source, province_code, commune_code, agency_code"
+# The worker's count tables on plain PostgreSQL (streams/store.py, COUNT_TABLES).
+COUNT_TABLES = (("event_counts_minute", "1 minute", PLACE), ("event_counts_hour", "1 hour", PLACE),
+                ("kind_counts_minute", "1 minute", "kind, source"),
+                ("kind_counts_hour", "1 hour", "kind, source"))
 
 
 def plan(events: int) -> dict[str, tuple[int, int, int]]:
@@ -168,8 +171,9 @@ def load(settings: Settings, events: int, days: int, chunk: int = 250_000) -> di
         for kind in KINDS:
             for rollup, width in rollups.items():
                 conn.execute(ROLLUP.format(rollup=rollup, width=width, kind=kind))
-        for table, width in (("event_counts_minute", "1 minute"), ("event_counts_hour", "1 hour")):
-            conn.execute(COUNTS.format(table=table, width=width))
+        for table, width, by in COUNT_TABLES:
+            if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:
+                conn.execute(COUNTS.format(table=table, width=width, by=by))
         conn.execute("INSERT INTO worker_status (instance_id, started_at, heartbeat_at, counters)"
                      " VALUES ('bench-1', now() - interval '1 day', now(),"
                      " '{\"dead_letters\": {\"ioc.dossiers\": 12}}')")
@@ -181,6 +185,6 @@ def load(settings: Settings, events: int, days: int, chunk: int = 250_000) -> di
             " WHERE nspname = %s AND relkind = 'r'", (settings.database_schema,)).fetchall())
         rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                 for t in ("events", "dossiers", "documents", "field_reports", *rollups,
-                          "event_counts_minute")}
+                          *(t for t, _, _ in COUNT_TABLES))}
     return {"seconds": round(time.monotonic() - started), "rows": rows,
             "mb": {t: round(b / 2**20) for t, b in sizes.items() if b > 2**20}}

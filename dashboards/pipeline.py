@@ -1,10 +1,11 @@
 """Pipeline health: is the stream flowing, are the workers and connectors alive, what was refused?
 
-Event counts come from `event_counts_minute` and `event_counts_hour` (ioc/core/migrations/
-0002_timeseries.*.sql: tables the worker keeps on plain PostgreSQL, real-time continuous
-aggregates on TimescaleDB), bucketed by the events' `occurred_at`, through `event_counts`
-(migration 0017): the minutes of the time range, the whole hours read from the hourly counts
-when the panel's buckets are whole hours (long ranges: 60 times fewer rows, the same sums).
+Event counts come from `kind_counts_minute` and `kind_counts_hour` (ioc/core/migrations/
+0025_kind_counts.*.sql: counts per kind and source only, tables the worker keeps on plain
+PostgreSQL, real-time continuous aggregates on TimescaleDB), bucketed by the events'
+`occurred_at`, through `event_counts` (migrations 0017, 0025): the minutes of the time range,
+the whole hours read from the hourly counts when the panel's buckets are whole hours (long
+ranges: 60 times fewer rows, the same sums).
 Rates are events per minute averaged over Grafana's `$__interval` (at least one minute).
 Workers come from `worker_status` (the heartbeat each worker writes, streams/status.py); a
 worker counts as alive while its heartbeat is younger than 15 s (the API's `heartbeat_limit`
@@ -56,8 +57,8 @@ PLACE = "Phân vùng/offset trên chủ đề thư lỗi"
 HEALTH_COLORS = {"ok": "green", "degraded": "orange", "silent": "orange", "stopped": "red"}
 
 
-# The minute counts of the time range, `event_counts` (migration 0017): whole hours from
-# `event_counts_hour` when the buckets are whole hours (or for a total), the same sums.
+# The minute counts of the time range, `event_counts` (migrations 0017, 0025): whole hours
+# from `kind_counts_hour` when the buckets are whole hours (or for a total), the same sums.
 RANGE = "$__timeFrom()::timestamptz, $__timeTo()::timestamptz"
 COUNTED = f"event_counts({RANGE}, $__interval_ms % 3600000 = 0)"
 

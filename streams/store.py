@@ -31,17 +31,20 @@ ON CONFLICT DO NOTHING
 RETURNING event_id, occurred_at, kind, source, province_code, commune_code, agency_code
 """
 
-# Where TimescaleDB is absent, event counts are tables this statement keeps (else caggs).
+# Where TimescaleDB is absent, event counts are tables this statement keeps (else caggs):
+# table, bucket width, what it counts by besides the bucket.
+PLACE = ("kind", "source", "province_code", "commune_code", "agency_code")
+COUNT_TABLES = (("event_counts_minute", "1 minute", PLACE), ("event_counts_hour", "1 hour", PLACE),
+                ("kind_counts_minute", "1 minute", PLACE[:2]),
+                ("kind_counts_hour", "1 hour", PLACE[:2]))
 COUNT_EVENTS = """
-INSERT INTO {table} AS t (bucket, kind, source, province_code, commune_code, agency_code, events)
-SELECT time_bucket(%(width)s::interval, occurred_at), kind, source, province_code,
-       commune_code, agency_code, count(*)
+INSERT INTO {table} AS t (bucket, {by}, events)
+SELECT time_bucket(%(width)s::interval, occurred_at) AS bucket, {by}, count(*)
 FROM unnest(%(at)b::timestamptz[], %(kind)b::text[], %(source)b::text[], %(province)b::text[],
             %(commune)b::text[], %(agency)b::text[])
      AS r(occurred_at, kind, source, province_code, commune_code, agency_code)
-GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
-ON CONFLICT (bucket, kind, source, province_code, commune_code, agency_code)
-DO UPDATE SET events = t.events + excluded.events
+GROUP BY 1, {by} ORDER BY 1, {by}
+ON CONFLICT (bucket, {by}) DO UPDATE SET events = t.events + excluded.events
 """
 
 # Per transaction: the counts of the changed entities, old ones negated (server side).
@@ -140,9 +143,10 @@ class Store:
         _, at, kind, source, province, commune, agency = _columns(rows)
         params = {"at": at, "kind": kind, "source": source, "province": province,
                   "commune": commune, "agency": agency}
-        for table, width in (("event_counts_minute", "1 minute"), ("event_counts_hour", "1 hour")):
-            await conn.execute(sql.SQL(COUNT_EVENTS).format(table=sql.Identifier(table)),
-                               {**params, "width": width})
+        for table, width, by in COUNT_TABLES:
+            await conn.execute(sql.SQL(COUNT_EVENTS).format(
+                table=sql.Identifier(table), by=sql.SQL(", ").join(map(sql.Identifier, by))),
+                {**params, "width": width})
 
     async def _update_state(self, conn: psycopg.AsyncConnection, spec: StateTable,
                             events: list[Event]) -> None:

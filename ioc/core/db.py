@@ -117,7 +117,9 @@ def apply_policies(conn: psycopg.Connection, settings: Settings) -> None:
     # per transaction: a first refresh of two years of minutes would take a million).
     start = days(settings.retain_events_days)
     for view, end, per_batch in (("event_counts_minute", "1 minute", 1440),
-                                 ("event_counts_hour", "1 hour", 168)):
+                                 ("event_counts_hour", "1 hour", 168),
+                                 ("kind_counts_minute", "1 minute", 1440),
+                                 ("kind_counts_hour", "1 hour", 168)):
         conn.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", (view,))
         conn.execute(
             "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"

@@ -62,7 +62,8 @@ $$;
 -- Dossiers. One row per dossier with the flags the KPIs count: on time is finished (9, 10)
 -- by its due date; in process (1, 2, 4, 5, 6) is late past it, due soon within the
 -- `due_soon_horizon` setting, else not yet due. As of a moment, a dossier finished (refused)
--- after it was in process then.
+-- after it was in process then. (SELECT ioc_due_soon_horizon()) reads the setting once per
+-- query: called per row it took half of a 30-day table's time (bench/panels.py).
 CREATE OR REPLACE FUNCTION dossier_facts_at(as_of timestamptz)
 RETURNS TABLE (dossier_code text, province_code text, commune_code text, agency_code text,
                agency_name text, former_district_code text, procedure_code text,
@@ -88,7 +89,7 @@ SELECT d.dossier_code, d.province_code, d.commune_code, d.agency_code, d.agency_
        coalesce(t.finished AND d.finished_at > d.due_at, false)     AS late_finished,
        coalesce(a.in_process AND d.due_at < t.clock, false)         AS late_in_process,
        coalesce(a.in_process AND d.due_at >= t.clock
-                AND d.due_at < t.clock + ioc_due_soon_horizon(), false) AS due_soon,
+                AND d.due_at < t.clock + (SELECT ioc_due_soon_horizon()), false) AS due_soon,
        d.channel IS NOT DISTINCT FROM 2                             AS online,
        coalesce(d.digitized, false)                                 AS is_digitized,
        coalesce(d.fee_required, false)                              AS has_fee,

@@ -63,7 +63,8 @@ def test_migrate_twice_creates_hypertables_caggs_and_policies(
             "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
             " WHERE view_schema = %s", (schema,)
         ).fetchall())
-        assert caggs == {"event_counts_minute": False, "event_counts_hour": False}
+        assert caggs == {"event_counts_minute": False, "event_counts_hour": False,
+                         "kind_counts_minute": False, "kind_counts_hour": False}
         segment_by = conn.execute(
             "SELECT attname FROM timescaledb_information.compression_settings"
             " WHERE hypertable_schema = %s AND hypertable_name = 'events'"
@@ -79,6 +80,8 @@ def test_migrate_twice_creates_hypertables_caggs_and_policies(
         ("policy_retention", "dead_letters"),
         ("policy_refresh_continuous_aggregate", "event_counts_minute"),
         ("policy_refresh_continuous_aggregate", "event_counts_hour"),
+        ("policy_refresh_continuous_aggregate", "kind_counts_minute"),
+        ("policy_refresh_continuous_aggregate", "kind_counts_hour"),
     }
     assert configs["policy_compression", "events"]["compress_after"] == "3 days"
     assert configs["policy_retention", "events"]["drop_after"] == "400 days"
@@ -129,6 +132,16 @@ def cagg_counts(conn: psycopg.Connection, view: str) -> Counter[Key]:
     return Counter({(b.astimezone(UTC), *group): n for b, *group, n in rows})
 
 
+def check_kind_counts(conn: psycopg.Connection, rows: list[tuple[object, ...]]) -> None:
+    """kind_counts_minute/_hour (migration 0025): the events per bucket, kind and source."""
+    for unit in ("minute", "hour"):
+        expected: Counter[tuple[datetime, str, str]] = Counter()
+        for (bucket, kind, source, *_), n in expected_counts(rows, unit).items():
+            expected[bucket, kind, source] += n
+        got = conn.execute(f"SELECT bucket, kind, source, events FROM kind_counts_{unit}")
+        assert Counter({(b.astimezone(UTC), k, s): n for b, k, s, n in got}) == expected, unit
+
+
 def materialized(conn: psycopg.Connection, settings: Settings, view: str) -> Counter[Key]:
     """What the continuous aggregate stored in its materialization hypertable."""
     schema, table = conn.execute(
@@ -148,7 +161,8 @@ def refresh(conn: psycopg.Connection, policy: Jobs) -> None:
     run (it only picks batches whose range overlaps an invalidation, and a single row's range is
     empty until a run has moved it to the aggregate's log, expanded to its bucket).
     """
-    for view in ("event_counts_minute", "event_counts_hour"):
+    for view in ("event_counts_minute", "event_counts_hour", "kind_counts_minute",
+                 "kind_counts_hour"):
         for _ in range(2):
             conn.execute("CALL run_job(%s)",
                          (policy["policy_refresh_continuous_aggregate", view][0],))
@@ -167,6 +181,7 @@ def test_event_counts_are_exact_realtime_refreshed_and_compressed(ts: Settings) 
         # Real-time aggregation: nothing materialized yet, every event counted.
         assert cagg_counts(conn, "event_counts_minute") == by_minute
         assert cagg_counts(conn, "event_counts_hour") == by_hour
+        check_kind_counts(conn, rows)
 
         policy = jobs(conn, ts)
         refresh(conn, policy)
@@ -181,6 +196,7 @@ def test_event_counts_are_exact_realtime_refreshed_and_compressed(ts: Settings) 
         assert sum(materialized(conn, ts, "event_counts_hour").values()) < len(rows)
         assert cagg_counts(conn, "event_counts_minute") == by_minute
         assert cagg_counts(conn, "event_counts_hour") == by_hour
+        check_kind_counts(conn, rows)
 
         conn.execute("CALL run_job(%s)", (policy["policy_compression", "events"][0],))
         compressed = conn.execute(
@@ -212,6 +228,7 @@ def test_event_counts_are_exact_realtime_refreshed_and_compressed(ts: Settings) 
         refresh(conn, policy)
         assert cagg_counts(conn, "event_counts_minute") == expected_counts([*rows, late], "minute")
         assert cagg_counts(conn, "event_counts_hour") == expected_counts([*rows, late], "hour")
+        check_kind_counts(conn, [*rows, late])
 
 
 WIDTHS = ["1 minute", "15 minutes", "1 hour", "1 day", "7 days", "1 month", "3 months", "1 year"]

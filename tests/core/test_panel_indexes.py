@@ -1,12 +1,18 @@
 """Migration 0010: the variable lists found by loose index scans (ioc_communes, ioc_agencies)
 give what a scan of the state tables gives, from the scenario's ground truth, on real
-PostgreSQL; and the time-series index answers a metric's range from the index alone."""
+PostgreSQL; and the time-series index answers a metric's range from the index alone.
+Migration 0025: the worker's counts by kind and source equal the events per bucket; and
+dossier_facts reads the due-soon horizon once per query, not once per row."""
 
 from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC
 
 from ioc.core.db import connect, migrate
 from ioc.core.settings import Settings
 from tests.support import scenario
+from tests.support.scenario import events, minute
 from tests.support.store import load
 
 
@@ -36,3 +42,17 @@ def test_lists_and_index_match_the_ground_truth(settings: Settings) -> None:
             "EXPLAIN SELECT sum(value) FROM rollup_hour WHERE kind = 'dossier'"
             " AND metric = 'received' AND bucket >= now() - interval '30 days'"))
         assert "rollup_hour_metric" in plan, plan
+
+        # Counts by kind and source (kept by the worker here, plain PostgreSQL), per minute and
+        # per hour, from the scenario's own events.
+        for unit, cut in (("minute", {}), ("hour", {"minute": 0})):
+            expected = Counter((minute(e).replace(**cut), e["kind"], e["source"])
+                               for e in events(sc))
+            got = conn.execute(f"SELECT bucket, kind, source, events FROM kind_counts_{unit}")
+            assert Counter({(b.astimezone(UTC), k, s): n for b, k, s, n in got}) == expected
+            assert len(expected) > 10 and sum(expected.values()) == len(events(sc))
+
+        # The horizon: an InitPlan run once, not a function call per row.
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN VERBOSE SELECT count(*) FILTER (WHERE due_soon) FROM dossier_facts"))
+        assert "InitPlan" in plan and plan.count("ioc_due_soon_horizon()") == 1, plan

@@ -339,7 +339,7 @@ def check_pipeline(settings: Settings, sc: scenario.Scenario) -> None:
         connectors = write_connectors(conn, sc.now)
         restarts = write_starts(conn, sc.now)
         for start in ranges:
-            for interval in (timedelta(minutes=1), timedelta(hours=1)):
+            for interval in (timedelta(minutes=1), timedelta(minutes=30), timedelta(hours=1)):
                 expected = {"kind": expected_rates(sc, "kind", start, end, interval),
                             "source": expected_rates(sc, "source", start, end, interval)}
                 assert {k for _, k in expected["kind"]} == {"dossier", "document",
