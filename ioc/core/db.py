@@ -120,6 +120,8 @@ def apply_policies(conn: psycopg.Connection, settings: Settings) -> None:
                                  ("event_counts_hour", "1 hour", 168),
                                  ("kind_counts_minute", "1 minute", 1440),
                                  ("kind_counts_hour", "1 hour", 168)):
+        if conn.execute("SELECT to_regclass(%s)", (view,)).fetchone() == (None,):
+            continue  # a schema migrated only part of the way (the upgrade test) lacks it
         conn.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", (view,))
         conn.execute(
             "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"
