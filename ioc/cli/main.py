@@ -272,8 +272,9 @@ def show_kpis(result: dict[str, dict[str, object]], as_json: bool) -> None:
         return
     for family, values in result.items():
         table = Table(title=family.replace("_", " "))
-        for column in ("KPI", "giá trị", "chỉ tiêu"):
-            table.add_column(column, no_wrap=True)
+        table.add_column("KPI", no_wrap=True)
+        table.add_column("giá trị")  # wraps: what the value lacks may follow it
+        table.add_column("chỉ tiêu", no_wrap=True)
         table.add_column("tên")
         for column in values:
             kpi = find(FUNCTIONS[family], column)
