@@ -40,3 +40,7 @@ DROP FUNCTION IF EXISTS kpi_dossiers_by(timestamptz, timestamptz, text, text, te
     CASCADE;
 DROP FUNCTION IF EXISTS kpi_dossiers(timestamptz, timestamptz, text, text, text) CASCADE;
 DROP FUNCTION IF EXISTS kpi_dossiers(timestamptz, timestamptz, text, text) CASCADE;
+
+-- What an alert's value lacked when it was measured (the KPI catalogue's `inputs`, e.g. "no
+-- evaluation received" next to a satisfaction rate), for its messages to say so.
+ALTER TABLE alerts ADD COLUMN missing text[] NOT NULL DEFAULT '{}';
