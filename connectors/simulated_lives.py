@@ -65,7 +65,7 @@ class World(Protocol):
 
     def number(self, scope: str) -> int: ...
 
-    def schedule(self, entity: Entity) -> None: ...
+    def schedule(self, entity: Entity, rng: random.Random | None = None) -> None: ...
 
 
 def dossier(sim: World, submitted: float, b: Behaviour, online: bool) -> None:
@@ -123,18 +123,22 @@ def dossier(sim: World, submitted: float, b: Behaviour, online: bool) -> None:
         steps += [(finished, {"status": 9, "finished_at": iso(finished)}),
                   (returned, {"status": 10, "returned_at": iso(returned)})]
         if level is not None or complaint:  # on the one-stop system's feed, not the dossier's
-            evaluation(sim, agency, code, returned + r.uniform(300, 86400), level, complaint)
+            evaluation(sim, agency, code, returned, level, complaint)
     base = {"dossier_code": code, "procedure_code": proc.code, "procedure_name": proc.name,
             "field_code": proc.field_code}
     sim.schedule(Entity("dossiers", code, agency, agency.commune_code, steps, True, base))
 
 
-def evaluation(sim: World, agency: SimulatedAgency, code: str, at: float, level: str | None,
-               complaint: bool) -> None:
-    """The applicant's evaluation of a returned dossier (a level, a complaint, or both)."""
+def evaluation(sim: World, agency: SimulatedAgency, code: str, returned: float,
+               level: str | None, complaint: bool) -> None:
+    """The applicant's evaluation of a returned dossier (a level, a complaint, or both), within
+    a day. Its draws come from a generator of its own, seeded by the dossier's code: the
+    simulator's stream, and so every other life of a seed, stays as it was without them."""
+    own = random.Random(code)
+    at = returned + own.uniform(300, 86400)
     fields: dict[str, Any] = {"level": level, "complaint": complaint}
     sim.schedule(Entity("evaluations", code, agency, agency.commune_code, [(at, fields)], True,
-                        {"dossier_code": code}))
+                        {"dossier_code": code}), own)
 
 def document(sim: World, sent: float, b: Behaviour) -> None:
     """A document sent by `b`'s agency: its outgoing copy, and each receiver's with statuses."""

@@ -243,9 +243,10 @@ class Simulator:
             report(self, t0 + r.random() * 60, self._pick(self._reporters))
 
     # --- the queue, the flaws and the wire format -----------------------------------------
-    def schedule(self, entity: Entity) -> None:
-        """Queue each step of `entity` (with its planted flaws) for when it is due."""
-        r = self.rng
+    def schedule(self, entity: Entity, rng: random.Random | None = None) -> None:
+        """Queue each step of `entity` (with its planted flaws) for when it is due; its draws
+        from `rng` when given, else from the simulator's generator."""
+        r = rng or self.rng
         late_share, duplicate_share, malformed_share = self.shares
         for step, (at, _) in enumerate(entity.steps):
             event_id = r.getrandbits(128)
