@@ -105,7 +105,8 @@ class Connector(ABC):
       return a `Batch` with the cursor to store once they are published. Raise
       `TransientError` for what is worth retrying and `PermanentError` for what is not;
       connection errors and timeouts count as transient;
-    - `map(record)`: one source record -> one event; raise `ValueError` with a clear reason
+    - `map(record)`: one source record -> one event (or a list: a dossier and its citizen's
+      evaluation, each to its kind's topic); raise `ValueError` with a clear reason
       when the record cannot be mapped. Personal data never goes into the event. The built-in
       connectors call their source's pure mapping (`connectors/mappings/`), as the push
       receivers and `ioc import` do;
@@ -164,8 +165,8 @@ class Connector(ABC):
         """The next records after `cursor`, and the cursor after them."""
 
     @abstractmethod
-    def map(self, record: Any) -> Event:
-        """One record -> one event; ValueError (with the reason) when it cannot be mapped."""
+    def map(self, record: Any) -> Event | list[Event]:
+        """One record -> its event(s); ValueError (with the reason) when it cannot be mapped."""
 
     def record_key(self, record: Any) -> str | None:
         return None
@@ -240,11 +241,11 @@ class Connector(ABC):
         """Map and send every record, dead-letter the unmappable, return once all are acked."""
         assert self._producer is not None, "publish() runs inside run()"
         self.health.records_read(len(records))
-        topic, dead = self.settings.topic(f"{self.kind}s"), self.settings.topic("dead_letters")
+        dead = self.settings.topic("dead_letters")
         pending, rejected = [], 0
         for record in records:
             try:
-                event = self.map(record)
+                mapped = self.map(record)
             except ValueError as exc:
                 rejected += 1
                 error, key = refusal_reason(exc), self.record_key(record)
@@ -256,10 +257,12 @@ class Connector(ABC):
                     dead, self._redacted(record), key=key.encode() if key else None,
                     headers=headers))
                 continue
-            self.health.source_time(self.source_time(record, event))
-            value = event.model_dump_json().encode()
-            pending.append(await self._producer.send(topic, value,
-                                                     key=event.entity_id.encode()))
+            events = mapped if isinstance(mapped, list) else [mapped]
+            self.health.source_time(self.source_time(record, events[0]))
+            for event in events:
+                pending.append(await self._producer.send(
+                    self.settings.topic(f"{event.kind}s"), event.model_dump_json().encode(),
+                    key=event.entity_id.encode()))
         await asyncio.gather(*pending)  # the broker's acks: only then may the cursor move
         self.health.sent(len(records) - rejected, rejected)
 

@@ -33,8 +33,14 @@ from connectors.base import (
     TransientError,
     http_error,
 )
-from connectors.mappings.portal import PERSONAL, change_time, dossier_event
-from ioc.core.events import DossierEvent, Kind
+from connectors.mappings.portal import (
+    PERSONAL,
+    carries_evaluation,
+    change_time,
+    dossier_event,
+    evaluation_event,
+)
+from ioc.core.events import Event, Kind
 
 
 class DvcqgOptions(ConnectorOptions):
@@ -119,8 +125,12 @@ class DvcqgConnector(Connector):
         code = record.get("MaHoSo") if isinstance(record, dict) else None
         return code if isinstance(code, str) and code else None
 
-    def map(self, record: Any) -> DossierEvent:
-        return dossier_event(record, self.places, self.name)
+    def map(self, record: Any) -> Event | list[Event]:
+        """The dossier, and the citizen's evaluation where the record carries one."""
+        dossier = dossier_event(record, self.places, self.name)
+        if carries_evaluation(record):
+            return [dossier, evaluation_event(record, self.places, self.name)]
+        return dossier
 
 
 def fingerprint(record: Any) -> str:

@@ -1,4 +1,5 @@
-"""The simulated lives of dossiers, documents and field reports (simulator-only).
+"""The simulated lives of dossiers (and citizens' evaluations of them), documents and field
+reports (simulator-only).
 
 Each arrival's whole life is decided at once, from the simulator's one seeded generator, as
 steps `(time, fields it sets)`; the simulator queues them and publishes each when its clock
@@ -64,7 +65,7 @@ class World(Protocol):
 
     def number(self, scope: str) -> int: ...
 
-    def schedule(self, entity: Entity) -> None: ...
+    def schedule(self, entity: Entity, rng: random.Random | None = None) -> None: ...
 
 
 def dossier(sim: World, submitted: float, b: Behaviour, online: bool) -> None:
@@ -116,15 +117,28 @@ def dossier(sim: World, submitted: float, b: Behaviour, online: bool) -> None:
         returned = finished + r.uniform(60, 3600) if online else \
             later(finished, r.expovariate(1 / 300))
         vote = r.random()
-        satisfaction = None if vote < 0.2 else "very_satisfied" if vote < 0.65 else \
-            "satisfied" if vote < 0.99 else "unsatisfied"
+        level = None if vote < 0.2 else "very_satisfied" if vote < 0.65 else \
+            "satisfied" if vote < 0.97 else "unsatisfied"
+        complaint = r.random() < 0.005
         steps += [(finished, {"status": 9, "finished_at": iso(finished)}),
-                  (returned, {"status": 10, "returned_at": iso(returned),
-                              "satisfaction": satisfaction,
-                              "complaint": r.random() < 0.002})]
+                  (returned, {"status": 10, "returned_at": iso(returned)})]
+        if level is not None or complaint:  # on the one-stop system's feed, not the dossier's
+            evaluation(sim, agency, code, returned, level, complaint)
     base = {"dossier_code": code, "procedure_code": proc.code, "procedure_name": proc.name,
             "field_code": proc.field_code}
     sim.schedule(Entity("dossiers", code, agency, agency.commune_code, steps, True, base))
+
+
+def evaluation(sim: World, agency: SimulatedAgency, code: str, returned: float,
+               level: str | None, complaint: bool) -> None:
+    """The applicant's evaluation of a returned dossier (a level, a complaint, or both), within
+    a day. Its draws come from a generator of its own, seeded by the dossier's code: the
+    simulator's stream, and so every other life of a seed, stays as it was without them."""
+    own = random.Random(code)
+    at = returned + own.uniform(300, 86400)
+    fields: dict[str, Any] = {"level": level, "complaint": complaint}
+    sim.schedule(Entity("evaluations", code, agency, agency.commune_code, [(at, fields)], True,
+                        {"dossier_code": code}), own)
 
 def document(sim: World, sent: float, b: Behaviour) -> None:
     """A document sent by `b`'s agency: its outgoing copy, and each receiver's with statuses."""

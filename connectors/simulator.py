@@ -32,9 +32,10 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 Message = tuple[str, bytes, bytes]  # topic name (dossiers...), key, value
-TOPICS = {"dossiers": Kind.DOSSIER, "documents": Kind.DOCUMENT, "field_reports": Kind.FIELD_REPORT}
+TOPICS = {"dossiers": Kind.DOSSIER, "documents": Kind.DOCUMENT, "field_reports": Kind.FIELD_REPORT,
+          "evaluations": Kind.EVALUATION}
 SOURCES = {"dossiers": "simulator-dvc", "documents": "simulator-edxml",
-           "field_reports": "simulator-open311"}
+           "field_reports": "simulator-open311", "evaluations": "simulator-dvc"}
 # A weekday's volume at rate 1.0 for a merged province (~4 million people, ~1 million
 # dossiers a year): 2-3 events/s at the opening-hour peak, ~1/s through office hours, a
 # trickle at night.
@@ -42,7 +43,8 @@ DOSSIERS_PER_DAY, DOCUMENTS_PER_DAY, REPORTS_PER_DAY = 4000.0, 1200.0, 200.0
 MALFORMED = ("invalid_json", "missing_field", "personal_data")
 PERSONAL = {"dossiers": {"ChuHoSo": "Nguyễn Văn An", "SoGiayToChuHoSo": "025090001234"},
             "documents": {"FullName": "Trần Thị Bình"},
-            "field_reports": {"email": "dan@example.vn", "phone": "0912345678"}}
+            "field_reports": {"email": "dan@example.vn", "phone": "0912345678"},
+            "evaluations": {"ChuHoSo": "Nguyễn Văn An"}}
 
 # Relative arrival intensity per local minute: citizens (online filing, field reports) and
 # offices (counters, document desks; busiest right at opening).
@@ -241,9 +243,10 @@ class Simulator:
             report(self, t0 + r.random() * 60, self._pick(self._reporters))
 
     # --- the queue, the flaws and the wire format -----------------------------------------
-    def schedule(self, entity: Entity) -> None:
-        """Queue each step of `entity` (with its planted flaws) for when it is due."""
-        r = self.rng
+    def schedule(self, entity: Entity, rng: random.Random | None = None) -> None:
+        """Queue each step of `entity` (with its planted flaws) for when it is due; its draws
+        from `rng` when given, else from the simulator's generator."""
+        r = rng or self.rng
         late_share, duplicate_share, malformed_share = self.shares
         for step, (at, _) in enumerate(entity.steps):
             event_id = r.getrandbits(128)

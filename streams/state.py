@@ -1,7 +1,9 @@
-"""Current state of each dossier, document and field report, folded from its events.
+"""Current state of each dossier, document, field report and dossier evaluation, folded from
+its events.
 
 Merging is order-independent: each group of columns has a clock (the newest event that set
-it), a newer event's non-null values win, an older one only fills gaps. The same rule runs
+it), a newer event's non-null values win, an older one only fills gaps; a sticky flag, once
+true, stays true whichever event came first. The same rule runs
 in Python (within a batch) and in SQL (against the stored row), so a late or reordered event
 lands where it would have landed in order, and replaying an event changes nothing.
 """
@@ -12,7 +14,15 @@ from typing import Any
 
 from psycopg import sql
 
-from ioc.core.events import DocumentEvent, DossierEvent, Event, FieldReportEvent, Kind, ReportStatus
+from ioc.core.events import (
+    DocumentEvent,
+    DossierEvent,
+    EvaluationEvent,
+    Event,
+    FieldReportEvent,
+    Kind,
+    ReportStatus,
+)
 
 Row = dict[str, Any]
 
@@ -30,11 +40,12 @@ class StateTable:
     # clock column -> the columns whose newest value it tracks
     clocks: dict[str, tuple[str, ...]]
     earliest: tuple[str, ...] = field(default=("first_occurred_at",))
+    sticky: tuple[str, ...] = ()  # flags true once any event said so (a complaint filed)
 
     @property
     def columns(self) -> tuple[str, ...]:
         tracked = tuple(c for cols in self.clocks.values() for c in cols)
-        return (self.key, *tracked, *self.clocks, *self.earliest, "events")
+        return (self.key, *tracked, *self.clocks, *self.earliest, *self.sticky, "events")
 
     @property
     def column_list(self) -> sql.Composed:
@@ -64,6 +75,9 @@ class StateTable:
         for column in self.earliest:
             merged[column] = min((t for t in (old[column], new[column]) if t is not None),
                                  default=None)
+        for column in self.sticky:
+            merged[column] = True if old[column] or new[column] else \
+                _coalesce(old[column], new[column])
         merged["events"] = old["events"] + new["events"]
         return merged
 
@@ -93,6 +107,11 @@ class StateTable:
             col = sql.Identifier(column)
             assignments.append(sql.SQL("{col} = least({t}.{col}, {x}.{col})").format(
                 col=col, t=t, x=x))
+        for column in self.sticky:
+            col = sql.Identifier(column)
+            assignments.append(sql.SQL(
+                "{col} = CASE WHEN {t}.{col} OR {x}.{col} THEN true"
+                " ELSE coalesce({t}.{col}, {x}.{col}) END").format(col=col, t=t, x=x))
         assignments.append(sql.SQL("events = {t}.events + {x}.events").format(t=t, x=x))
         assignments.append(sql.SQL("stored_at = now()"))
         return sql.SQL(
@@ -129,6 +148,10 @@ def _field_report_row(event: FieldReportEvent) -> Row:
     return row
 
 
+def _evaluation_row(event: EvaluationEvent) -> Row:
+    return event.payload.model_dump()
+
+
 # A status message carries no attachments: its None `signed` (unknown) leaves the document's
 # as it was, by the coalesce rule (non-null values win; None never overwrites).
 DOCUMENT_META = ("direction", "signed", "signature_intact", "signed_at", "deadline",
@@ -154,6 +177,12 @@ STATE_TABLES: dict[Kind, StateTable] = {
                             "status", "lat", "long", "requested_datetime", "updated_datetime",
                             "expected_datetime", "resolved_at", "description", "address_string",
                             "status_notes")},
+    ),
+    # One row per dossier evaluated: the newest level wins by its own clock (a later
+    # complaint without a level keeps it), a complaint stays filed.
+    Kind.EVALUATION: StateTable(
+        Kind.EVALUATION, "evaluations", "dossier_code", _evaluation_row,
+        clocks={ROW_CLOCK: UNIT_COLUMNS, "level_at": ("level",)}, sticky=("complaint",),
     ),
 }
 

@@ -18,7 +18,7 @@ from ioc.core.retry import retrying, warn
 from streams.app import app, settings
 from streams.status import counters
 from streams.store import Store, Written
-from streams.topics import dead_letters, documents, dossiers, field_reports
+from streams.topics import dead_letters, documents, dossiers, evaluations, field_reports
 
 log = structlog.get_logger()
 
@@ -113,3 +113,4 @@ def storing_agent(kind: Kind, topic: TopicT) -> AgentT:
 store_documents = storing_agent(Kind.DOCUMENT, documents)
 store_dossiers = storing_agent(Kind.DOSSIER, dossiers)
 store_field_reports = storing_agent(Kind.FIELD_REPORT, field_reports)
+store_evaluations = storing_agent(Kind.EVALUATION, evaluations)

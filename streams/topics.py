@@ -14,4 +14,5 @@ def _topic(name: str) -> faust.TopicT:
 dossiers = _topic("dossiers")
 documents = _topic("documents")
 field_reports = _topic("field_reports")
+evaluations = _topic("evaluations")
 dead_letters = _topic("dead_letters")

@@ -6,6 +6,11 @@ latest step's `tienTrinhDongBo[].ThoiDiemXuLy`, else `NgayTiepNhan`, else `NgayN
 The event id is a UUIDv5 of the mapped content, so the same record state gives the same id
 whether it was polled, pushed or imported (the worker drops repeats). The applicant's
 identity (`PERSONAL`) is never read.
+
+A citizen's evaluation (`EVALUATION_FIELDS`: `MucDoHaiLong` 1 very satisfied, 2 satisfied,
+3 unsatisfied; `KhieuNai` 0/1 a complaint; `NgayDanhGia` when, else the record's change
+time) -> `EvaluationEvent`: a record of its own (`MaHoSo`, `DonViXuLy` and those), or a sync
+record that carries them.
 """
 
 import json
@@ -20,6 +25,9 @@ from ioc.core.events import (
     DossierEvent,
     DossierPayload,
     DossierStatus,
+    EvaluationEvent,
+    EvaluationPayload,
+    Satisfaction,
     implausible,
 )
 
@@ -27,6 +35,9 @@ VIETNAM = timezone(timedelta(hours=7))  # the payload's dates: local time, no of
 DATE = re.compile(r"^\d{14}$")
 EVENT_IDS = UUID("4f7d1c1e-8a0b-5d8e-9c39-6b2f0f1d2a77")  # UUIDv5 namespace of dossier events
 PERSONAL = frozenset({"ChuHoSo", "SoGiayToChuHoSo", "LoaiDoiTuong"})
+EVALUATION_IDS = UUID("0b1e6c52-3f0a-5c55-8d43-2a9e7e51c0d4")  # ... of evaluation events
+EVALUATION_FIELDS = ("MucDoHaiLong", "KhieuNai", "NgayDanhGia")
+LEVELS = {1: Satisfaction.VERY_SATISFIED, 2: Satisfaction.SATISFIED, 3: Satisfaction.UNSATISFIED}
 STATUSES = {s.value: s for s in DossierStatus}
 CHANNELS = {c.value for c in Channel}
 
@@ -75,6 +86,47 @@ def dossier_event(record: Any, places: AgencyPlaces, source: str) -> DossierEven
                           "payload": payload.model_dump(mode="json")}, sort_keys=True)
     return DossierEvent(event_id=uuid5(EVENT_IDS, content), source=source,
                         occurred_at=occurred_at, unit=unit, agency=agency, payload=payload)
+
+
+def carries_evaluation(record: Any) -> bool:
+    """Whether a record carries a citizen's evaluation (a level or a complaint flag)."""
+    return isinstance(record, dict) and any(
+        record.get(name) not in (None, "") for name in ("MucDoHaiLong", "KhieuNai"))
+
+
+def evaluation_event(record: Any, places: AgencyPlaces, source: str) -> EvaluationEvent:
+    """One evaluation record (or a sync record carrying one) -> its event; ValueError naming
+    the field when it cannot be. Its id is a UUIDv5 of the mapped content, as a dossier's."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a record is a JSON object, not {type(record).__name__}")
+    agency_code = _text(record, "DonViXuLy", required=True)
+    assert agency_code is not None
+    unit, agency = places.place(agency_code)
+    level = _int(record, "MucDoHaiLong")
+    if level is not None and level not in LEVELS:
+        raise ValueError(f"MucDoHaiLong: {level} is not a level (1 very satisfied, 2 satisfied,"
+                         " 3 unsatisfied)")
+    complaint = _flag(record, "KhieuNai")
+    if level is None and complaint is None:
+        raise ValueError("MucDoHaiLong, KhieuNai: missing; an evaluation gives a level, a"
+                         " complaint flag or both")
+    payload = EvaluationPayload(
+        dossier_code=_text(record, "MaHoSo", required=True),  # type: ignore[arg-type]
+        level=LEVELS[level] if level is not None else None, complaint=complaint)
+    given = record.get("NgayDanhGia")
+    if given not in (None, ""):
+        occurred_at = parse_time(given, "NgayDanhGia")
+    else:
+        when = change_time(record)
+        if when is None:
+            raise ValueError("NgayDanhGia: missing, and the record has no change time")
+        occurred_at = parse_time(when, "change time")
+    content = json.dumps({"unit": unit.model_dump(mode="json"),
+                          "agency": agency.model_dump(mode="json"),
+                          "occurred_at": occurred_at.isoformat(),
+                          "payload": payload.model_dump(mode="json")}, sort_keys=True)
+    return EvaluationEvent(event_id=uuid5(EVALUATION_IDS, content), source=source,
+                           occurred_at=occurred_at, unit=unit, agency=agency, payload=payload)
 
 
 def change_time(record: Any) -> str | None:

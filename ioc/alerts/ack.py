@@ -15,7 +15,7 @@ never acknowledges a newer alert. Acknowledging twice writes one row (idempotent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -75,6 +75,7 @@ class Alert:
     note: str | None
     silenced_until: datetime | None
     state_seq: int  # seq of its newest row
+    missing: list[str] = field(default_factory=list)  # what its value lacked (Kpi.missing)
 
     def as_json(self) -> dict[str, object]:
         return {"id": self.id, "rule": self.rule, "scope": self.scope, "state": self.state,
@@ -82,7 +83,8 @@ class Alert:
                 "value": None if self.value is None else str(self.value),
                 "threshold": str(self.threshold), "comparison": self.comparison,
                 "severity": self.severity, "actor": self.actor, "note": self.note,
-                "silenced_until": self.silenced_until and self.silenced_until.isoformat()}
+                "silenced_until": self.silenced_until and self.silenced_until.isoformat(),
+                "missing": list(self.missing)}
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class Outcome:
 # first firing row after that (the alert's id).
 CURRENT = """
 SELECT f.seq, n.rule, n.scope, n.state, f.at, n.at, n.value, n.threshold, n.comparison,
-       n.severity, n.actor, n.note, n.silenced_until, n.seq
+       n.severity, n.actor, n.note, n.silenced_until, n.seq, n.missing
 FROM (SELECT DISTINCT ON (rule, scope) * FROM alerts
       WHERE %(rule)s::text IS NULL OR (rule = %(rule)s AND scope = %(scope)s)
       ORDER BY rule, scope, at DESC, seq DESC) n
@@ -158,9 +160,9 @@ def _act(settings: Settings, ref: Ref, state: str, actor: str, note: str | None,
         # Never before the newest row: the state is the newest row.
         conn.execute(
             "INSERT INTO alerts (at, rule, scope, state, value, threshold, comparison, severity,"
-            " recipients, actor, note, silenced_until)"
+            " recipients, actor, note, silenced_until, missing)"
             " SELECT greatest(%(now)s, at), rule, scope, %(state)s, value, threshold,"
-            " comparison, severity, recipients, %(actor)s, %(note)s, %(until)s"
+            " comparison, severity, recipients, %(actor)s, %(note)s, %(until)s, missing"
             " FROM alerts WHERE seq = %(seq)s",
             {"now": now, "state": state, "actor": actor, "note": note, "until": until,
              "seq": alert.state_seq})

@@ -108,7 +108,7 @@ SELECT o.id, o.channel, o.recipient, o.attempts, a.seq, a.rule, a.scope, a.state
           AND NOT EXISTS (SELECT 1 FROM alerts r WHERE r.rule = a.rule AND r.scope = a.scope
                           AND r.state = 'resolved' AND (r.at, r.seq) > (p.at, p.seq)
                           AND (r.at, r.seq) < (a.at, a.seq))) AS since,
-       h.state, h.actor, h.at, h.silenced_until
+       h.state, h.actor, h.at, h.silenced_until, a.missing
 FROM alert_outbox o JOIN alerts a ON a.seq = o.alert_seq
 LEFT JOIN LATERAL (
     SELECT s.state, s.actor, s.at, s.silenced_until FROM alerts s
@@ -174,7 +174,7 @@ def _drain(settings: Settings, config: SmtpConfig | None, now: datetime,
                     break
                 (id_, channel, recipient, attempts, seq, rule, scope, state, severity, value,
                  threshold, comparison, at, since, stop_state, stop_actor, stop_at,
-                 stop_until) = row
+                 stop_until, missing) = row
                 after = id_
                 if stop_state is not None:
                     reason = _stopped(stop_state, stop_actor, stop_at, stop_until)
@@ -190,7 +190,7 @@ def _drain(settings: Settings, config: SmtpConfig | None, now: datetime,
                 notice = Notice(rule=rule, metric=metrics.get(rule, rule), scope=scope,
                                 state=state, severity=severity, value=value,
                                 threshold=threshold, comparison=comparison, at=at,
-                                since=since or at, seq=seq)
+                                since=since or at, seq=seq, missing=tuple(missing))
                 ack_url = ack_link(settings, seq, now) if state == "firing" else None
                 out = Outgoing(id=id_, channel=channel, target=recipient, notice=notice,
                                text=compose(notice, dashboard_url, tz, ack_url),

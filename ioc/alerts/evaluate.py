@@ -55,6 +55,7 @@ class Transition:
     severity: str
     recipients: tuple[str, ...]
     notify_after: datetime | None
+    missing: tuple[str, ...] = ()  # the part of the value's inputs not received
 
     def __str__(self) -> str:
         value = "no data" if self.value is None else f"{self.value}"
@@ -126,13 +127,15 @@ def plan(rules: Sequence[Rule], measurements: Iterable[Measurement],
     transitions = []
 
     def make(rule: Rule, scope: str, state: str, previous: str,
-             value: Decimal | None, threshold: Decimal | None = None) -> Transition:
+             value: Decimal | None, threshold: Decimal | None = None,
+             missing: tuple[str, ...] = ()) -> Transition:
         return Transition(
             at=now, rule=rule.name, scope=scope, state=state, previous=previous, value=value,
             threshold=rule.threshold if threshold is None else threshold,
             comparison=rule.comparison, severity=rule.severity,
             recipients=rule.recipients_for(scope),
             notify_after=rule.notify_after(now, tz) if state == "firing" else None,
+            missing=missing,
         )
 
     for m in measurements:
@@ -145,11 +148,14 @@ def plan(rules: Sequence[Rule], measurements: Iterable[Measurement],
         if m.breached:
             if state == "ok":
                 target = "firing" if m.rule.for_.total_seconds() == 0 else "pending"
-                transitions.append(make(m.rule, m.scope, target, state, m.value, m.threshold))
+                transitions.append(make(m.rule, m.scope, target, state, m.value, m.threshold,
+                                        m.missing))
             elif current and fires_now(m.rule, current, now):
-                transitions.append(make(m.rule, m.scope, "firing", state, m.value, m.threshold))
+                transitions.append(make(m.rule, m.scope, "firing", state, m.value, m.threshold,
+                                        m.missing))
         elif state != "ok":
-            transitions.append(make(m.rule, m.scope, "resolved", state, m.value, m.threshold))
+            transitions.append(make(m.rule, m.scope, "resolved", state, m.value, m.threshold,
+                                    m.missing))
     # Scopes with a state but no value any more (no data in the window): the condition is false.
     for (name, scope), current in states.items():
         if name in by_name and (name, scope) not in seen and current.at <= now:
@@ -174,10 +180,11 @@ def evaluate(settings: Settings, rules: Sequence[Rule], now: datetime, *,
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO alerts (at, rule, scope, state, value, threshold, comparison,"
-                    " severity, recipients, notify_after)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " severity, recipients, notify_after, missing)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [(t.at, t.rule, t.scope, t.state, t.value, t.threshold, t.comparison,
-                      t.severity, list(t.recipients), t.notify_after) for t in transitions],
+                      t.severity, list(t.recipients), t.notify_after, list(t.missing))
+                     for t in transitions],
                 )
     return transitions
 

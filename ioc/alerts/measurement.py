@@ -23,6 +23,7 @@ class Measurement:
     rule: Rule
     scope: str  # province | agency:CODE | commune:CODE | source:NAME
     value: Decimal | None
+    missing: tuple[str, ...] = ()  # the part of its inputs not received (Kpi.missing)
 
     @property
     def threshold(self) -> Decimal:

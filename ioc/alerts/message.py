@@ -35,6 +35,14 @@ class Notice:
     at: datetime  # the transition
     since: datetime  # when the episode began: its first pending or firing row
     seq: int = 0  # the transition's alerts.seq (what an acknowledge link names)
+    missing: tuple[str, ...] = ()  # the part of the value's inputs not received
+
+    @property
+    def shown_value(self) -> str:
+        """The value, with what it lacks next to it: never read as a full measurement."""
+        notes = f" ({'; '.join(self.missing)})" if self.missing and self.value is not None \
+            else ""
+        return number(self.value) + notes
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ def compose(notice: Notice, dashboard_url: str, tz: ZoneInfo,
             f"Cảnh báo: {notice.rule}",
             f"Chỉ số: {metric} ({notice.metric})",
             f"Phạm vi: {where}",
-            f"Giá trị hiện tại: {number(notice.value)} – "
+            f"Giá trị hiện tại: {notice.shown_value} – "
             f"{COMPARISONS.get(notice.comparison, notice.comparison)} "
             f"{number(notice.threshold)} (điều kiện: {notice.comparison} "
             f"{number(notice.threshold)})",
@@ -97,7 +105,7 @@ def compose(notice: Notice, dashboard_url: str, tz: ZoneInfo,
             f"Cảnh báo: {notice.rule}",
             f"Chỉ số: {metric} ({notice.metric})",
             f"Phạm vi: {where}",
-            f"Giá trị hiện tại: {number(notice.value)} (ngưỡng: {notice.comparison} "
+            f"Giá trị hiện tại: {notice.shown_value} (ngưỡng: {notice.comparison} "
             f"{number(notice.threshold)})",
             f"Mức độ: {severity}",
             f"Đã hết cảnh báo lúc: {when(notice.at, tz)}",

@@ -67,7 +67,7 @@ async def check_broker(settings: Settings) -> Check:
     except BrokerUnavailable as exc:
         return Check(False, str(exc))
     brokers = ", ".join(f"{b['host']}:{b['port']}" for b in meta["brokers"]) or "no brokers"
-    missing = [settings.topic(n) for n in ("dossiers", "documents", "field_reports")
+    missing = [settings.topic(n) for n in ("dossiers", "documents", "field_reports", "evaluations")
                if settings.topic(n) not in meta["topics"]]
     detail = f"metadata from {brokers}"
     if missing:

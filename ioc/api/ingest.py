@@ -4,7 +4,15 @@
   dossier sync payload, or a list of them, exactly as the portal sends them, mapped as the
   poller maps them (`connectors/mappings/portal.py`) with the options `IOC_DVCQG_PUSH_*`
   (`agencies`, `province_code`); events' source `dvcqg_push`. A record state has one event id
-  whichever way it came (polled, pushed or imported): sent twice, it counts once.
+  whichever way it came (polled, pushed or imported): sent twice, it counts once. A record
+  that carries a citizen's evaluation (`MucDoHaiLong`, `KhieuNai`, `NgayDanhGia`) gives an
+  evaluation event too.
+- `POST /ingest/evaluations` (scope `ingest:evaluations`, JSON): one citizen's evaluation of
+  a dossier, or a list of them: `MaHoSo`, `DonViXuLy`, `MucDoHaiLong` (1 very satisfied,
+  2 satisfied, 3 unsatisfied), `KhieuNai` (0/1: a complaint), `NgayDanhGia` (when,
+  `yyyyMMddHHmmss` local time), at least a level or a complaint flag; mapped by
+  `connectors/mappings/portal.py` with the options `IOC_EVALUATION_PUSH_*`; source
+  `evaluation_push`. Ids as for dossiers: the same evaluation sent twice counts once.
 - `POST /ingest/edxml` (scope `ingest:edxml`, `application/xml` or `text/xml`): one edXML
   document message or status message, read and mapped as an inbox file is
   (`connectors/mappings/edxml.py`: no DTD, no entities, metadata only) for the agencies
@@ -38,7 +46,7 @@ from pydantic import Field
 
 from connectors.base import ConnectorOptions, refusal_reason
 from connectors.mappings.edxml import document_event, message_records
-from connectors.mappings.portal import dossier_event
+from connectors.mappings.portal import carries_evaluation, dossier_event, evaluation_event
 from ioc.api.auth import require_key
 from ioc.api.keys import ApiKey
 from ioc.api.publisher import EventPublisher, PublishFailed
@@ -50,6 +58,7 @@ log = structlog.get_logger()
 
 PREFIX = "/ingest"
 DOSSIER_SCOPE, EDXML_SCOPE = "ingest:dossiers", "ingest:edxml"
+EVALUATION_SCOPE, EVALUATION_SOURCE = "ingest:evaluations", "evaluation_push"
 XML_TYPES = ("application/xml", "text/xml")
 MAPPING_ERRORS = (ValueError, TypeError, KeyError, AttributeError)  # never a 500
 DOSSIER_SOURCE, EDXML_SOURCE = "dvcqg_push", "edxml_push"  # options: IOC_<SOURCE>_*
@@ -69,13 +78,15 @@ class Refused(Exception):
         self.status, self.messages = status, list(messages)
 
 
-def map_all(map_one: Callable[[Any], Event], records: list[Any],
+def map_all(map_one: Callable[[Any], Event | list[Event]], records: list[Any],
             where: Callable[[int], str]) -> list[Event]:
-    """Every record's event, or Refused(422) with every refused record's reason."""
-    events, errors = [], []
+    """Every record's events, or Refused(422) with every refused record's reason."""
+    events: list[Event] = []
+    errors = []
     for i, record in enumerate(records):
         try:
-            events.append(map_one(record))
+            mapped = map_one(record)
+            events.extend(mapped if isinstance(mapped, list) else [mapped])
         except MAPPING_ERRORS as exc:
             reason = refusal_reason(exc) if isinstance(exc, ValueError) else \
                 f"cannot be mapped ({type(exc).__name__})"
@@ -87,7 +98,8 @@ def map_all(map_one: Callable[[Any], Event], records: list[Any],
 
 
 def dossier_records(body: bytes, content_type: str) -> tuple[list[Any], bool]:
-    """The records of a JSON body, and whether it was a list."""
+    """The records of a JSON body (sync payload records or evaluations), and whether it was a
+    list."""
     if content_type not in ("", "application/json"):
         raise Refused(415, f"content-type: {content_type!r}; send application/json")
     try:
@@ -96,8 +108,8 @@ def dossier_records(body: bytes, content_type: str) -> tuple[list[Any], bool]:
         raise Refused(400 if "NUL" in str(exc) else 422, str(exc)) from None
     records = data if isinstance(data, list) else [data]
     if not records or not all(isinstance(r, dict) for r in records):
-        raise Refused(422, "body: a sync payload record (a JSON object) or a non-empty list of"
-                           " them is expected")
+        raise Refused(422, "body: a record (a JSON object) or a non-empty list of them is"
+                           " expected")
     return records, isinstance(data, list)
 
 
@@ -110,6 +122,7 @@ def ingest_body_limits(settings: Settings) -> dict[str, int]:
 def ingest_router(settings: Settings, publisher: EventPublisher) -> APIRouter:
     """The push receivers under /ingest, each for keys with its scope."""
     dossiers = ConnectorOptions.read(DOSSIER_SOURCE).agency_places(settings)
+    evaluations = ConnectorOptions.read(EVALUATION_SOURCE).agency_places(settings)
     edxml = EdxmlPushOptions.read(EDXML_SOURCE)
     documents = edxml.agency_places(settings)
     router = APIRouter(prefix=PREFIX, tags=["ingest"])
@@ -136,8 +149,24 @@ def ingest_router(settings: Settings, publisher: EventPublisher) -> APIRouter:
             ApiKey, Depends(require_key(DOSSIER_SCOPE))]) -> JSONResponse:
         async def handle(body: bytes, content_type: str) -> JSONResponse:
             records, listed = dossier_records(body, content_type)
-            events = map_all(lambda r: dossier_event(r, dossiers, DOSSIER_SOURCE), records,
-                             lambda i: f"body[{i}]" if listed else "body")
+            def both(record: Any) -> list[Event]:
+                event: list[Event] = [dossier_event(record, dossiers, DOSSIER_SOURCE)]
+                if carries_evaluation(record):
+                    event.append(evaluation_event(record, dossiers, DOSSIER_SOURCE))
+                return event
+
+            events = map_all(both, records, lambda i: f"body[{i}]" if listed else "body")
+            return await publish(events)
+
+        return await answer(request, key, handle)
+
+    @router.post("/evaluations", status_code=202)
+    async def push_evaluations(request: Request, key: Annotated[
+            ApiKey, Depends(require_key(EVALUATION_SCOPE))]) -> JSONResponse:
+        async def handle(body: bytes, content_type: str) -> JSONResponse:
+            records, listed = dossier_records(body, content_type)
+            events = map_all(lambda r: evaluation_event(r, evaluations, EVALUATION_SOURCE),
+                             records, lambda i: f"body[{i}]" if listed else "body")
             return await publish(events)
 
         return await answer(request, key, handle)

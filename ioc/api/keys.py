@@ -31,7 +31,7 @@ NAME = re.compile(r"^[\w.@-]{1,64}$")
 KEY = re.compile(r"^ioc_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 # The scopes routes ask for today; others are accepted.
 SCOPES = ("reports:create", "reports:update", "reports:assign", "ingest:dossiers", "ingest:edxml",
-          "alerts:read", "alerts:ack", "kpis:read")
+          "ingest:evaluations", "alerts:read", "alerts:ack", "kpis:read")
 
 
 class KeyRequestError(ValueError):

@@ -1,4 +1,5 @@
-"""`ioc import FILE --kind dossiers|documents`: historical records from CSV or XLSX exports.
+"""`ioc import FILE --kind dossiers|documents|evaluations`: historical records from CSV or XLSX
+exports.
 
 A file is one table: the first row names the columns (any order; `ioc import --template
 KIND` prints them), each next row is one record. CSV is UTF-8, with or without a BOM; XLSX is
@@ -11,6 +12,13 @@ the portal writes them (dates `yyyyMMddHHmmss`, local time). Two columns stand f
 latest processing step (`tienTrinhDongBo[].ThoiDiemXuLy`, the record's change time). Rows are
 mapped as the portal's records are (`connectors/mappings/portal.py`); source `dvcqg_import`, options
 `IOC_DVCQG_IMPORT_*` or `--config` (`agencies`, `province_code`).
+
+**Evaluations** (`EVALUATION_COLUMNS`): citizens' evaluations of dossiers, one per row, in the
+portal's style: `MaHoSo`, `DonViXuLy`, `MucDoHaiLong` (1 very satisfied, 2 satisfied,
+3 unsatisfied), `KhieuNai` (0/1: a complaint), `NgayDanhGia` (`yyyyMMddHHmmss`, local time);
+mapped by `connectors/mappings/portal.py`; source `evaluation_import`, options
+`IOC_EVALUATION_IMPORT_*` or `--config`. A dossier row may carry the same three columns: its
+evaluation is published too.
 
 **Documents** (`DOCUMENT_COLUMNS`): one edXML message per row, named after its elements.
 `Message` is `document` or `status`; `FromOrganId` the sender (of a status: the agency
@@ -59,7 +67,14 @@ from pydantic import Field
 
 from connectors.base import Batch, Connector, ConnectorOptions, refusal_reason
 from connectors.mappings.edxml import document_event, document_records, status_records
-from connectors.mappings.portal import PERSONAL, dossier_event, parse_time
+from connectors.mappings.portal import (
+    EVALUATION_FIELDS,
+    PERSONAL,
+    carries_evaluation,
+    dossier_event,
+    evaluation_event,
+    parse_time,
+)
 from ioc.core.events import Event, Kind
 from ioc.core.settings import Settings
 
@@ -67,12 +82,14 @@ from ioc.core.settings import Settings
 class ImportKind(StrEnum):
     DOSSIERS = "dossiers"
     DOCUMENTS = "documents"
+    EVALUATIONS = "evaluations"
 
 
 DOSSIER_COLUMNS = (
     "MaHoSo", "MaTTHC", "TenTTHC", "MaLinhVuc", "DonViXuLy", "KenhThucHien", "TrangThaiHoSo",
     "NgayNopHoSo", "NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra", "NgayTuChoi",
     "HoSoCoThanhPhanSoHoa", "DuocThanhToanTrucTuyen", "DanhSachLePhi", "ThoiDiemXuLy",
+    *EVALUATION_FIELDS,
 )
 DOSSIER_REQUIRED = ("MaHoSo", "MaTTHC", "DonViXuLy", "TrangThaiHoSo")
 # Payload fields an export may carry that the monitor does not use (read, then dropped).
@@ -85,6 +102,10 @@ DOCUMENT_COLUMNS = (
 )
 DOCUMENT_UNUSED = frozenset({"Signed"})  # a declaration, not the attachments' bytes
 DOCUMENT_REQUIRED = ("Message", "DocumentId", "FromOrganId", "Timestamp")
+EVALUATION_COLUMNS = ("MaHoSo", "DonViXuLy", *EVALUATION_FIELDS)
+EVALUATION_REQUIRED = ("MaHoSo", "DonViXuLy", "NgayDanhGia")
+# kind -> (its columns, the required ones, the ones read then dropped)
+COLUMNS: dict["ImportKind", tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]] = {}
 FIELD = re.compile(r"^([\w./\[\]-]+): ")
 
 
@@ -127,8 +148,8 @@ def cell_text(value: Any, kind: ImportKind) -> str:
         return str(int(value))
     if isinstance(value, datetime | date):
         moment = value if isinstance(value, datetime) else datetime.combine(value, time())
-        return moment.strftime("%Y%m%d%H%M%S" if kind is ImportKind.DOSSIERS
-                               else "%Y-%m-%d %H:%M:%S")
+        return moment.strftime("%Y-%m-%d %H:%M:%S" if kind is ImportKind.DOCUMENTS
+                               else "%Y%m%d%H%M%S")
     return str(value).strip()
 
 
@@ -173,9 +194,7 @@ def records(path: Path, kind: ImportKind, sheet: str | None = None
     count estimate for the progress bar; FileRefused for a file or header that cannot be."""
     rows, total = table_rows(path, sheet)
     header = [cell_text(c, kind) for c in next(rows, [])]
-    known = DOSSIER_COLUMNS if kind is ImportKind.DOSSIERS else DOCUMENT_COLUMNS
-    unused = DOSSIER_UNUSED if kind is ImportKind.DOSSIERS else DOCUMENT_UNUSED
-    required = DOSSIER_REQUIRED if kind is ImportKind.DOSSIERS else DOCUMENT_REQUIRED
+    known, required, unused = COLUMNS[kind]
     named = [h for h in header if h]
     unknown = [h for h in named if h not in known and h not in unused]
     if unknown:
@@ -295,7 +314,7 @@ class FileImport(Connector):
         await super().publish(records)
         self.on_batch(self._batch_rows)
 
-    def map(self, record: Any) -> Event:
+    def map(self, record: Any) -> Event | list[Event]:
         try:
             event = self.map_row(record)
         except ValueError as exc:
@@ -303,11 +322,11 @@ class FileImport(Connector):
             if self.report.rejected[-1:] != [noted]:  # a row's copies fail alike
                 self.report.rejected.append(noted)
             raise
-        self.report.events += 1
+        self.report.events += len(event) if isinstance(event, list) else 1
         return event
 
     @abstractmethod
-    def map_row(self, record: dict[str, Any]) -> Event:
+    def map_row(self, record: dict[str, Any]) -> Event | list[Event]:
         """One record of a row -> its event, with the kind's mapping (ValueError: rejected)."""
 
     def record_key(self, record: Any) -> str | None:
@@ -329,8 +348,22 @@ class DossierImport(FileImport):
     kind = Kind.DOSSIER
     personal_fields = PERSONAL
 
+    def map_row(self, record: dict[str, Any]) -> Event | list[Event]:
+        """The dossier, and its evaluation when the row carries one."""
+        fields = dossier_record(record["values"])
+        dossier = dossier_event(fields, self.places, self.name)
+        if carries_evaluation(fields):
+            return [dossier, evaluation_event(fields, self.places, self.name)]
+        return dossier
+
+
+class EvaluationImport(FileImport):
+    name = "evaluation_import"
+    kind = Kind.EVALUATION
+    personal_fields = PERSONAL
+
     def map_row(self, record: dict[str, Any]) -> Event:
-        return dossier_event(dossier_record(record["values"]), self.places, self.name)
+        return evaluation_event(record["values"], self.places, self.name)
 
 
 class DocumentImport(FileImport):
@@ -359,13 +392,17 @@ class DocumentImport(FileImport):
 
 
 IMPORTERS: dict[ImportKind, type[FileImport]] = {
-    ImportKind.DOSSIERS: DossierImport, ImportKind.DOCUMENTS: DocumentImport}
+    ImportKind.DOSSIERS: DossierImport, ImportKind.DOCUMENTS: DocumentImport,
+    ImportKind.EVALUATIONS: EvaluationImport}
+COLUMNS.update({
+    ImportKind.DOSSIERS: (DOSSIER_COLUMNS, DOSSIER_REQUIRED, DOSSIER_UNUSED),
+    ImportKind.DOCUMENTS: (DOCUMENT_COLUMNS, DOCUMENT_REQUIRED, DOCUMENT_UNUSED),
+    ImportKind.EVALUATIONS: (EVALUATION_COLUMNS, EVALUATION_REQUIRED, PERSONAL)})
 
 
 def template(kind: ImportKind) -> str:
     """The CSV header line of a kind."""
-    columns = DOSSIER_COLUMNS if kind is ImportKind.DOSSIERS else DOCUMENT_COLUMNS
-    return ",".join(columns) + "\n"
+    return ",".join(COLUMNS[kind][0]) + "\n"
 
 
 def importer(settings: Settings, kind: ImportKind,

@@ -1,4 +1,4 @@
-"""`ioc import FILE --kind dossiers|documents [--dry-run] [--sheet NAME]`.
+"""`ioc import FILE --kind dossiers|documents|evaluations [--dry-run] [--sheet NAME]`.
 
 The reading and mapping is ioc/cli/bulk_import.py.
 
@@ -74,7 +74,8 @@ def import_command(
     template_of: Annotated[ImportKind | None, typer.Option(
         "--template", help="Print the CSV header of this kind and stop.")] = None,
 ) -> None:
-    """Import historical dossiers or documents from a CSV or XLSX export (idempotent)."""
+    """Import historical dossiers, documents or evaluations from a CSV or XLSX export
+    (idempotent)."""
     if template_of is not None:
         typer.echo(template(template_of), nl=False)
         return

@@ -278,19 +278,22 @@ def kpis(
 
 
 def show_kpis(result: dict[str, dict[str, object]], as_json: bool) -> None:
-    """One table per family: each KPI's name, value and unit, target and label (the catalogue)."""
-    from ioc.core.kpis import FUNCTIONS, find
+    """One table per family: each KPI's name, value and unit, target and label (the catalogue);
+    next to a value, the part of its inputs that was not received (JSON: `missing`)."""
+    from ioc.core.kpis import FUNCTIONS, find, missing_inputs
 
     if as_json:
-        typer.echo(json.dumps(result, default=str, ensure_ascii=False))
+        typer.echo(json.dumps({**result, "missing": missing_inputs(result)}, default=str,
+                              ensure_ascii=False))
         return
     for family, values in result.items():
         table = Table(title=family.replace("_", " "))
-        for column in ("KPI", "giá trị", "chỉ tiêu"):
-            table.add_column(column, no_wrap=True)
+        table.add_column("KPI", no_wrap=True)
+        table.add_column("giá trị")  # wraps: what the value lacks may follow it
+        table.add_column("chỉ tiêu", no_wrap=True)
         table.add_column("tên")
-        for column, value in values.items():
+        for column in values:
             kpi = find(FUNCTIONS[family], column)
             target = kpi.target_text() + (" (QĐ 766)" if kpi.target_766 is not None else "")
-            table.add_row(column, kpi.shown(value), target, kpi.label)
+            table.add_row(column, kpi.shown_in(values), target, kpi.label)
         console.print(table)

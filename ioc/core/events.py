@@ -74,6 +74,7 @@ class Kind(StrEnum):
     DOSSIER = "dossier"
     DOCUMENT = "document"
     FIELD_REPORT = "field_report"
+    EVALUATION = "evaluation"
 
 
 class Contract(BaseModel):
@@ -287,11 +288,44 @@ class FieldReportEvent(Envelope):
         return self.payload.service_request_id
 
 
-Event = DossierEvent | DocumentEvent | FieldReportEvent
+# --- Citizens' evaluations of a dossier (đánh giá sự hài lòng), Decision 766 ---------------
+
+
+class EvaluationPayload(Contract):
+    """A citizen's evaluation of one dossier, or a complaint about it: what the satisfaction
+    rate subtracts (docs/domain.md). The event's `occurred_at` is when it was given."""
+
+    dossier_code: Code = Field(description="MaHoSo of the dossier evaluated")
+    level: Satisfaction | None = Field(None, description="None: a complaint without a level")
+    complaint: bool | None = Field(None, description="The applicant filed a complaint.")
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "EvaluationPayload":
+        if self.level is None and self.complaint is None:
+            raise ValueError("an evaluation gives a level, a complaint flag or both")
+        return self
+
+    @property
+    def status(self) -> str | None:
+        """The level, as the `events` table's status column records it."""
+        return self.level
+
+
+class EvaluationEvent(Envelope):
+    kind: Literal[Kind.EVALUATION] = Kind.EVALUATION
+    payload: EvaluationPayload
+
+    @property
+    def entity_id(self) -> str:
+        return self.payload.dossier_code
+
+
+Event = DossierEvent | DocumentEvent | FieldReportEvent | EvaluationEvent
 EVENT_TYPES: dict[Kind, type[Event]] = {
     Kind.DOSSIER: DossierEvent,
     Kind.DOCUMENT: DocumentEvent,
     Kind.FIELD_REPORT: FieldReportEvent,
+    Kind.EVALUATION: EvaluationEvent,
 }
 ANY_EVENT: TypeAdapter[Event] = TypeAdapter(
     Annotated[Event, Field(discriminator="kind")]  # type: ignore[arg-type]

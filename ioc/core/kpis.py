@@ -4,6 +4,7 @@
 demo wall read this table; the formulas are in kpis.sql beside it (README, "Adding a KPI").
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +21,20 @@ Better = Literal["higher", "lower"] | None  # None: a volume, neither better
 
 
 @dataclass(frozen=True)
+class Input:
+    """Part of a KPI's inputs that may not have been received: a count column of the KPI's
+    function (zero: none received for the selection) and what every reader says then."""
+
+    column: str
+    missing: str  # Vietnamese, shown next to the value
+
+
+# Citizens' evaluations arrive on a feed of their own (docs/domain.md): without them the
+# satisfaction rate counts lateness alone and must not read as a measured satisfaction.
+EVALUATIONS = Input("evaluated", "chưa có dữ liệu đánh giá")
+
+
+@dataclass(frozen=True)
 class Kpi:
     """One column of a KPI function's result."""
 
@@ -32,6 +47,9 @@ class Kpi:
     target_766: float | None = None  # Decision 766's target (docs/domain.md, "Ratings")
     wall_target: float | None = None  # the monitor's own target where 766 sets none
     warn: float | None = None  # the wall is red past this, orange up to the target
+    # Inputs beyond the KPI's own rows. With no input at all a KPI is NULL (its SQL); with
+    # one of these missing its value stands, and `missing` says which part it lacks.
+    inputs: tuple[Input, ...] = ()
 
     @property
     def family(self) -> str:
@@ -52,6 +70,19 @@ class Kpi:
         if value is None:
             return "—"
         return f"{value:.2f} %" if self.unit == "%" else f"{value} {self.unit}".rstrip()
+
+    def missing(self, row: Mapping[str, Any]) -> list[str]:
+        """What the value lacks in `row` (its function's result): the inputs none of which
+        was received. Nothing for a value that is None (no input at all)."""
+        if row.get(self.column) is None:
+            return []
+        return [i.missing for i in self.inputs if not row.get(i.column)]
+
+    def shown_in(self, row: Mapping[str, Any]) -> str:
+        """The value of `row` as `shown`, with what it lacks: `94.96 % (chưa có dữ liệu...)`."""
+        notes = self.missing(row)
+        text = self.shown(row.get(self.column))
+        return f"{text} ({'; '.join(notes)})" if notes else text
 
     def target_text(self) -> str:
         """`≥ 99 %`, or "" without a target."""
@@ -92,7 +123,8 @@ CATALOGUE: tuple[Kpi, ...] = (
     Kpi("dossiers.with_fee", D, "with_fee", "Hồ sơ có phí, lệ phí"),
     Kpi("dossiers.paid_online", D, "paid_online", "Hồ sơ thanh toán trực tuyến"),
     Kpi("dossiers.dissatisfied_or_late", D, "dissatisfied_or_late",
-        "Hồ sơ không hài lòng, khiếu nại hoặc quá hạn", better="lower"),
+        "Hồ sơ không hài lòng, khiếu nại hoặc quá hạn", better="lower", inputs=(EVALUATIONS,)),
+    Kpi("dossiers.evaluated", D, "evaluated", "Hồ sơ có đánh giá của người dân"),
     Kpi("dossiers.on_time_rate", D, "on_time_rate", "Tỷ lệ hồ sơ đúng hạn", "%", "higher",
         target_766=99, warn=95),
     Kpi("dossiers.online_rate", D, "online_rate", "Tỷ lệ nộp trực tuyến", "%", "higher",
@@ -102,7 +134,7 @@ CATALOGUE: tuple[Kpi, ...] = (
     Kpi("dossiers.paid_online_rate", D, "paid_online_rate", "Tỷ lệ thanh toán trực tuyến", "%",
         "higher", wall_target=80, warn=60),
     Kpi("dossiers.satisfaction_rate", D, "satisfaction_rate", "Tỷ lệ hài lòng", "%", "higher",
-        target_766=95, warn=85),
+        target_766=95, warn=85, inputs=(EVALUATIONS,)),
     Kpi("documents.documents", DOC, "documents", "Văn bản đến và đi"),
     Kpi("documents.incoming", DOC, "incoming", "Văn bản đến"),
     Kpi("documents.outgoing", DOC, "outgoing", "Văn bản đi"),
@@ -162,3 +194,15 @@ def read_kpis(settings: Settings, since: datetime | None = None, until: datetime
             row = conn.execute(query, params).fetchone() or {}
             result[name] = {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()}
     return result
+
+
+def missing_inputs(result: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """{KPI name: what it lacks} for `read_kpis`'s result: the KPIs whose value stands on
+    part of its inputs only (`Kpi.missing`)."""
+    found = {}
+    for kpi in CATALOGUE:
+        row = result.get(kpi.family)
+        notes = kpi.missing(row) if row is not None and kpi.column in row else []
+        if notes:
+            found[kpi.name] = notes
+    return found

@@ -76,7 +76,8 @@ RETURNS TABLE (dossier_code text, province_code text, commune_code text, agency_
                anchor_at timestamptz, to_handle boolean, finished boolean,
                in_process boolean, late_finished boolean, late_in_process boolean,
                due_soon boolean, online boolean, is_digitized boolean, has_fee boolean,
-               is_paid_online boolean, dissatisfied boolean)
+               is_paid_online boolean, dissatisfied boolean, evaluated boolean,
+               marked_dissatisfied boolean)
 LANGUAGE sql STABLE AS $$
 SELECT d.dossier_code, d.province_code, d.commune_code, d.agency_code, d.agency_name,
        d.former_district_code, d.procedure_code, d.procedure_name, d.field_code, d.status,
@@ -95,8 +96,18 @@ SELECT d.dossier_code, d.province_code, d.commune_code, d.agency_code, d.agency_
        coalesce(d.fee_required, false)                              AS has_fee,
        coalesce(d.fee_required AND d.paid_online, false)            AS is_paid_online,
        coalesce(d.satisfaction = 'unsatisfied', false)
-           OR coalesce(d.complaint, false)                          AS dissatisfied
-FROM dossiers d,
+           OR coalesce(d.complaint, false)                          AS dissatisfied,
+       -- A citizen's evaluation received, on the dossier's record or as evaluation events
+       -- (the `evaluations` table; as of a moment, one first given by then), and whether it
+       -- marks the dossier unsatisfied or complained about (Decision 766's satisfaction).
+       e.dossier_code IS NOT NULL OR d.satisfaction IS NOT NULL
+           OR d.complaint IS NOT NULL                               AS evaluated,
+       coalesce(d.satisfaction = 'unsatisfied', false) OR coalesce(d.complaint, false)
+           OR coalesce(e.level = 'unsatisfied', false)
+           OR coalesce(e.complaint, false)                          AS marked_dissatisfied
+FROM dossiers d
+     LEFT JOIN evaluations e ON e.dossier_code = d.dossier_code
+                            AND (as_of IS NULL OR e.first_occurred_at <= as_of),
      LATERAL (SELECT coalesce(as_of, now()) AS clock,
                      d.status IN (9, 10) AND ioc_done_by(d.finished_at, as_of,
                                                          d.last_occurred_at) AS finished,
@@ -120,7 +131,7 @@ RETURNS TABLE (group_code text, group_name text,
                received bigint, to_handle bigint, finished bigint, finished_on_time bigint,
                finished_late bigint, in_process bigint, late_in_process bigint, due_soon bigint,
                not_yet_due bigint, online bigint, digitized bigint, with_fee bigint,
-               paid_online bigint, dissatisfied_or_late bigint,
+               paid_online bigint, dissatisfied_or_late bigint, evaluated bigint,
                on_time_rate numeric, online_rate numeric, digitized_rate numeric,
                paid_online_rate numeric, satisfaction_rate numeric)
 LANGUAGE sql STABLE AS $$
@@ -142,8 +153,9 @@ LANGUAGE sql STABLE AS $$
                count(*) FILTER (WHERE is_digitized)                        AS digitized,
                count(*) FILTER (WHERE has_fee)                             AS with_fee,
                count(*) FILTER (WHERE is_paid_online)                      AS paid_online,
-               count(*) FILTER (WHERE to_handle AND (dissatisfied OR late_finished
-                                                     OR late_in_process)) AS dissatisfied_or_late
+               count(*) FILTER (WHERE to_handle AND (marked_dissatisfied OR late_finished
+                                                     OR late_in_process)) AS dissatisfied_or_late,
+               count(*) FILTER (WHERE to_handle AND evaluated)             AS evaluated
         FROM (SELECT ioc_group_key(group_by, agency_code, commune_code, procedure_code)
                      AS group_code, *
               FROM dossier_facts_at(as_of)
@@ -172,7 +184,7 @@ CREATE OR REPLACE FUNCTION kpi_dossiers(since timestamptz DEFAULT '-infinity',
 RETURNS TABLE (received bigint, to_handle bigint, finished bigint, finished_on_time bigint,
                finished_late bigint, in_process bigint, late_in_process bigint, due_soon bigint,
                not_yet_due bigint, online bigint, digitized bigint, with_fee bigint,
-               paid_online bigint, dissatisfied_or_late bigint,
+               paid_online bigint, dissatisfied_or_late bigint, evaluated bigint,
                on_time_rate numeric, online_rate numeric, digitized_rate numeric,
                paid_online_rate numeric, satisfaction_rate numeric)
 LANGUAGE sql STABLE AS $$
@@ -181,8 +193,8 @@ LANGUAGE sql STABLE AS $$
            coalesce(k.in_process, 0), coalesce(k.late_in_process, 0), coalesce(k.due_soon, 0),
            coalesce(k.not_yet_due, 0), coalesce(k.online, 0), coalesce(k.digitized, 0),
            coalesce(k.with_fee, 0), coalesce(k.paid_online, 0),
-           coalesce(k.dissatisfied_or_late, 0), k.on_time_rate, k.online_rate,
-           k.digitized_rate, k.paid_online_rate, k.satisfaction_rate
+           coalesce(k.dissatisfied_or_late, 0), coalesce(k.evaluated, 0), k.on_time_rate,
+           k.online_rate, k.digitized_rate, k.paid_online_rate, k.satisfaction_rate
     FROM (VALUES (1)) AS one
     LEFT JOIN kpi_dossiers_by(since, until, NULL, unit, agency, former_district, as_of) k ON true
 $$;
@@ -370,8 +382,8 @@ CREATE OR REPLACE VIEW kpi_field_reports AS SELECT * FROM kpi_field_reports();
 CREATE OR REPLACE VIEW kpi_dossiers_by_agency AS
 SELECT group_code AS agency_code, received, to_handle, finished, finished_on_time,
        finished_late, in_process, late_in_process, due_soon, not_yet_due, online, digitized,
-       with_fee, paid_online, dissatisfied_or_late, on_time_rate, online_rate, digitized_rate,
-       paid_online_rate, satisfaction_rate
+       with_fee, paid_online, dissatisfied_or_late, evaluated, on_time_rate, online_rate,
+       digitized_rate, paid_online_rate, satisfaction_rate
 FROM kpi_dossiers_by('-infinity', 'infinity', 'agency');
 
 ---------------------------------------------------------------------------------------------

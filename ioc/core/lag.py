@@ -21,7 +21,7 @@ from ioc.core.settings import Settings
 
 log = structlog.get_logger()
 
-SOURCE_TOPICS = ("dossiers", "documents", "field_reports")
+SOURCE_TOPICS = ("dossiers", "documents", "field_reports", "evaluations")
 # What the worker's group consumes: the sources and the dead letters it stores
 # (streams/store_dead_letters.py). Not `connector_status`: no agent reads it.
 CONSUMED_TOPICS = (*SOURCE_TOPICS, "dead_letters")

@@ -26,7 +26,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ioc-monitor"
 
 
-TOPIC_NAMES = ("dossiers", "documents", "field_reports", "dead_letters", "connector_status")
+TOPIC_NAMES = ("dossiers", "documents", "field_reports", "evaluations", "dead_letters",
+               "connector_status")
 
 
 def packaged(*parts: str) -> Path:

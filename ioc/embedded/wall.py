@@ -75,8 +75,9 @@ def _tile(title: str, value: str, caption: str = "") -> Panel:
 
 
 def _kpi(data: WallData, name: str, caption: str = "") -> Panel:
+    """A KPI's tile; a value standing on part of its inputs says which part is missing."""
     kpi = KPIS[name]
-    return _tile(kpi.label, kpi.shown(data.kpis[kpi.family][kpi.column]), caption)
+    return _tile(kpi.label, kpi.shown_in(data.kpis[kpi.family]), caption)
 
 
 def render(data: WallData) -> RenderableType:

@@ -272,7 +272,7 @@ def test_alerts_is_a_hypertable_on_timescaledb(timescale: TimescaleServer,
     assert ("alerts",) in hypertables
     assert [c for c, _ in columns] == ["at", "rule", "scope", "state", "value", "threshold",
                                        "comparison", "severity", "recipients", "notify_after",
-                                       "seq", "actor", "note", "silenced_until"]
+                                       "seq", "actor", "note", "silenced_until", "missing"]
     rules = [rule(name="backlog", metric="documents.backlog_overdue", scope="province",
                   comparison=">=", threshold=0, **{"for": "0s"}, severity="info")]
     now = datetime.now(UTC)

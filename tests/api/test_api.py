@@ -392,7 +392,8 @@ def test_consumer_lag(
     asyncio.run(_commit(with_topics, dead, 1, 2))
 
     expected = {(with_topics.topic(name), p): 0
-                for name in ("dossiers", "documents", "field_reports", "dead_letters")
+                for name in ("dossiers", "documents", "field_reports", "evaluations",
+                             "dead_letters")
                 for p in range(with_topics.partitions)}
     expected[(dossiers, 0)] = n - k
     expected[(documents, 1)] = 3  # never committed: counts from the beginning

@@ -303,7 +303,7 @@ def test_kpi_functions_run_on_timescaledb(ts: Settings) -> None:
     assert got == {
         "received": 3, "to_handle": 2, "finished": 1, "finished_on_time": 1, "finished_late": 0,
         "in_process": 1, "late_in_process": 1, "due_soon": 0, "not_yet_due": 0, "online": 1,
-        "digitized": 1, "with_fee": 0, "paid_online": 0, "dissatisfied_or_late": 1,
+        "digitized": 1, "with_fee": 0, "paid_online": 0, "dissatisfied_or_late": 1, "evaluated": 0,
         "on_time_rate": Decimal("50.00"), "online_rate": Decimal("33.33"),
         "digitized_rate": Decimal("33.33"), "paid_online_rate": None,
         "satisfaction_rate": Decimal("50.00"),

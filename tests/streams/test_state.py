@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ioc.core.db import connect, migrate
-from ioc.core.events import DocumentEvent, DossierEvent, Event, Kind
+from ioc.core.events import DocumentEvent, DossierEvent, EvaluationEvent, Event, Kind
 from ioc.core.settings import Settings
 from streams.state import STATE_TABLES
 from streams.store import Store
@@ -32,6 +32,13 @@ def dossier(minutes: int, status: int, **payload: Any) -> DossierEvent:
                                  "status": status, **payload})
 
 
+def evaluation(minutes: int, **payload: Any) -> EvaluationEvent:
+    return EvaluationEvent(event_id=uuid.uuid4(), source="dvcqg",
+                           occurred_at=T0 + timedelta(days=1, minutes=minutes), unit=UNIT,
+                           agency={"code": "000.00.12.H25"},
+                           payload={"dossier_code": "HS-1", **payload})
+
+
 # The document arrives after its status messages; a later status message carries no
 # metadata, or only its direction (as edXML's do: no attachments, "signed" unknown); a second
 # "06" repeats completion; the recall request is the newest status.
@@ -52,8 +59,20 @@ DOSSIER_EVENTS: list[Event] = [
 ]
 
 
+# A complaint, then a level, then a newer level without a complaint flag, then a "no complaint"
+# that cannot withdraw the one filed: the newest level wins, the complaint stays.
+EVALUATION_EVENTS: list[Event] = [
+    evaluation(0, complaint=True),
+    evaluation(10, level="unsatisfied"),
+    evaluation(20, level="satisfied"),
+    evaluation(30, complaint=False),
+]
+KINDS = ((Kind.DOCUMENT, DOCUMENT_EVENTS), (Kind.DOSSIER, DOSSIER_EVENTS),
+         (Kind.EVALUATION, EVALUATION_EVENTS))
+
+
 def test_fold_is_order_independent() -> None:
-    for kind, events in ((Kind.DOCUMENT, DOCUMENT_EVENTS), (Kind.DOSSIER, DOSSIER_EVENTS)):
+    for kind, events in KINDS:
         spec = STATE_TABLES[kind]
         rows = [spec.fold(order) for order in itertools.permutations(events)]
         assert all(row == rows[0] for row in rows)
@@ -62,6 +81,9 @@ def test_fold_is_order_independent() -> None:
     assert (doc["signature_intact"], doc["signed_at"]) == (True, SIGNED_AT)
     assert doc["completed_at"] == T0 + timedelta(minutes=20)  # the first completion
     assert doc["events"] == 5
+    mark = STATE_TABLES[Kind.EVALUATION].fold(EVALUATION_EVENTS)[0]
+    assert (mark["level"], mark["complaint"], mark["events"]) == ("satisfied", True, 4)
+    assert mark["level_at"] == T0 + timedelta(days=1, minutes=20)
 
 
 def test_sql_merge_matches_python_fold_in_every_order(settings: Settings) -> None:
@@ -77,7 +99,7 @@ def test_sql_merge_matches_python_fold_in_every_order(settings: Settings) -> Non
         finally:
             await store.close()
 
-    for kind, events in ((Kind.DOCUMENT, DOCUMENT_EVENTS), (Kind.DOSSIER, DOSSIER_EVENTS)):
+    for kind, events in KINDS:
         spec = STATE_TABLES[kind]
         expected = spec.fold(events)[0]
         for order in itertools.permutations(events):
@@ -90,7 +112,8 @@ def test_sql_merge_matches_python_fold_in_every_order(settings: Settings) -> Non
 
 def clean(settings: Settings) -> None:
     with connect(settings) as conn:
-        conn.execute("TRUNCATE events, dossiers, documents, field_reports, rollup_hour,"
+        conn.execute("TRUNCATE events, dossiers, documents, field_reports, evaluations,"
+                     " rollup_hour,"
                      " event_counts_minute, event_counts_hour")
 
 

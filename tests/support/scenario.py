@@ -173,6 +173,8 @@ class Scenario:
             "digitized": sum(d.digitized for d in ds),
             "with_fee": len(with_fee),
             "paid_online": sum(d.paid_online for d in with_fee),
+            # the final snapshot carries the evaluation fields (complaint: never None)
+            "evaluated": len(to_handle),
             "on_time_rate": pct(len(to_handle) - late, len(to_handle)),
             "online_rate": pct(sum(d.channel == 2 for d in ds), len(ds)),
             "digitized_rate": pct(sum(d.digitized for d in ds), len(ds)),
