@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from ioc.api.auth import require_key
 from ioc.api.keys import ApiKey
 from ioc.core.events import implausible
-from ioc.core.kpis import read_kpis
+from ioc.core.kpis import missing_inputs, read_kpis
 from ioc.core.settings import Settings
 
 log = structlog.get_logger()
@@ -47,16 +47,19 @@ def kpis_router(settings: Settings) -> APIRouter:
     @router.get("/kpis")
     async def kpis(key: reader, since: When = None, until: When = None, unit: Code = None,
                    agency: Code = None, as_of: When = None) -> dict[str, dict[str, Any]]:
-        """The KPIs of the period and scope as of `as_of` ({"dossiers": {...}, ...})."""
+        """The KPIs of the period and scope as of `as_of` ({"dossiers": {...}, ...}), with
+        "missing": what a value lacks ({"dossiers.satisfaction_rate": ["chưa có dữ liệu
+        đánh giá"]}), as `ioc kpis --json` prints them."""
         since, until = _checked("since", since), _checked("until", until)
         as_of = _checked("as_of", as_of)
         if since is not None and until is not None and until < since:
             raise HTTPException(400, "until: before since")
         try:
-            return await asyncio.to_thread(read_kpis, settings, since, until, unit, agency,
-                                           as_of)
+            result = await asyncio.to_thread(read_kpis, settings, since, until, unit, agency,
+                                             as_of)
         except psycopg.Error as exc:
             log.warning("kpis: database error", error=type(exc).__name__)
             raise HTTPException(503, "the KPIs cannot be read now; try again") from None
+        return {**result, "missing": missing_inputs(result)}
 
     return router

@@ -358,6 +358,9 @@ def test_api_kpis_as_of(settings: Settings, world: World, serve_app: ServedApps)
         answer = client.get("/kpis", params=params, headers=reader)
         assert answer.status_code == 200, answer.text
         assert picked(answer.json()) == expected(w, at), as_of
+        # No citizen evaluated any of these dossiers: the satisfaction rate says so.
+        assert answer.json()["missing"]["dossiers.satisfaction_rate"] == [
+            "chưa có dữ liệu đánh giá"]
     for bad, words in (("1999-12-31T00:00:00+07:00", "not a plausible date"),
                        ("2026-10-31T17:00:00", "needs a time zone"),
                        (f"{w.now.year + 11}-01-01T00:00:00Z", "not a plausible date")):
