@@ -94,6 +94,35 @@ def stored(settings: Settings) -> int:
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
+STAGES = ("take", "validate", "dedupe", "encode", "write events", "fold", "write state",
+          "write rollups", "commit")
+
+
+def stage_seconds(settings: Settings) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU seconds per hot-path stage, summed over the workers (their heartbeats)."""
+    with connect(settings) as conn:
+        rows = conn.execute("SELECT counters FROM worker_status").fetchall()
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for (counters,) in rows:
+        for total, key in ((wall, "stage_seconds"), (cpu, "stage_cpu_seconds")):
+            for stage, seconds in counters.get(key, {}).items():
+                total[stage] = total.get(stage, 0) + seconds
+    return wall, cpu
+
+
+def process_cpu(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of the processes and their children so far."""
+    total = 0.0
+    for p in procs:
+        try:
+            for q in (p, *p.children(recursive=True)):
+                total += sum(q.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
 def freshness_buckets(settings: Settings) -> dict[str, float]:
     """The freshness histogram of every worker, summed."""
     with connect(settings) as conn:
@@ -236,13 +265,27 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
         wait_group(settings, workers)
 
         console.print(f"{kind}, {workers} worker(s): throughput…")
+        groups = {"worker": [psutil.Process(p.pid) for p in procs],
+                  "postgres": [psutil.Process(postgres.proc.pid)],  # type: ignore[union-attr]
+                  "broker": [psutil.Process(broker.proc.pid)]}  # type: ignore[union-attr]
+        cpu_before = {name: process_cpu(ps) for name, ps in groups.items()}
+        stages_before = stage_seconds(settings)
         started = time.monotonic()
         asyncio.run(publish(settings, messages))
         published = time.monotonic() - started
         wait_stored(settings, len(messages), "throughput")
-        pipeline_eps = len(messages) / (time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        pipeline_eps = len(messages) / elapsed
+        cpu_us = {name: round(1e6 * (process_cpu(ps) - cpu_before[name]) / len(messages), 1)
+                  for name, ps in groups.items()}
 
         time.sleep(2 * settings.heartbeat_seconds)  # a heartbeat after the last batch
+        stages_after = stage_seconds(settings)
+        stages_us = {
+            what: {stage: round(1e6 * (after.get(stage, 0) - before.get(stage, 0))
+                                / len(messages), 1) for stage in STAGES}
+            for what, before, after in zip(("wall", "cpu"), stages_before, stages_after,
+                                           strict=True)}
         idle = cpu_seconds(procs, 5) / 5
 
         console.print(f"{kind}, {workers} worker(s): freshness at {args.rate:.0f} events/s "
@@ -279,6 +322,10 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
         "worker_rss_mb": max(round(w.peak / 2**20) for w in watches),
         "idle_cpu_percent": round(100 * idle, 1),
         "load_before": round(load, 1),
+        "load_after": round(os.getloadavg()[0], 1),
+        "cpu_us_per_event": cpu_us,  # during the throughput phase, publisher excluded
+        "stage_wall_us_per_event": stages_us["wall"],
+        "stage_cpu_us_per_event": stages_us["cpu"],
     }
 
 
@@ -343,6 +390,20 @@ def main() -> None:
         table.add_row(*(f"{row[key]:,}" if isinstance(row[key], int) else str(row[key])
                         for key, _ in columns))
     Console(width=200).print(table)
+    stages = Table(title="µs per event, throughput phase: worker stages (wall / worker CPU), "
+                         "then process CPU")
+    stages.add_column("broker, workers")
+    for stage in STAGES:
+        stages.add_column(stage, justify="right")
+    for name in ("worker", "postgres", "broker"):
+        stages.add_column(f"{name} CPU", justify="right")
+    for row in results:
+        wall, cpu = row["stage_wall_us_per_event"], row["stage_cpu_us_per_event"]
+        stages.add_row(f"{row['broker']}, {row['workers']}",
+                       *(f"{wall[s]:.1f} / {cpu[s]:.1f}" for s in STAGES),
+                       *(f"{row['cpu_us_per_event'][n]:.0f}"
+                         for n in ("worker", "postgres", "broker")))
+    Console(width=250).print(stages)
 
 
 if __name__ == "__main__":
