@@ -15,7 +15,6 @@ from time import perf_counter, thread_time
 
 import psycopg
 from psycopg import sql
-from pydantic_core import to_json
 
 from ioc.core.db import connect_kwargs
 from ioc.core.events import Event, Kind
@@ -49,10 +48,18 @@ DO UPDATE SET events = t.events + excluded.events
 
 # Per transaction: the counts of the changed entities, old ones negated (server side).
 METRIC_DELTA = """
-CREATE TEMP TABLE IF NOT EXISTS metric_delta (
+CREATE TEMP TABLE metric_delta (
     anchor_at timestamptz, province_code text, commune_code text, agency_code text,
     metric text, value numeric
 ) ON COMMIT DELETE ROWS
+"""
+# Per transaction: the batch's folded state rows, copied in (binary) for set-based merges.
+STAGING = """
+CREATE TEMP TABLE {staging} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA
+"""
+STAGING_TYPES = """
+SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = %s::regclass AND a.attnum > 0
 """
 ADD_METRICS = """
 INSERT INTO metric_delta
@@ -121,6 +128,7 @@ class Store:
         self.stages = stages or Stages()
         self._conn: psycopg.AsyncConnection | None = None
         self._keeps_counts = False
+        self._types: dict[Kind, list[str]] = {}  # each staging table's column types
 
     async def connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -130,8 +138,16 @@ class Store:
             row = await (await self._conn.execute(
                 "SELECT relkind FROM pg_class WHERE oid = to_regclass('event_counts_minute')"
             )).fetchone()
-            await self._conn.commit()
             self._keeps_counts = row is not None and row[0] == "r"
+            await self._conn.execute(METRIC_DELTA)
+            for kind, spec in STATE_TABLES.items():  # session tables: created once, committed
+                await self._conn.execute(sql.SQL(STAGING).format(
+                    staging=sql.Identifier(spec.staging), columns=spec.column_list,
+                    table=sql.Identifier(spec.table)))
+                types = dict(await (await self._conn.execute(
+                    STAGING_TYPES, (f"pg_temp.{spec.staging}",))).fetchall())
+                self._types[kind] = [types[c] for c in spec.columns]
+            await self._conn.commit()
         return self._conn
 
     async def close(self) -> None:
@@ -183,27 +199,32 @@ class Store:
         stage = self.stages
         table, key = sql.Identifier(spec.table), sql.Identifier(spec.key)
         metrics = sql.Identifier(f"{spec.kind}_metrics")
-        # New entities first: inserting takes their row locks, and an entity another worker
-        # is inserting right now makes us wait, then counts as existing.
+        staging = sql.Identifier(spec.staging)
         with stage("write state"):
+            async with conn.cursor() as cur, cur.copy(sql.SQL(
+                    "COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                        staging, spec.column_list)) as copy:
+                copy.set_types(self._types[spec.kind])
+                for row in rows:
+                    await copy.write_row([row.get(c) for c in spec.columns])
+            # New entities first: inserting takes their row locks, and an entity another
+            # worker is inserting right now makes us wait, then counts as existing.
             created = {r[0] for r in await (await conn.execute(
-                sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM jsonb_populate_recordset("
-                        "NULL::{}, %s::jsonb) ON CONFLICT DO NOTHING RETURNING {}").format(
-                    table, spec.column_list, spec.column_list, table, key),
-                (to_json(rows).decode(),),
+                sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ORDER BY {}"
+                        " ON CONFLICT DO NOTHING RETURNING {}").format(
+                    table, spec.column_list, spec.column_list, staging, key, key),
             )).fetchall()}
-            existing = [r for r in rows if r[spec.key] not in created]
-            await conn.execute(METRIC_DELTA)
+            existing = [r[spec.key] for r in rows if r[spec.key] not in created]
         if existing:
-            keys = [r[spec.key] for r in existing]
             with stage("write state"):
                 await conn.execute(sql.SQL("SELECT 1 FROM {} WHERE {} = ANY(%b) ORDER BY {}"
-                                           " FOR UPDATE").format(table, key, key), (keys,))
+                                           " FOR UPDATE").format(table, key, key), (existing,))
             with stage("write rollups"):  # the old counts, before the upsert changes them
                 await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics,
-                                                               sign=sql.SQL("-")), (keys,))
+                                                               sign=sql.SQL("-")), (existing,))
             with stage("write state"):
-                await conn.execute(spec.upsert_sql(), (to_json(existing).decode(),))
+                await conn.execute(spec.upsert_sql(sql.SQL("{} WHERE {} = ANY(%b) ORDER BY {}").format(
+                    staging, key, key)), (existing,))
         with stage("write rollups"):
             await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("")),
                                ([r[spec.key] for r in rows],))
