@@ -97,6 +97,9 @@ def stored(settings: Settings) -> int:
 
 STAGES = ("take", "validate", "dedupe", "encode", "write events", "fold", "write state",
           "write rollups", "commit")
+# Stages that await the broker or the database: other agents run meanwhile, so their thread
+# CPU is not theirs alone (the worker's CPU per event, measured whole, is the honest figure).
+AWAITING = {"take", "write events", "write state", "write rollups", "commit"}
 
 
 def stage_seconds(settings: Settings) -> tuple[dict[str, float], dict[str, float]]:
@@ -416,8 +419,8 @@ def main() -> None:
         if row["preloaded_events"]:
             table.add_row("", "", "", f"{row['rate_vs_empty']:.0%} of empty")
     Console(width=200).print(table)
-    stages = Table(title="µs per event, throughput phase: worker stages (wall / worker CPU), "
-                         "then process CPU")
+    stages = Table(title="µs per event, throughput phase: worker stages (wall / thread CPU; "
+                         "awaiting stages wall only), then each process's CPU")
     stages.add_column("broker, workers")
     for stage in STAGES:
         stages.add_column(stage, justify="right")
@@ -426,7 +429,8 @@ def main() -> None:
     for row in results:
         wall, cpu = row["stage_wall_us_per_event"], row["stage_cpu_us_per_event"]
         stages.add_row(f"{row['broker']}, {row['workers']}",
-                       *(f"{wall[s]:.1f} / {cpu[s]:.1f}" for s in STAGES),
+                       *(f"{wall[s]:.1f}" if s in AWAITING else f"{wall[s]:.1f} / {cpu[s]:.1f}"
+                         for s in STAGES),
                        *(f"{row['cpu_us_per_event'][n]:.0f}"
                          for n in ("worker", "postgres", "broker")))
     Console(width=250).print(stages)

@@ -33,18 +33,23 @@ ON CONFLICT DO NOTHING
 RETURNING event_id, occurred_at, kind, source, province_code, commune_code, agency_code
 """
 
-# Where TimescaleDB is absent, event counts are tables this statement keeps (else caggs).
-COUNT_EVENTS = """
-INSERT INTO {table} AS t (bucket, kind, source, province_code, commune_code, agency_code, events)
-SELECT time_bucket(%(width)s::interval, occurred_at), kind, source, province_code,
-       commune_code, agency_code, count(*)
-FROM unnest(%(at)b::timestamptz[], %(kind)b::text[], %(source)b::text[], %(province)b::text[],
-            %(commune)b::text[], %(agency)b::text[])
-     AS r(occurred_at, kind, source, province_code, commune_code, agency_code)
-GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
-ON CONFLICT (bucket, kind, source, province_code, commune_code, agency_code)
-DO UPDATE SET events = t.events + excluded.events
-"""
+# Where TimescaleDB is absent, event counts are tables the same statement keeps (else caggs):
+# the new events never leave the server.
+COUNT_NEW = """
+, {name} AS (
+    INSERT INTO {table} AS t (bucket, kind, source, province_code, commune_code, agency_code,
+                              events)
+    SELECT time_bucket({width}::interval, occurred_at), kind, source, province_code,
+           commune_code, agency_code, count(*)
+    FROM new GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (bucket, kind, source, province_code, commune_code, agency_code)
+    DO UPDATE SET events = t.events + excluded.events
+)"""
+INSERT_COUNTED = ("WITH new AS (" + INSERT_EVENTS + ")"
+                  + COUNT_NEW.format(name="minute", table="event_counts_minute",
+                                     width="'1 minute'")
+                  + COUNT_NEW.format(name="hour", table="event_counts_hour", width="'1 hour'")
+                  + "\nSELECT event_id FROM new")
 
 # Per transaction: the counts of the changed entities, old ones negated (server side).
 METRIC_DELTA = """
@@ -167,9 +172,8 @@ class Store:
             ) for e in unique])
         try:
             with stage("write events"):
-                inserted = await (await conn.execute(INSERT_EVENTS, columns)).fetchall()
-                if inserted:
-                    await self._count_events(conn, inserted)
+                query = INSERT_COUNTED if self._keeps_counts else INSERT_EVENTS
+                inserted = await (await conn.execute(query, columns)).fetchall()
             if inserted:
                 new_ids = {row[0] for row in inserted}
                 spec = STATE_TABLES[kind]
@@ -183,16 +187,6 @@ class Store:
                 await conn.rollback()
             raise
         return Written(stored=len(inserted), duplicates=len(events) - len(inserted))
-
-    async def _count_events(self, conn: psycopg.AsyncConnection, rows: list[tuple]) -> None:
-        if not self._keeps_counts:
-            return
-        _, at, kind, source, province, commune, agency = _columns(rows)
-        params = {"at": at, "kind": kind, "source": source, "province": province,
-                  "commune": commune, "agency": agency}
-        for table, width in (("event_counts_minute", "1 minute"), ("event_counts_hour", "1 hour")):
-            await conn.execute(sql.SQL(COUNT_EVENTS).format(table=sql.Identifier(table)),
-                               {**params, "width": width})
 
     async def _update_state(self, conn: psycopg.AsyncConnection, spec: StateTable,
                             rows: list[dict]) -> None:
@@ -223,8 +217,8 @@ class Store:
                 await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics,
                                                                sign=sql.SQL("-")), (existing,))
             with stage("write state"):
-                await conn.execute(spec.upsert_sql(sql.SQL("{} WHERE {} = ANY(%b) ORDER BY {}").format(
-                    staging, key, key)), (existing,))
+                source = sql.SQL("{} WHERE {} = ANY(%b) ORDER BY {}").format(staging, key, key)
+                await conn.execute(spec.upsert_sql(source), (existing,))
         with stage("write rollups"):
             await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("")),
                                ([r[spec.key] for r in rows],))
