@@ -258,6 +258,7 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
     if preload:
         console.print(f"{kind}: preloading {preload:,} events…")
         store_synthetic(settings, preload, days=365)
+        preload = stored(settings)  # the loader's plan rounds: what it stored
     asyncio.run(ensure_topics(settings))
     load = os.getloadavg()[0]  # other work on the machine: the figures' context
     env = settings.as_env()
