@@ -76,13 +76,7 @@ class StateTable:
             rows[key] = self.merge(rows[key], row) if key in rows else row
         return [rows[key] for key in sorted(rows)]
 
-    @property
-    def staging(self) -> str:
-        """The session's staging table (streams/store.py copies each batch's rows into it)."""
-        return f"staged_{self.table}"
-
-    def upsert_sql(self, source: sql.Composable | None = None) -> sql.Composed:
-        """Merge the rows of `source` (a FROM item; default: a JSON array parameter)."""
+    def upsert_sql(self) -> sql.Composed:
         t, x = sql.Identifier("t"), sql.Identifier("excluded")
         assignments = []
         for clock, columns in self.clocks.items():
@@ -101,13 +95,11 @@ class StateTable:
                 col=col, t=t, x=x))
         assignments.append(sql.SQL("events = {t}.events + {x}.events").format(t=t, x=x))
         assignments.append(sql.SQL("stored_at = now()"))
-        table = sql.Identifier(self.table)
-        if source is None:
-            source = sql.SQL("jsonb_populate_recordset(NULL::{}, %s::jsonb)").format(table)
         return sql.SQL(
-            "INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {source}"
+            "INSERT INTO {table} AS t ({columns})"
+            " SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
             " ON CONFLICT ({key}) DO UPDATE SET {assignments}"
-        ).format(table=table, columns=self.column_list, source=source,
+        ).format(table=sql.Identifier(self.table), columns=self.column_list,
                  key=sql.Identifier(self.key), assignments=sql.SQL(", ").join(assignments))
 
 

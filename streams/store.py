@@ -15,6 +15,7 @@ from time import perf_counter, thread_time
 
 import psycopg
 from psycopg import sql
+from pydantic_core import to_json
 
 from ioc.core.db import connect_kwargs
 from ioc.core.events import Event, Kind
@@ -56,18 +57,10 @@ INSERT_COUNTED = ("WITH new AS (" + INSERT_EVENTS + ")"
 
 # Per transaction: the counts of the changed entities, old ones negated (server side).
 METRIC_DELTA = """
-CREATE TEMP TABLE metric_delta (
+CREATE TEMP TABLE IF NOT EXISTS metric_delta (
     anchor_at timestamptz, province_code text, commune_code text, agency_code text,
     metric text, value numeric
 ) ON COMMIT DELETE ROWS
-"""
-# Per transaction: the batch's folded state rows, copied in (binary) for set-based merges.
-STAGING = """
-CREATE TEMP TABLE {staging} ON COMMIT DELETE ROWS AS SELECT {columns} FROM {table} WITH NO DATA
-"""
-STAGING_TYPES = """
-SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-WHERE a.attrelid = %s::regclass AND a.attnum > 0
 """
 ADD_METRICS = """
 INSERT INTO metric_delta
@@ -136,7 +129,6 @@ class Store:
         self.stages = stages or Stages()
         self._conn: psycopg.AsyncConnection | None = None
         self._keeps_counts = False
-        self._types: dict[Kind, list[str]] = {}  # each staging table's column types
 
     async def connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -147,14 +139,6 @@ class Store:
                 "SELECT relkind FROM pg_class WHERE oid = to_regclass('event_counts_minute')"
             )).fetchone()
             self._keeps_counts = row is not None and row[0] == "r"
-            await self._conn.execute(METRIC_DELTA)
-            for kind, spec in STATE_TABLES.items():  # session tables: created once, committed
-                await self._conn.execute(sql.SQL(STAGING).format(
-                    staging=sql.Identifier(spec.staging), columns=spec.column_list,
-                    table=sql.Identifier(spec.table)))
-                types = dict(await (await self._conn.execute(
-                    STAGING_TYPES, (f"pg_temp.{spec.staging}",))).fetchall())
-                self._types[kind] = [types[c] for c in spec.columns]
             await self._conn.commit()
         return self._conn
 
@@ -196,32 +180,27 @@ class Store:
         stage = self.stages
         table, key = sql.Identifier(spec.table), sql.Identifier(spec.key)
         metrics = sql.Identifier(f"{spec.kind}_metrics")
-        staging = sql.Identifier(spec.staging)
+        # New entities first: inserting takes their row locks, and an entity another worker
+        # is inserting right now makes us wait, then counts as existing.
         with stage("write state"):
-            async with conn.cursor() as cur, cur.copy(sql.SQL(
-                    "COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-                        staging, spec.column_list)) as copy:
-                copy.set_types(self._types[spec.kind])
-                for row in rows:
-                    await copy.write_row([row.get(c) for c in spec.columns])
-            # New entities first: inserting takes their row locks, and an entity another
-            # worker is inserting right now makes us wait, then counts as existing.
             created = {r[0] for r in await (await conn.execute(
-                sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ORDER BY {}"
-                        " ON CONFLICT DO NOTHING RETURNING {}").format(
-                    table, spec.column_list, spec.column_list, staging, key, key),
+                sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM jsonb_populate_recordset("
+                        "NULL::{}, %s::jsonb) ON CONFLICT DO NOTHING RETURNING {}").format(
+                    table, spec.column_list, spec.column_list, table, key),
+                (to_json(rows).decode(),),
             )).fetchall()}
-            existing = [r[spec.key] for r in rows if r[spec.key] not in created]
+            existing = [r for r in rows if r[spec.key] not in created]
+            await conn.execute(METRIC_DELTA)
         if existing:
+            keys = [r[spec.key] for r in existing]
             with stage("write state"):
                 await conn.execute(sql.SQL("SELECT 1 FROM {} WHERE {} = ANY(%b) ORDER BY {}"
-                                           " FOR UPDATE").format(table, key, key), (existing,))
+                                           " FOR UPDATE").format(table, key, key), (keys,))
             with stage("write rollups"):  # the old counts, before the upsert changes them
                 await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics,
-                                                               sign=sql.SQL("-")), (existing,))
+                                                               sign=sql.SQL("-")), (keys,))
             with stage("write state"):
-                source = sql.SQL("{} WHERE {} = ANY(%b) ORDER BY {}").format(staging, key, key)
-                await conn.execute(spec.upsert_sql(source), (existing,))
+                await conn.execute(spec.upsert_sql(), (to_json(existing).decode(),))
         with stage("write rollups"):
             await conn.execute(sql.SQL(ADD_METRICS).format(metrics=metrics, sign=sql.SQL("")),
                                ([r[spec.key] for r in rows],))
