@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
+from synthetic import load as store_synthetic  # bench/ is the script's folder
 
 from connectors.simulator import Message, Simulator
 from ioc.core.db import connect, migrate
@@ -94,6 +95,38 @@ def stored(settings: Settings) -> int:
         return conn.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
+STAGES = ("take", "validate", "dedupe", "encode", "write events", "fold", "write state",
+          "write rollups", "commit")
+# Stages that await the broker or the database: other agents run meanwhile, so their thread
+# CPU is not theirs alone (the worker's CPU per event, measured whole, is the honest figure).
+AWAITING = {"take", "write events", "write state", "write rollups", "commit"}
+
+
+def stage_seconds(settings: Settings) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU seconds per hot-path stage, summed over the workers (their heartbeats)."""
+    with connect(settings) as conn:
+        rows = conn.execute("SELECT counters FROM worker_status").fetchall()
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for (counters,) in rows:
+        for total, key in ((wall, "stage_seconds"), (cpu, "stage_cpu_seconds")):
+            for stage, seconds in counters.get(key, {}).items():
+                total[stage] = total.get(stage, 0) + seconds
+    return wall, cpu
+
+
+def process_cpu(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds of the processes and their children so far."""
+    total = 0.0
+    for p in procs:
+        try:
+            for q in (p, *p.children(recursive=True)):
+                total += sum(q.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
 def freshness_buckets(settings: Settings) -> dict[str, float]:
     """The freshness histogram of every worker, summed."""
     with connect(settings) as conn:
@@ -152,13 +185,13 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]], seconds: float) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in ps) - before
 
 
-def wait_stored(settings: Settings, total: int, what: str) -> None:
+def wait_stored(settings: Settings, total: int, what: str, poll: float = 0.05) -> None:
     shown = time.monotonic()
     while (done := stored(settings)) < total:
         if time.monotonic() - shown > 5:
             console.print(f"  {what}: {done:,}/{total:,} stored")
             shown = time.monotonic()
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 async def baseline(settings: Settings, total: int, group: str) -> float:
@@ -209,10 +242,12 @@ def quantile(buckets: dict[str, float], q: float) -> float:
 
 def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
                  messages: list[Message], steady: list[Message], args: argparse.Namespace,
-                 root: Path, with_baseline: bool) -> dict:
+                 root: Path, with_baseline: bool, preload: int = 0) -> dict:
     """One measurement: `workers` `ioc worker` processes (static members, as docker-compose
-    runs them) on a fresh schema, topics and consumer group."""
-    tag = f"{kind.replace('-', '_')}_{workers}"
+    runs them) on a fresh schema, topics and consumer group. With `preload`, that many
+    synthetic events (and their state and rollups) are stored first and freshness is skipped:
+    does the write rate hold as the tables grow?"""
+    tag = f"{kind.replace('-', '_')}_{workers}" + (f"_{preload}" if preload else "")
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{broker.port}",
                         database_url=postgres.url, database_schema=f"bench_{tag}",
                         topic_prefix=f"bench.{tag}.", app_id=f"bench-{tag}",
@@ -220,6 +255,10 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
                         heartbeat_seconds=1, topic_retention_hours=2,
                         **broker.client_settings())
     migrate(settings)
+    if preload:
+        console.print(f"{kind}: preloading {preload:,} events…")
+        store_synthetic(settings, preload, days=365)
+        preload = stored(settings)  # the loader's plan rounds: what it stored
     asyncio.run(ensure_topics(settings))
     load = os.getloadavg()[0]  # other work on the machine: the figures' context
     env = settings.as_env()
@@ -236,23 +275,42 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
         wait_group(settings, workers)
 
         console.print(f"{kind}, {workers} worker(s): throughput…")
+        groups = {"worker": [psutil.Process(p.pid) for p in procs],
+                  "postgres": [psutil.Process(postgres.proc.pid)],  # type: ignore[union-attr]
+                  "broker": [psutil.Process(broker.proc.pid)]}  # type: ignore[union-attr]
+        cpu_before = {name: process_cpu(ps) for name, ps in groups.items()}
+        stages_before = stage_seconds(settings)
         started = time.monotonic()
         asyncio.run(publish(settings, messages))
         published = time.monotonic() - started
-        wait_stored(settings, len(messages), "throughput")
-        pipeline_eps = len(messages) / (time.monotonic() - started)
+        # count(*) of millions of rows costs PostgreSQL: poll less often when preloaded
+        wait_stored(settings, preload + len(messages), "throughput", 0.5 if preload else 0.05)
+        elapsed = time.monotonic() - started
+        pipeline_eps = len(messages) / elapsed
+        cpu_us = {name: round(1e6 * (process_cpu(ps) - cpu_before[name]) / len(messages), 1)
+                  for name, ps in groups.items()}
 
         time.sleep(2 * settings.heartbeat_seconds)  # a heartbeat after the last batch
+        stages_after = stage_seconds(settings)
+        stages_us = {
+            what: {stage: round(1e6 * (after.get(stage, 0) - before.get(stage, 0))
+                                / len(messages), 1) for stage in STAGES}
+            for what, before, after in zip(("wall", "cpu"), stages_before, stages_after,
+                                           strict=True)}
         idle = cpu_seconds(procs, 5) / 5
 
+        if preload:
+            steady = []
         console.print(f"{kind}, {workers} worker(s): freshness at {args.rate:.0f} events/s "
                       f"for {args.seconds:.0f} s…")
         before = freshness_buckets(settings)
         asyncio.run(publish(settings, steady, rate=args.rate, stamp=True))
-        wait_stored(settings, len(messages) + len(steady), "freshness")
+        wait_stored(settings, preload + len(messages) + len(steady), "freshness",
+                    0.5 if preload else 0.05)
         time.sleep(2 * settings.heartbeat_seconds)  # the heartbeats carrying the last counts
         after = freshness_buckets(settings)
         window = {le: after[le] - before.get(le, 0) for le in after}
+        window = window if any(window.values()) else {"+Inf": 0}
         for watch in watches:
             watch.running = False
     finally:
@@ -270,15 +328,20 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
         "workers": workers,
         "partitions": args.partitions,
         "events": len(messages),
+        "preloaded_events": preload,
         "publish_events_per_s": round(len(messages) / published),
         "pipeline_events_per_s": round(pipeline_eps),
         "baseline_events_per_s": round(baseline_eps) if baseline_eps else None,
-        "freshness_p50_s": round(quantile(window, 0.50), 3),
-        "freshness_p95_s": round(quantile(window, 0.95), 3),
-        "freshness_p99_s": round(quantile(window, 0.99), 3),
+        "freshness_p50_s": None if preload else round(quantile(window, 0.50), 3),
+        "freshness_p95_s": None if preload else round(quantile(window, 0.95), 3),
+        "freshness_p99_s": None if preload else round(quantile(window, 0.99), 3),
         "worker_rss_mb": max(round(w.peak / 2**20) for w in watches),
         "idle_cpu_percent": round(100 * idle, 1),
         "load_before": round(load, 1),
+        "load_after": round(os.getloadavg()[0], 1),
+        "cpu_us_per_event": cpu_us,  # during the throughput phase, publisher excluded
+        "stage_wall_us_per_event": stages_us["wall"],
+        "stage_cpu_us_per_event": stages_us["cpu"],
     }
 
 
@@ -292,6 +355,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--broker", choices=[*brokers.KINDS, "both"],
                         help="default: the one `ioc up` would run")
+    parser.add_argument("--preload", type=int, nargs="*", default=[],
+                        help="growth: also measure one worker with this many events stored first"
+                             " (first broker; e.g. 1000000 10000000)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -314,6 +380,10 @@ def main() -> None:
                 rows = [run_pipeline(kind, broker, postgres, workers, messages, steady, args,
                                      root, with_baseline=i == 0)
                         for i, workers in enumerate(args.workers)]
+                if kind == kinds[0]:
+                    rows += [run_pipeline(kind, broker, postgres, 1, messages, steady, args,
+                                          root, with_baseline=False, preload=n)
+                             for n in args.preload if n]
             finally:
                 broker.stop()
             for row in rows:  # one baseline per broker: the same events, the same machine
@@ -326,12 +396,17 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     machine = f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    empty = next(r for r in results if r["workers"] == 1 and not r["preloaded_events"])
+    for row in results:  # growth: the write rate against the same broker's empty tables
+        if row["preloaded_events"]:
+            row["rate_vs_empty"] = round(row["pipeline_events_per_s"]
+                                         / empty["pipeline_events_per_s"], 3)
     if args.json:
         print(json.dumps({"machine": machine, "results": results}))
         return
     table = Table(title=f"IOC pipeline benchmark (embedded stack; {machine}; "
                         f"{args.partitions} partitions, {args.events:,} events)")
-    columns = [("broker", "broker"), ("workers", "workers"),
+    columns = [("broker", "broker"), ("workers", "workers"), ("preloaded_events", "preloaded"),
                ("pipeline_events_per_s", "pipeline ev/s"),
                ("baseline_events_per_s", "consume→COPY ev/s"), ("ratio", "ratio"),
                ("freshness_p50_s", f"fresh p50 s @{args.rate:.0f}/s"),
@@ -342,7 +417,24 @@ def main() -> None:
     for row in results:
         table.add_row(*(f"{row[key]:,}" if isinstance(row[key], int) else str(row[key])
                         for key, _ in columns))
+        if row["preloaded_events"]:
+            table.add_row("", "", "", f"{row['rate_vs_empty']:.0%} of empty")
     Console(width=200).print(table)
+    stages = Table(title="µs per event, throughput phase: worker stages (wall / thread CPU; "
+                         "awaiting stages wall only), then each process's CPU")
+    stages.add_column("broker, workers")
+    for stage in STAGES:
+        stages.add_column(stage, justify="right")
+    for name in ("worker", "postgres", "broker"):
+        stages.add_column(f"{name} CPU", justify="right")
+    for row in results:
+        wall, cpu = row["stage_wall_us_per_event"], row["stage_cpu_us_per_event"]
+        stages.add_row(f"{row['broker']}, {row['workers']}",
+                       *(f"{wall[s]:.1f}" if s in AWAITING else f"{wall[s]:.1f} / {cpu[s]:.1f}"
+                         for s in STAGES),
+                       *(f"{row['cpu_us_per_event'][n]:.0f}"
+                         for n in ("worker", "postgres", "broker")))
+    Console(width=250).print(stages)
 
 
 if __name__ == "__main__":

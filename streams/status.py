@@ -35,6 +35,9 @@ class WorkerCounters:
     batch_write_seconds_max: float = 0.0
     freshness: list[int] = field(default_factory=lambda: [0] * (len(FRESHNESS_BUCKETS) + 1))
     freshness_seconds_sum: float = 0.0
+    # Wall seconds per stage of the hot path, summed (bench/pipeline.py divides by the events).
+    stage_seconds: Counter[str] = field(default_factory=Counter)
+    stage_cpu_seconds: Counter[str] = field(default_factory=Counter)  # this thread's CPU
 
     def batch_written(self, seconds: float) -> None:
         self.batches += 1

@@ -17,7 +17,7 @@ from ioc.core.events import Event, Kind, parse_event
 from ioc.core.retry import retrying, warn
 from streams.app import app, settings
 from streams.status import counters
-from streams.store import Store, Written
+from streams.store import Stages, Store, Written
 from streams.topics import dead_letters, documents, dossiers, evaluations, field_reports
 
 log = structlog.get_logger()
@@ -72,24 +72,31 @@ async def _write_or_split(store: Store, kind: Kind,
 async def store_events(stream: StreamT, kind: Kind) -> None:
     """The body of every storing agent: batches of `kind` events, validated, then written."""
     topic = settings.topic(f"{kind.value}s")
-    store = Store(settings)
+    stages = Stages(counters.stage_seconds, counters.stage_cpu_seconds)
+    store = Store(settings, stages)
     try:
+        waited = time.perf_counter()
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_seconds):
+            stages.wall["take"] += time.perf_counter() - waited  # faust/aiokafka, or idle
             counters.events_in[topic] += len(batch)
             valid: list[tuple[EventT, Event]] = []
-            for event in batch:
-                try:
-                    valid.append((event, parse_event(event.value, kind)))
-                except ValidationError as exc:
-                    await send_dead_letter(event, *dead_letter_reason(exc))
-            if not valid:
-                continue
-            started = time.perf_counter()
-            written = await _write_or_split(store, kind, valid)
-            counters.batch_written(time.perf_counter() - started)
-            counters.visible([event.ingested_at for _, event in valid])
-            counters.events_stored[topic] += written.stored
-            counters.duplicates[topic] += written.duplicates
+            with stages("validate"):  # decoding included: one pydantic call per event
+                bad: list[tuple[EventT, ValidationError]] = []
+                for event in batch:
+                    try:
+                        valid.append((event, parse_event(event.value, kind)))
+                    except ValidationError as exc:
+                        bad.append((event, exc))
+            for event, exc in bad:
+                await send_dead_letter(event, *dead_letter_reason(exc))
+            if valid:
+                started = time.perf_counter()
+                written = await _write_or_split(store, kind, valid)
+                counters.batch_written(time.perf_counter() - started)
+                counters.visible([event.ingested_at for _, event in valid])
+                counters.events_stored[topic] += written.stored
+                counters.duplicates[topic] += written.duplicates
+            waited = time.perf_counter()
     finally:
         await store.close()
 
