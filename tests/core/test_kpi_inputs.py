@@ -4,7 +4,7 @@ the value; with no input at all the value is None and shown as no data, without 
 An input is missing when its count is 0 (evaluations) or, for a count of what the value could
 not see, when it is > 0 (outgoing documents whose signature is unknown)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rich.console import Console
 
+from ioc.alerts import Rule, measure_all
 from ioc.alerts.message import Notice, compose
 from ioc.cli.main import console, show_kpis
 from ioc.core.kpis import CATALOGUE, FUNCTIONS, KPIS, find, missing_inputs, read_kpis
@@ -125,3 +126,10 @@ def test_read_from_the_database_the_notes_follow_the_received_data(settings: Set
     result = read_kpis(loaded(settings, sc, timescaledb=False))
     # Every dossier's final record carries its evaluation fields: evaluations were received.
     assert missing_inputs(result) == {"documents.signed_rate": [unsigned(unknown)]}
+    # An alert rule on the signed rate measures the same note through the catalogue.
+    rule = Rule.model_validate({
+        "name": "ky-so", "metric": "documents.signed_rate", "scope": "province",
+        "comparison": "<", "threshold": 101, "window": "last 45 days", "severity": "warning",
+        "recipients": ["ioc-duty-officer"], "working_hours": False})
+    (measured,) = measure_all(settings, [rule], sc.now + timedelta(minutes=1))
+    assert measured.missing == (unsigned(unknown),)
