@@ -47,7 +47,7 @@ TILE_H, ROW_H, TABLE_H, LIST_H = 5, 9, 9, 12
 # The KPIs of the table, after the agency columns, titled with their catalogue labels.
 COLUMNS = sdk.kpi_columns("documents.incoming", "documents.outgoing", "documents.signed_rate",
                           "documents.completed", "documents.on_time_rate", "documents.backlog",
-                          "documents.backlog_overdue")
+                          "documents.backlog_overdue", notes=True)
 RATES = [title for title, column in COLUMNS.items() if column.endswith("_rate")]
 # QCVN 102:2016 business status codes of the documents still in the backlog.
 STATUS_LABELS = {"01": "Đã đến", "03": "Đã tiếp nhận", "04": "Đã phân công",

@@ -193,22 +193,56 @@ def kpi_steps(kpi: Kpi) -> db.ThresholdsConfig | None:
     return thresholds("red", *warn, (kpi.target, "green"))
 
 
+NOTE = "note"  # a tile's second field: what its value lacks (Kpi.missing), NULL when nothing
+
+
 def kpi_tile(panel_id: int, kpi: Kpi, sql: str, pos: model.GridPos, *, description: str = "",
              steps: db.ThresholdsConfig | None = None) -> stat.Panel:
-    """A wall tile of one catalogue KPI: its label, unit and target (`steps` without one)."""
+    """A wall tile of one catalogue KPI: its label, unit and target (`steps` without one). A
+    KPI with `inputs` shows its query's `note` field under the value, blank when it lacks
+    nothing (a text on the wall's dark background, not coloured by the thresholds)."""
     about = [description] if description else []
+    if kpi.inputs:
+        about.append("Thiếu một phần dữ liệu đầu vào: ô ghi rõ phần thiếu dưới giá trị.")
     if kpi.target_766 is not None:
         about.append("Quyết định 766/QĐ-TTg.")
     if kpi.target is not None:
         about.append(f"Chỉ tiêu: {kpi.target_text()}")
-    return big_number(panel_id, kpi.label, sql, pos, unit=GRAFANA_UNITS[kpi.unit],
-                      decimals=0 if kpi.unit == "" else 1, steps=kpi_steps(kpi) or steps,
-                      description=" ".join(about))
+    panel = big_number(panel_id, kpi.label, sql, pos, unit=GRAFANA_UNITS[kpi.unit],
+                       decimals=0 if kpi.unit == "" else 1, steps=kpi_steps(kpi) or steps,
+                       description=" ".join(about))
+    if not kpi.inputs:
+        return panel
+    return (panel.reduce_options(common_reduce().fields("/.*/"))  # the text field too
+            .orientation(common.VizOrientation.VERTICAL)
+            .override_by_name(NOTE, [
+                model.DynamicConfigValue(id_val="noValue", value=" "),
+                model.DynamicConfigValue(id_val="color",
+                                         value={"mode": "fixed", "fixedColor": "transparent"})]))
+
+
+def missing_sql(kpi: Kpi) -> str:
+    """SQL over the KPI function's result: `Kpi.missing`'s notes joined by "; ", or NULL when
+    the value lacks nothing or is NULL (no input at all)."""
+    notes = []
+    for part in kpi.inputs:
+        text = part.missing.replace("'", "''")
+        if part.lacking == "none":
+            notes.append(f"CASE WHEN coalesce({part.column}, 0) = 0 THEN '{text}' END")
+        else:
+            pieces = [f"'{t}'" if t else "" for t in text.partition("{n}")]
+            pieces[1] = f"{part.column}::text"
+            said = " || ".join(p for p in pieces if p)
+            notes.append(f"CASE WHEN {part.column} > 0 THEN {said} END")
+    return (f"CASE WHEN {kpi.column} IS NOT NULL"
+            f" THEN nullif(concat_ws('; ', {', '.join(notes)}), '') END")
 
 
 def kpi_sql(kpi: Kpi, scope: str) -> str:
-    """A tile's query: the KPI's column of its function for `scope` (the function's arguments)."""
-    return f"SELECT {kpi.column} AS value FROM {kpi.function}({scope})"
+    """A tile's query: the KPI's column of its function for `scope` (the function's arguments),
+    and, for a KPI with `inputs`, the `note` of what it lacks."""
+    note = f", {missing_sql(kpi)} AS {NOTE}" if kpi.inputs else ""
+    return f"SELECT {kpi.column} AS value{note} FROM {kpi.function}({scope})"
 
 
 # A drill-down's tile: catalogue name, the colours of a KPI without a target, a description.
@@ -222,9 +256,20 @@ def kpi_row(tiles: Sequence[Tile], sql: Callable[[Kpi], str], height: int) -> li
             for panel_id, (name, steps, about) in enumerate(tiles, start=1)]
 
 
-def kpi_columns(*names: str) -> dict[str, str]:
-    """Table columns of catalogue KPIs: label -> result column."""
-    return {KPIS[name].label: KPIS[name].column for name in names}
+def kpi_columns(*names: str, notes: bool = False) -> dict[str, str]:
+    """Table columns of catalogue KPIs: label -> result column; with `notes` (a function whose
+    result has the inputs' count columns), after a KPI with `inputs` the note of what its
+    value lacks (`missing_sql`), titled `note_title`."""
+    columns = {}
+    for kpi in (KPIS[name] for name in names):
+        columns[kpi.label] = kpi.column
+        if notes and kpi.inputs:
+            columns[note_title(kpi)] = missing_sql(kpi)
+    return columns
+
+
+def note_title(kpi: Kpi) -> str:
+    return f"{kpi.label}: phần thiếu"
 
 
 def dashboard(title: str, uid: str, tags: list[str], variables: Iterable[db.QueryVariable],

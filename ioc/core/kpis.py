@@ -23,15 +23,28 @@ Better = Literal["higher", "lower"] | None  # None: a volume, neither better
 @dataclass(frozen=True)
 class Input:
     """Part of a KPI's inputs that may not have been received: a count column of the KPI's
-    function (zero: none received for the selection) and what every reader says then."""
+    function and what every reader says then. `lacking` "none": the part is missing when the
+    count is 0 (none received for the selection); "counted": the count is of what the value
+    could not see, missing when > 0, and `{n}` in the note is that count."""
 
     column: str
     missing: str  # Vietnamese, shown next to the value
+    lacking: Literal["none", "counted"] = "none"
+
+    def note(self, row: Mapping[str, Any]) -> str | None:
+        """What `row` (the KPI function's result) lacks of this part, or None."""
+        count = row.get(self.column)
+        if self.lacking == "none":
+            return None if count else self.missing
+        return self.missing.replace("{n}", str(count)) if count else None
 
 
 # Citizens' evaluations arrive on a feed of their own (docs/domain.md): without them the
 # satisfaction rate counts lateness alone and must not read as a measured satisfaction.
 EVALUATIONS = Input("evaluated", "chưa có dữ liệu đánh giá")
+# Outgoing copies without attachment bytes: the signed rate leaves them out of its base.
+SIGNATURES = Input("outgoing_signed_unknown",
+                   "{n} văn bản đi chưa xác định ký số (không có tệp đính kèm)", "counted")
 
 
 @dataclass(frozen=True)
@@ -73,10 +86,11 @@ class Kpi:
 
     def missing(self, row: Mapping[str, Any]) -> list[str]:
         """What the value lacks in `row` (its function's result): the inputs none of which
-        was received. Nothing for a value that is None (no input at all)."""
+        was received, or the count it could not see. Nothing for a value that is None (no
+        input at all)."""
         if row.get(self.column) is None:
             return []
-        return [i.missing for i in self.inputs if not row.get(i.column)]
+        return [note for i in self.inputs if (note := i.note(row)) is not None]
 
     def shown_in(self, row: Mapping[str, Any]) -> str:
         """The value of `row` as `shown`, with what it lacks: `94.96 % (chưa có dữ liệu...)`."""
@@ -149,7 +163,7 @@ CATALOGUE: tuple[Kpi, ...] = (
     Kpi("documents.backlog_overdue", DOC, "backlog_overdue", "Văn bản đến tồn đọng quá hạn",
         better="lower"),
     Kpi("documents.signed_rate", DOC, "signed_rate", "Tỷ lệ văn bản đi ký số", "%", "higher",
-        wall_target=95, warn=80),
+        wall_target=95, warn=80, inputs=(SIGNATURES,)),
     Kpi("documents.on_time_rate", DOC, "on_time_rate", "Tỷ lệ văn bản xử lý đúng hạn", "%",
         "higher", wall_target=95, warn=85),
     Kpi("field_reports.reports", R, "reports", "Phản ánh tiếp nhận"),

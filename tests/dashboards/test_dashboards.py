@@ -51,6 +51,8 @@ OVERVIEW_TILES = {
     "Phản ánh đang xử lý": ("field_reports", "open"),
     "Phản ánh quá hạn": ("field_reports", "overdue"),
 }
+# Tiles whose value may stand on part of its inputs: their query's second field says which part.
+NOTED = {"Tỷ lệ hài lòng", "Tỷ lệ văn bản đi ký số"}
 OVERVIEW_SERIES = {"Hồ sơ tiếp nhận theo giờ"}
 OVERVIEW_MAP = "Bản đồ phản ánh hiện trường"
 
@@ -226,6 +228,17 @@ def expected_tiles(sc: scenario.Scenario) -> dict[str, Any]:
     return {title: kpis[family][key] for title, (family, key) in OVERVIEW_TILES.items()}
 
 
+def expected_notes(sc: scenario.Scenario) -> dict[str, str | None]:
+    """The noted tiles' second field: what the value lacks, None when nothing (or no value)."""
+    dossiers, documents = sc.expected_dossier_kpis(), sc.expected_document_kpis()
+    unknown = documents["outgoing_signed_unknown"]
+    return {
+        "Tỷ lệ hài lòng": "chưa có dữ liệu đánh giá" if dossiers["evaluated"] == 0
+        and dossiers["satisfaction_rate"] is not None else None,
+        "Tỷ lệ văn bản đi ký số": f"{unknown} văn bản đi chưa xác định ký số (không có tệp "
+        "đính kèm)" if unknown and documents["signed_rate"] is not None else None}
+
+
 def expected_per_hour(sc: scenario.Scenario, start: datetime,
                       end: datetime) -> dict[datetime, int]:
     """Dossiers received per UTC hour, for the hours `$__timeFilter(bucket)` keeps."""
@@ -272,6 +285,8 @@ def check_board(settings: Settings, board: Board, sc: scenario.Scenario) -> None
                                          all_value=specs[name]["allValue"])
                           for name, value in (("commune", ward), ("agency", agency))}
                 tiles = expected_tiles(scoped(sc, ward, agency, start))
+                notes = expected_notes(scoped(sc, ward, agency, start))
+                seen.update(f"{title}: {note is not None}" for title, note in notes.items())
                 per_hour = expected_per_hour(scoped(sc, ward, agency, None), start, end)
                 dots = points(scoped(sc, ward, agency, start), where_is)
                 seen.update(hours=sum(per_hour.values()), dots=len(dots))
@@ -290,10 +305,18 @@ def check_board(settings: Settings, board: Board, sc: scenario.Scenario) -> None
                         elif panel["title"] == OVERVIEW_MAP:
                             assert panel["type"] == "geomap"
                             assert rows == dots, where
+                        elif panel["title"] in NOTED:
+                            assert [c.name for c in cursor.description or []] == ["value",
+                                                                                 "note"]
+                            assert len(rows) == 1, where
+                            assert plain(rows[0][0]) == tiles[panel["title"]], where
+                            assert rows[0][1] == notes[panel["title"]], where
                         else:
                             assert len(rows) == 1 and len(rows[0]) == 1, where
                             assert plain(rows[0][0]) == tiles[panel["title"]], where
     assert seen["hours"] > 0 and seen["dots"] > 0  # the series and the map had something
+    # The signed rate's note was both shown and not (test_dashboards_inputs: satisfaction's).
+    assert seen["Tỷ lệ văn bản đi ký số: True"] and seen["Tỷ lệ văn bản đi ký số: False"]
 
 
 def test_every_query_on_plain_postgresql(settings: Settings, board: Board,

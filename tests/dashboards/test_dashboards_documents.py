@@ -49,9 +49,10 @@ TILES = {  # panel title -> key of the scenario's expected document KPIs
 }
 TREND, DURATIONS = "Văn bản đến và đi theo chu kỳ", "Thời gian xử lý văn bản"
 AGENCY_TABLE, LATE_LIST = "Theo cơ quan", "Văn bản đến quá hạn và sắp đến hạn"
-TABLE_KEYS = ["incoming", "outgoing", "signed_rate", "completed", "on_time_rate", "backlog",
-              "backlog_overdue"]
+TABLE_KEYS = ["incoming", "outgoing", "signed_rate", "signed_note", "completed", "on_time_rate",
+              "backlog", "backlog_overdue"]
 TABLE_COLUMNS = ["Mã cơ quan", "Cơ quan", "Văn bản đến", "Văn bản đi", "Tỷ lệ văn bản đi ký số",
+                 "Tỷ lệ văn bản đi ký số: phần thiếu",
                  "Văn bản đã hoàn thành", "Tỷ lệ văn bản xử lý đúng hạn", "Văn bản đến tồn đọng",
                  "Văn bản đến tồn đọng quá hạn"]
 LIST_COLUMNS = ["Mã văn bản", "Số, ký hiệu", "Mã cơ quan", "Cơ quan", "Hạn xử lý",
@@ -148,6 +149,7 @@ def agency_rows(sel: scenario.Scenario) -> list[tuple[Any, ...]]:
     rows = []
     for code, docs in sorted(groups.items()):
         k = scenario.Scenario(now=sel.now, documents=docs).expected_document_kpis()
+        k["signed_note"] = unsigned_note(k)
         rows.append((code, f"Cơ quan {code}", *(k[key] for key in TABLE_KEYS)))
     return rows
 
@@ -176,6 +178,14 @@ def test_no_deadline_near_a_boundary(sc: scenario.Scenario) -> None:
 
 
 # --- every query on real servers ----------------------------------------------------------
+
+def unsigned_note(kpis: dict[str, Any]) -> str | None:
+    """The signed rate tile's note: the outgoing copies whose signature is unknown, if any."""
+    unknown = kpis["outgoing_signed_unknown"]
+    if not unknown or kpis["signed_rate"] is None:
+        return None
+    return f"{unknown} văn bản đi chưa xác định ký số (không có tệp đính kèm)"
+
 
 def check_board(settings: Settings, sc: scenario.Scenario) -> None:
     board = to_dict(documents.build())
@@ -225,8 +235,11 @@ def check_board(settings: Settings, sc: scenario.Scenario) -> None:
                         assert got == expected, where
                     for title, key in TILES.items():
                         _, rows = run(conn, panels[title]["rawSql"], ctx)
-                        assert len(rows) == 1 and len(rows[0]) == 1, (title, *where)
+                        assert len(rows) == 1, (title, *where)
                         assert plain(rows[0][0]) == kpis[key], (title, *where)
+                        # the signed rate says how many outgoing copies it could not see
+                        assert rows[0][1:] == ((unsigned_note(kpis),) if key == "signed_rate"
+                                               else ()), (title, *where)
                     columns, rows = run(conn, panels[AGENCY_TABLE]["rawSql"], ctx)
                     assert columns == TABLE_COLUMNS
                     assert [tuple(map(plain, r)) for r in rows] == by_agency, where
