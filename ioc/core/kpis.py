@@ -44,7 +44,7 @@ class Input:
 EVALUATIONS = Input("evaluated", "chưa có dữ liệu đánh giá")
 # Outgoing copies without attachment bytes: the signed rate leaves them out of its base.
 SIGNATURES = Input("outgoing_signed_unknown",
-                   "{n} văn bản đi chưa xác định ký số (không có tệp đính kèm)", "counted")
+                   "{n} văn bản đi chưa xác định ký số, không có tệp đính kèm", "counted")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ MISSING = "chưa có dữ liệu đánh giá"
 
 
 def unsigned(n: int) -> str:
-    return f"{n} văn bản đi chưa xác định ký số (không có tệp đính kèm)"
+    return f"{n} văn bản đi chưa xác định ký số, không có tệp đính kèm"
 
 
 def values(evaluated: int, satisfaction: float | None = 94.96, unknown: int = 0,

@@ -184,7 +184,7 @@ def unsigned_note(kpis: dict[str, Any]) -> str | None:
     unknown = kpis["outgoing_signed_unknown"]
     if not unknown or kpis["signed_rate"] is None:
         return None
-    return f"{unknown} văn bản đi chưa xác định ký số (không có tệp đính kèm)"
+    return f"{unknown} văn bản đi chưa xác định ký số, không có tệp đính kèm"
 
 
 def check_board(settings: Settings, sc: scenario.Scenario) -> None:
