@@ -1,11 +1,14 @@
 """API benchmark on the embedded stack (run on demand; not a test): Open311 report POSTs.
 
     .venv/bin/python bench/api.py [--seconds 10] [--max-requests 30000] [--keys 8] [--json]
-        [--api-workers 1] [--profile DIR]
+        [--api-workers 1] [--worker-during-load] [--profile DIR]
 
 One `ioc api` process (`--api-workers N`: `ioc api --workers N`) and one `ioc worker` on
-fresh embedded servers. For 16 and then 64 concurrent clients (keep-alive connections, the
-keys taken in turn), valid report POSTs for `--seconds` (at most `--max-requests`):
+fresh embedded servers. The worker starts once the load levels are done (with
+`--worker-during-load`, from the start): on a two-core machine, a worker draining the reports
+as they arrive takes the cores the API is measured on; production runs them apart.
+For 16 and then 64 concurrent clients (keep-alive connections, the keys taken in turn),
+valid report POSTs for `--seconds` (at most `--max-requests`):
 requests/s, p50/p95/p99 latency, errors and the API process's CPU time per accepted request
 (user + system, from psutil: the figure that stays comparable on a shared machine, where
 wall-clock rates move with the neighbours' load). `--profile DIR` records each level with
@@ -184,6 +187,8 @@ def main() -> None:
     parser.add_argument("--broker", choices=brokers.KINDS,
                         help="default: the one `ioc up` would run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker-during-load", action="store_true",
+                        help="run the worker while the load levels run (it shares the cores)")
     parser.add_argument("--api-workers", type=int, default=1,
                         help="`ioc api --workers N` (the targets are for one process)")
     parser.add_argument("--profile", type=Path, help="py-spy each level into this folder")
@@ -211,10 +216,14 @@ def main() -> None:
         keys = [create_key(settings, f"app-{n}", ["reports:create"])[1]
                 for n in range(args.keys)]
         env = settings.as_env()
-        for command in (["api", "--workers", str(args.api_workers)], ["worker"]):
+        def start(*command: str) -> None:
             procs.append(subprocess.Popen([sys.executable, "-m", "ioc", *command], env=env,
                                           stdout=(root / f"{command[0]}.log").open("wb"),
                                           stderr=subprocess.STDOUT))
+
+        start("api", "--workers", str(args.api_workers))
+        if args.worker_during_load:
+            start("worker")
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -252,6 +261,8 @@ def main() -> None:
             result["api_cpu_share"] = round(cpu / wall, 2)  # of one core
             accepted += result.pop("accepted")
             levels.append(result)
+        if not args.worker_during_load:
+            start("worker")
         console.print("a valid caller, alone and during a wrong-secret flood…")
         flooded = asyncio.run(flood(base, keys[0], 5))
         console.print("exactly-once: waiting for the worker to store every accepted id…")
@@ -265,7 +276,8 @@ def main() -> None:
         postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    result = {"api_processes": args.api_workers, "levels": levels, "flood": flooded,
+    result = {"api_processes": args.api_workers, "worker_during_load": args.worker_during_load,
+              "levels": levels, "flood": flooded,
               "exactly_once": once,
               "machine": f"{psutil.cpu_count()} cores, load average"
                          f" {load_start[0]:.1f} at the start, {load_avg[0]:.1f} at the end"}
