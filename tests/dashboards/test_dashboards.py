@@ -235,8 +235,8 @@ def expected_notes(sc: scenario.Scenario) -> dict[str, str | None]:
     return {
         "Tỷ lệ hài lòng": "chưa có dữ liệu đánh giá" if dossiers["evaluated"] == 0
         and dossiers["satisfaction_rate"] is not None else None,
-        "Tỷ lệ văn bản đi ký số": f"{unknown} văn bản đi chưa xác định ký số (không có tệp "
-        "đính kèm)" if unknown and documents["signed_rate"] is not None else None}
+        "Tỷ lệ văn bản đi ký số": f"{unknown} văn bản đi chưa xác định ký số, không có tệp "
+        "đính kèm" if unknown and documents["signed_rate"] is not None else None}
 
 
 def expected_per_hour(sc: scenario.Scenario, start: datetime,
