@@ -19,6 +19,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid5
 
+from pydantic import BaseModel
+
 from connectors.mappings.common import AgencyPlaces
 from ioc.core.events import (
     Channel,
@@ -80,12 +82,20 @@ def dossier_event(record: Any, places: AgencyPlaces, source: str) -> DossierEven
         raise ValueError("no valid tienTrinhDongBo[].ThoiDiemXuLy, NgayTiepNhan or"
                          " NgayNopHoSo: the time of the record is unknown")
     occurred_at = parse_time(when, "change time")
+    return DossierEvent(event_id=_content_id(EVENT_IDS, unit, agency, occurred_at, payload),
+                        source=source, occurred_at=occurred_at, unit=unit, agency=agency,
+                        payload=payload)
+
+
+def _content_id(namespace: UUID, unit: BaseModel, agency: BaseModel, occurred_at: datetime,
+                payload: BaseModel) -> UUID:
+    """A UUIDv5 of the mapped content: the same record gives the same event id, whether it
+    is polled, pushed or imported, so the worker stores it once."""
     content = json.dumps({"unit": unit.model_dump(mode="json"),
                           "agency": agency.model_dump(mode="json"),
                           "occurred_at": occurred_at.isoformat(),
                           "payload": payload.model_dump(mode="json")}, sort_keys=True)
-    return DossierEvent(event_id=uuid5(EVENT_IDS, content), source=source,
-                        occurred_at=occurred_at, unit=unit, agency=agency, payload=payload)
+    return uuid5(namespace, content)
 
 
 def carries_evaluation(record: Any) -> bool:
@@ -121,12 +131,9 @@ def evaluation_event(record: Any, places: AgencyPlaces, source: str) -> Evaluati
         if when is None:
             raise ValueError("NgayDanhGia: missing, and the record has no change time")
         occurred_at = parse_time(when, "change time")
-    content = json.dumps({"unit": unit.model_dump(mode="json"),
-                          "agency": agency.model_dump(mode="json"),
-                          "occurred_at": occurred_at.isoformat(),
-                          "payload": payload.model_dump(mode="json")}, sort_keys=True)
-    return EvaluationEvent(event_id=uuid5(EVALUATION_IDS, content), source=source,
-                           occurred_at=occurred_at, unit=unit, agency=agency, payload=payload)
+    return EvaluationEvent(
+        event_id=_content_id(EVALUATION_IDS, unit, agency, occurred_at, payload), source=source,
+        occurred_at=occurred_at, unit=unit, agency=agency, payload=payload)
 
 
 def change_time(record: Any) -> str | None:
