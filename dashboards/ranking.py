@@ -40,7 +40,7 @@ TOTAL = "Tổng điểm"
 SCORED = ("dossiers.on_time_rate", "dossiers.digitized_rate", "dossiers.online_rate",
           "dossiers.satisfaction_rate")  # the 766 groups' rates
 COLUMNS = {
-    **kpi_columns("dossiers.received", "dossiers.to_handle", *SCORED),
+    **kpi_columns("dossiers.received", "dossiers.to_handle", *SCORED, notes=True),
     "Điểm tiến độ (20)": "progress_points",
     "Điểm số hóa (22)": "digitization_points",
     "Điểm trực tuyến (22)": "online_points",

@@ -406,14 +406,14 @@ CREATE OR REPLACE FUNCTION kpi_ranking(since timestamptz, until timestamptz, gro
                                        satisfaction_target numeric,
                                        as_of timestamptz DEFAULT now())
 RETURNS TABLE (rank bigint, group_code text, group_name text, received bigint,
-               to_handle bigint, on_time_rate numeric, digitized_rate numeric,
+               to_handle bigint, evaluated bigint, on_time_rate numeric, digitized_rate numeric,
                online_rate numeric, satisfaction_rate numeric, progress_points numeric,
                digitization_points numeric, online_points numeric,
                satisfaction_points numeric, total_points numeric)
 LANGUAGE sql STABLE AS $$
     WITH p AS (
-        SELECT k.group_code, k.group_name, k.received, k.to_handle, k.on_time_rate,
-               k.digitized_rate, k.online_rate, k.satisfaction_rate,
+        SELECT k.group_code, k.group_name, k.received, k.to_handle, k.evaluated,
+               k.on_time_rate, k.digitized_rate, k.online_rate, k.satisfaction_rate,
                ioc_766_points(k.on_time_rate, on_time_target, 20)           AS progress_points,
                ioc_766_points(k.digitized_rate, digitized_target, 22)       AS digitization_points,
                ioc_766_points(k.online_rate, online_target, 22)             AS online_points,
@@ -440,7 +440,7 @@ CREATE OR REPLACE FUNCTION kpi_agency_ranking(since timestamptz DEFAULT '-infini
                                               satisfaction_target numeric DEFAULT 95,
                                               as_of timestamptz DEFAULT now())
 RETURNS TABLE (rank bigint, agency_code text, agency_name text, received bigint,
-               to_handle bigint, on_time_rate numeric, digitized_rate numeric,
+               to_handle bigint, evaluated bigint, on_time_rate numeric, digitized_rate numeric,
                online_rate numeric, satisfaction_rate numeric, progress_points numeric,
                digitization_points numeric, online_points numeric,
                satisfaction_points numeric, total_points numeric)
@@ -458,13 +458,13 @@ CREATE OR REPLACE FUNCTION kpi_commune_ranking(since timestamptz DEFAULT '-infin
                                                satisfaction_target numeric DEFAULT 95,
                                                as_of timestamptz DEFAULT now())
 RETURNS TABLE (rank bigint, commune_code text, received bigint, to_handle bigint,
-               on_time_rate numeric, digitized_rate numeric, online_rate numeric,
+               evaluated bigint, on_time_rate numeric, digitized_rate numeric, online_rate numeric,
                satisfaction_rate numeric, progress_points numeric,
                digitization_points numeric, online_points numeric,
                satisfaction_points numeric, total_points numeric)
 LANGUAGE sql STABLE AS $$
-    SELECT rank, group_code, received, to_handle, on_time_rate, digitized_rate, online_rate,
-           satisfaction_rate, progress_points, digitization_points, online_points,
+    SELECT rank, group_code, received, to_handle, evaluated, on_time_rate, digitized_rate,
+           online_rate, satisfaction_rate, progress_points, digitization_points, online_points,
            satisfaction_points, total_points
     FROM kpi_ranking(since, until, 'commune', NULL, on_time_target, digitized_target,
                      online_target, satisfaction_target, as_of)

@@ -1,14 +1,15 @@
 """A wall tile whose KPI stands on part of its inputs says which part (issue 14): the overview's
 satisfaction tile, run on real PostgreSQL as Grafana would, gives the note "chưa có dữ liệu đánh
 giá" beside its value while no evaluation of a dossier received in the range has arrived, and
-none once one has. Values are computed here from the scenario's dossiers."""
+none once one has; so does the league table's satisfaction column, per agency. Values are
+computed here from the scenario's dossiers."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
 
-from dashboards import overview
+from dashboards import overview, ranking
 from dashboards.macros import Context, Variable, expand
 from dashboards.sdk import to_dict
 from ioc.core.db import connect
@@ -37,14 +38,25 @@ def test_the_satisfaction_tile_says_when_no_evaluation_was_received(settings: Se
         replace(d, satisfaction=None, complaint=False) for d in sc.subset(since=start).dossiers])
     rate = unevaluated.expected_dossier_kpis()["satisfaction_rate"]
     assert rate is not None
+    (league, _) = to_dict(ranking.build())["panels"]
+    league_ctx = Context(start, sc.now + timedelta(minutes=5), variables={"commune": Variable(
+        "commune", None, options=[], multi=False, include_all=True, all_value="NULL")})
     with connect(loaded(settings, sc, timescaledb=False)) as conn:
         def tile() -> tuple[object, object]:
             (row,) = conn.execute(expand(target["rawSql"], ctx)).fetchall()
             return plain(row[0]), row[1]
 
+        def league_notes() -> dict[str, object]:
+            cursor = conn.execute(expand(league["targets"][0]["rawSql"], league_ctx))
+            names = [c.name for c in cursor.description or []]
+            note = names.index(f"{TITLE}: phần thiếu")
+            return {r[names.index("Mã cơ quan")]: r[note] for r in cursor.fetchall()}
+
         conn.execute("UPDATE dossiers SET satisfaction = NULL, complaint = NULL")
         conn.execute("DELETE FROM evaluations")
         assert tile() == (rate, MISSING)
+        agencies = {d.agency for d in recent}
+        assert league_notes() == dict.fromkeys(agencies, MISSING)
         # An evaluation of a dossier received before the range does not count for it.
         conn.execute("UPDATE dossiers SET satisfaction = 'satisfied' WHERE dossier_code = %s",
                      (older[0].code,))
@@ -53,3 +65,4 @@ def test_the_satisfaction_tile_says_when_no_evaluation_was_received(settings: Se
         conn.execute("UPDATE dossiers SET satisfaction = 'satisfied' WHERE dossier_code = %s",
                      (recent[0].code,))
         assert tile() == (rate, None)
+        assert league_notes() == {a: None if a == recent[0].agency else MISSING for a in agencies}

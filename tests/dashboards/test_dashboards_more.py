@@ -138,6 +138,9 @@ def league(sc: scenario.Scenario, key: str, names: dict[str, str] | None) -> lis
     for code, dossiers in groups.items():
         k = scenario.Scenario(now=sc.now, dossiers=dossiers).expected_dossier_kpis()
         rates = [k[r] for r in ranking.COLUMNS.values() if r.endswith("_rate")]
+        # After the satisfaction rate: what it lacks, when no citizen evaluated a dossier.
+        rates.append("chưa có dữ liệu đánh giá" if k["evaluated"] == 0
+                     and k["satisfaction_rate"] is not None else None)
         earned = [points(k[r], *GROUPS[r]) for r in ranking.COLUMNS.values()
                   if r.endswith("_rate")]
         total = sum((p or Decimal(0) for p in earned), Decimal(0))
