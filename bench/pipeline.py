@@ -1,14 +1,17 @@
 """Pipeline benchmark on the embedded stack, on either broker (run on demand; not a test).
 
     .venv/bin/python bench/pipeline.py [--broker both] [--workers 1 2] [--partitions 8]
-        [--events 40000] [--rate 1000] [--seconds 20] [--json]
+        [--events 40000] [--rate 1000] [--seconds 20] [--preload 1000000 10000000]
+        [--panels 10] [--json]
 
 For each broker and each worker count, in one run on fresh servers and a fresh schema:
 - throughput: events/s from the first publish until the last event is visible in the
   events table, the state tables and the rollups (one transaction makes all three visible);
 - the baseline (once per broker): raw aiokafka consume + batched COPY of the same events;
 - freshness: p50/p95/p99 from publish to visible at a steady rate (the workers' histograms);
-- each worker's peak resident memory, and the workers' CPU once idle.
+- each worker's peak resident memory, and the workers' CPU once idle;
+- growth (`--preload`): the write rate with that many events stored first, against empty;
+  with `--panels`, then every dashboard query on the largest of them (bench/panels.py).
 """
 
 import argparse
@@ -29,12 +32,15 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from panels import measure as time_panels  # bench/ is the script's folder
+from panels import verdicts
 from rich.console import Console
 from rich.table import Table
-from synthetic import load as store_synthetic  # bench/ is the script's folder
+from synthetic import load as store_synthetic
 
 from connectors.simulator import Message, Simulator
 from ioc.core.db import connect, migrate
+from ioc.core.lag import SOURCE_TOPICS
 from ioc.core.settings import Settings, default_cache_dir
 from ioc.core.topics import ensure_topics
 from ioc.embedded import broker as brokers
@@ -196,7 +202,7 @@ def wait_stored(settings: Settings, total: int, what: str, poll: float = 0.05) -
 
 async def baseline(settings: Settings, total: int, group: str) -> float:
     """The ceiling: consume every source topic and COPY the raw events, no validation."""
-    topics = [settings.topic(n) for n in ("dossiers", "documents", "field_reports")]
+    topics = [settings.topic(n) for n in SOURCE_TOPICS]
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=group, auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_poll_records=5000)
@@ -318,6 +324,11 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
             proc.terminate()
         for proc in procs:
             proc.wait(30)
+    panels = None
+    if preload and args.panels and preload >= max(args.preload):
+        console.print(f"every dashboard query on {preload + len(messages) + len(steady):,} "
+                      "events…")
+        panels = verdicts(time_panels(settings, args.panels, budget=5))
     baseline_eps = None
     if with_baseline:
         console.print(f"{kind}: baseline, raw consume + COPY…")
@@ -342,6 +353,9 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
         "cpu_us_per_event": cpu_us,  # during the throughput phase, publisher excluded
         "stage_wall_us_per_event": stages_us["wall"],
         "stage_cpu_us_per_event": stages_us["cpu"],
+        # With --panels, on the largest preload: per dashboard, its queries' worst p95 (ms)
+        # and whether every one meets 100 ms (bench/panels.py; "last 24 h"/"today"/"30 days").
+        "panels": panels,
     }
 
 
@@ -358,6 +372,9 @@ def main() -> None:
     parser.add_argument("--preload", type=int, nargs="*", default=[],
                         help="growth: also measure one worker with this many events stored first"
                              " (first broker; e.g. 1000000 10000000)")
+    parser.add_argument("--panels", type=int, default=0, metavar="REPEAT",
+                        help="after the largest preload, time every dashboard query REPEAT times")
+    parser.add_argument("--shared-buffers", default="1GB", help="PostgreSQL's, as in production")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -371,6 +388,11 @@ def main() -> None:
     postgres = Postgres(port=free_port(), data_dir=root / "postgres")
     results: list[dict] = []
     try:
+        postgres.start()
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
+            conn.execute("ALTER SYSTEM SET max_wal_size = '8GB'")  # the preload's big inserts
+        postgres.stop()
         postgres.start()
         for kind in kinds:
             broker = brokers.make(kind, free_port(), root, default_cache_dir(),  # type: ignore[arg-type]

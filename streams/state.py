@@ -84,7 +84,7 @@ class StateTable:
     def fold(self, events: Iterable[Event]) -> list[Row]:
         """One row per entity, in key order (a stable lock order for concurrent workers)."""
         rows: dict[str, Row] = {}
-        for event in sorted(events, key=lambda e: (e.occurred_at, str(e.event_id))):
+        for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
             row = self.row(event)
             key = row[self.key]
             rows[key] = self.merge(rows[key], row) if key in rows else row
