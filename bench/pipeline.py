@@ -261,6 +261,7 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
                         heartbeat_seconds=1, topic_retention_hours=2,
                         **broker.client_settings())
     migrate(settings)
+    with_panels = bool(preload and args.panels and preload == max(args.preload))
     if preload:
         console.print(f"{kind}: preloading {preload:,} events…")
         store_synthetic(settings, preload, days=365)
@@ -325,7 +326,7 @@ def run_pipeline(kind: str, broker: Broker, postgres: Postgres, workers: int,
         for proc in procs:
             proc.wait(30)
     panels = None
-    if preload and args.panels and preload >= max(args.preload):
+    if with_panels:
         console.print(f"every dashboard query on {preload + len(messages) + len(steady):,} "
                       "events…")
         panels = verdicts(time_panels(settings, args.panels, budget=5))
