@@ -127,10 +127,8 @@ INSERT INTO {table} (bucket, {by}, events)
 SELECT time_bucket(interval '{width}', occurred_at), {by}, count(*)
 FROM events GROUP BY 1, {by}
 """
-PLACE = "kind, source, province_code, commune_code, agency_code"
 # The worker's count tables on plain PostgreSQL (streams/store.py, COUNT_TABLES).
-COUNT_TABLES = (("event_counts_minute", "1 minute", PLACE), ("event_counts_hour", "1 hour", PLACE),
-                ("kind_counts_minute", "1 minute", "kind, source"),
+COUNT_TABLES = (("kind_counts_minute", "1 minute", "kind, source"),
                 ("kind_counts_hour", "1 hour", "kind, source"))
 
 

@@ -36,9 +36,7 @@ RETURNING event_id, occurred_at, kind, source, province_code, commune_code, agen
 
 # Where TimescaleDB is absent, event counts are tables the same statement keeps (else caggs),
 # so the new events never leave the server: table, bucket width, what it counts by.
-PLACE = "kind, source, province_code, commune_code, agency_code"
-COUNT_TABLES = (("event_counts_minute", "1 minute", PLACE), ("event_counts_hour", "1 hour", PLACE),
-                ("kind_counts_minute", "1 minute", "kind, source"),
+COUNT_TABLES = (("kind_counts_minute", "1 minute", "kind, source"),
                 ("kind_counts_hour", "1 hour", "kind, source"))
 COUNT_NEW = """
 , {table} AS (
@@ -136,7 +134,7 @@ class Store:
                 self.settings.database_url, connect_timeout=5, **connect_kwargs(self.settings)
             )
             row = await (await self._conn.execute(
-                "SELECT relkind FROM pg_class WHERE oid = to_regclass('event_counts_minute')"
+                "SELECT relkind FROM pg_class WHERE oid = to_regclass('kind_counts_minute')"
             )).fetchone()
             self._keeps_counts = row is not None and row[0] == "r"
             await self._conn.commit()

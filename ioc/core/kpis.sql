@@ -378,14 +378,6 @@ CREATE OR REPLACE VIEW kpi_dossiers AS SELECT * FROM kpi_dossiers();
 CREATE OR REPLACE VIEW kpi_documents AS SELECT * FROM kpi_documents();
 CREATE OR REPLACE VIEW kpi_field_reports AS SELECT * FROM kpi_field_reports();
 
--- Per agency, all time, as of now (the wall reads kpi_dossiers_by as of its own moment).
-CREATE OR REPLACE VIEW kpi_dossiers_by_agency AS
-SELECT group_code AS agency_code, received, to_handle, finished, finished_on_time,
-       finished_late, in_process, late_in_process, due_soon, not_yet_due, online, digitized,
-       with_fee, paid_online, dissatisfied_or_late, evaluated, on_time_rate, online_rate,
-       digitized_rate, paid_online_rate, satisfaction_rate
-FROM kpi_dossiers_by('-infinity', 'infinity', 'agency');
-
 ---------------------------------------------------------------------------------------------
 -- League tables in the style of Decision 766/QĐ-TTg (docs/domain.md, "Ratings"): a rate at or
 -- above its target earns the group's full points, otherwise rate / target × points (rounded to

@@ -58,9 +58,9 @@ def snapshot(settings: Settings) -> dict[str, Any]:
         counts = {table: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
             sql.Identifier(table))).fetchone()[0]
             for table in ("events", "dossiers", "documents", "field_reports", "rollup_hour")}
-        minutes = conn.execute("SELECT kind, sum(events) FROM event_counts_minute"
+        minutes = conn.execute("SELECT kind, sum(events) FROM kind_counts_minute"
                                " GROUP BY kind ORDER BY kind").fetchall()
-        hours = conn.execute("SELECT kind, sum(events) FROM event_counts_hour"
+        hours = conn.execute("SELECT kind, sum(events) FROM kind_counts_hour"
                              " GROUP BY kind ORDER BY kind").fetchall()
     return {"kpis": read_kpis(settings), "counts": counts, "minutes": minutes, "hours": hours}
 

@@ -186,14 +186,14 @@ def test_roles_on_timescaledb(timescale: TimescaleServer, tmp_path: Path) -> Non
             " VALUES ('2001-02-03T04:05:06Z', %s, 'dossier', 'x', 'test', '25', 'A',"
             " 'received', now(), '{}')", (uuid.uuid4(),))
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
-        conn.execute("SELECT * FROM event_counts_minute LIMIT 1")  # a continuous aggregate
+        conn.execute("SELECT * FROM kind_counts_minute LIMIT 1")  # a continuous aggregate
         conn.execute("RESET ROLE")
         conn.execute("SET ROLE grafana_reader")
         conn.execute("SET default_transaction_read_only = on")  # the role's setting
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), conn.transaction():
             conn.execute("INSERT INTO worker_status VALUES ('x', now(), now())")
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
-        conn.execute("SELECT * FROM event_counts_hour LIMIT 1")
+        conn.execute("SELECT * FROM kind_counts_hour LIMIT 1")
         reader_reads_only(conn)
         conn.execute("RESET ROLE")
 

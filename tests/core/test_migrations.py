@@ -17,7 +17,7 @@ def test_migrate_is_versioned_and_idempotent(settings: Settings) -> None:
         settings, "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
         (settings.database_schema,))}
     assert {"events", "dossiers", "documents", "field_reports", "rollup_hour",
-            "event_counts_minute", "event_counts_hour", "kpi_dossiers", "kpi_documents",
+            "kind_counts_minute", "kind_counts_hour", "kpi_dossiers", "kpi_documents",
             "kpi_field_reports", "worker_status"} <= tables
 
 

@@ -23,8 +23,8 @@ EVENT_INSERT = (
     " commune_code, agency_code, status, ingested_at, body)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '{}')"
 )
-GROUP = ("kind", "source", "province_code", "commune_code", "agency_code")
-Key = tuple[datetime, str, str, str, str, str]
+GROUP = ("kind", "source")
+Key = tuple[datetime, str, str]
 
 
 @pytest.fixture
@@ -63,8 +63,7 @@ def test_migrate_twice_creates_hypertables_caggs_and_policies(
             "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
             " WHERE view_schema = %s", (schema,)
         ).fetchall())
-        assert caggs == {"event_counts_minute": False, "event_counts_hour": False,
-                         "kind_counts_minute": False, "kind_counts_hour": False}
+        assert caggs == {"kind_counts_minute": False, "kind_counts_hour": False}
         segment_by = conn.execute(
             "SELECT attname FROM timescaledb_information.compression_settings"
             " WHERE hypertable_schema = %s AND hypertable_name = 'events'"
@@ -78,16 +77,14 @@ def test_migrate_twice_creates_hypertables_caggs_and_policies(
         ("policy_compression", "events"),
         ("policy_retention", "events"),
         ("policy_retention", "dead_letters"),
-        ("policy_refresh_continuous_aggregate", "event_counts_minute"),
-        ("policy_refresh_continuous_aggregate", "event_counts_hour"),
         ("policy_refresh_continuous_aggregate", "kind_counts_minute"),
         ("policy_refresh_continuous_aggregate", "kind_counts_hour"),
     }
     assert configs["policy_compression", "events"]["compress_after"] == "3 days"
     assert configs["policy_retention", "events"]["drop_after"] == "400 days"
     assert configs["policy_retention", "dead_letters"]["drop_after"] == "400 days"
-    minute = configs["policy_refresh_continuous_aggregate", "event_counts_minute"]
-    hour = configs["policy_refresh_continuous_aggregate", "event_counts_hour"]
+    minute = configs["policy_refresh_continuous_aggregate", "kind_counts_minute"]
+    hour = configs["policy_refresh_continuous_aggregate", "kind_counts_hour"]
     assert (minute["start_offset"], minute["end_offset"]) == ("400 days", "00:01:00")
     assert (hour["start_offset"], hour["end_offset"]) == ("400 days", "01:00:00")
 
@@ -118,28 +115,18 @@ def make_events(now: datetime, count: int) -> list[tuple[object, ...]]:
 
 def expected_counts(rows: list[tuple[object, ...]], unit: str) -> Counter[Key]:
     counts: Counter[Key] = Counter()
-    for occurred, _, kind, _, source, province, commune, agency, *_ in rows:
+    for occurred, _, kind, _, source, *_ in rows:
         assert isinstance(occurred, datetime)
         bucket = occurred.astimezone(UTC).replace(second=0, microsecond=0)
         if unit == "hour":
             bucket = bucket.replace(minute=0)
-        counts[bucket, kind, source, province, commune, agency] += 1  # type: ignore[index]
+        counts[bucket, kind, source] += 1  # type: ignore[index]
     return counts
 
 
 def cagg_counts(conn: psycopg.Connection, view: str) -> Counter[Key]:
     rows = conn.execute(f"SELECT bucket, {', '.join(GROUP)}, events FROM {view}").fetchall()
     return Counter({(b.astimezone(UTC), *group): n for b, *group, n in rows})
-
-
-def check_kind_counts(conn: psycopg.Connection, rows: list[tuple[object, ...]]) -> None:
-    """kind_counts_minute/_hour (migration 0025): the events per bucket, kind and source."""
-    for unit in ("minute", "hour"):
-        expected: Counter[tuple[datetime, str, str]] = Counter()
-        for (bucket, kind, source, *_), n in expected_counts(rows, unit).items():
-            expected[bucket, kind, source] += n
-        got = conn.execute(f"SELECT bucket, kind, source, events FROM kind_counts_{unit}")
-        assert Counter({(b.astimezone(UTC), k, s): n for b, k, s, n in got}) == expected, unit
 
 
 def materialized(conn: psycopg.Connection, settings: Settings, view: str) -> Counter[Key]:
@@ -161,14 +148,14 @@ def refresh(conn: psycopg.Connection, policy: Jobs) -> None:
     run (it only picks batches whose range overlaps an invalidation, and a single row's range is
     empty until a run has moved it to the aggregate's log, expanded to its bucket).
     """
-    for view in ("event_counts_minute", "event_counts_hour", "kind_counts_minute",
-                 "kind_counts_hour"):
+    for view in ("kind_counts_minute", "kind_counts_hour"):
         for _ in range(2):
             conn.execute("CALL run_job(%s)",
                          (policy["policy_refresh_continuous_aggregate", view][0],))
 
 
-def test_event_counts_are_exact_realtime_refreshed_and_compressed(ts: Settings) -> None:
+def test_kind_counts_are_exact_realtime_refreshed_and_compressed(ts: Settings) -> None:
+    """kind_counts_minute/_hour (migration 0025): the events per bucket, kind and source."""
     now = datetime.now(UTC)
     rows = make_events(now, 360)
     old = [r for r in rows if r[0] < now - timedelta(days=8)]  # type: ignore[operator]
@@ -179,24 +166,22 @@ def test_event_counts_are_exact_realtime_refreshed_and_compressed(ts: Settings) 
         with conn.transaction():
             conn.cursor().executemany(EVENT_INSERT, rows)
         # Real-time aggregation: nothing materialized yet, every event counted.
-        assert cagg_counts(conn, "event_counts_minute") == by_minute
-        assert cagg_counts(conn, "event_counts_hour") == by_hour
-        check_kind_counts(conn, rows)
+        assert cagg_counts(conn, "kind_counts_minute") == by_minute
+        assert cagg_counts(conn, "kind_counts_hour") == by_hour
 
         policy = jobs(conn, ts)
         refresh(conn, policy)
         # Everything before the last hours was materialized, old days too (the refresh window
         # reaches back as far as the retention); the rest is real-time.
         day_ago = now - timedelta(days=1)
-        for view, expected in (("event_counts_minute", by_minute), ("event_counts_hour", by_hour)):
+        for view, expected in (("kind_counts_minute", by_minute), ("kind_counts_hour", by_hour)):
             stored = materialized(conn, ts, view)
             assert +Counter({k: n for k, n in stored.items() if k[0] < day_ago}) == +Counter(
                 {k: n for k, n in expected.items() if k[0] < day_ago})
         # The last hour is not materialized in the hour aggregate: it is served real-time.
-        assert sum(materialized(conn, ts, "event_counts_hour").values()) < len(rows)
-        assert cagg_counts(conn, "event_counts_minute") == by_minute
-        assert cagg_counts(conn, "event_counts_hour") == by_hour
-        check_kind_counts(conn, rows)
+        assert sum(materialized(conn, ts, "kind_counts_hour").values()) < len(rows)
+        assert cagg_counts(conn, "kind_counts_minute") == by_minute
+        assert cagg_counts(conn, "kind_counts_hour") == by_hour
 
         conn.execute("CALL run_job(%s)", (policy["policy_compression", "events"][0],))
         compressed = conn.execute(
@@ -226,9 +211,8 @@ def test_event_counts_are_exact_realtime_refreshed_and_compressed(ts: Settings) 
         late = (*duplicate[:1], uuid.uuid4(), *duplicate[2:])
         conn.execute(EVENT_INSERT, late)
         refresh(conn, policy)
-        assert cagg_counts(conn, "event_counts_minute") == expected_counts([*rows, late], "minute")
-        assert cagg_counts(conn, "event_counts_hour") == expected_counts([*rows, late], "hour")
-        check_kind_counts(conn, [*rows, late])
+        assert cagg_counts(conn, "kind_counts_minute") == expected_counts([*rows, late], "minute")
+        assert cagg_counts(conn, "kind_counts_hour") == expected_counts([*rows, late], "hour")
 
 
 WIDTHS = ["1 minute", "15 minutes", "1 hour", "1 day", "7 days", "1 month", "3 months", "1 year"]

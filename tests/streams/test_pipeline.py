@@ -47,7 +47,8 @@ def snapshot(settings: Settings) -> dict[str, list[tuple]]:
         "documents": "SELECT * EXCLUDE_STORED FROM documents ORDER BY 1",
         "field_reports": "SELECT * EXCLUDE_STORED FROM field_reports ORDER BY 1",
         "rollup_hour": "SELECT * FROM rollup_hour ORDER BY 1, 2, 3, 4, 5, 6",
-        "event_counts_minute": "SELECT * FROM event_counts_minute ORDER BY 1, 2, 3, 4, 5, 6",
+        "kind_counts_minute": "SELECT * FROM kind_counts_minute ORDER BY 1, 2, 3",
+        "kind_counts_hour": "SELECT * FROM kind_counts_hour ORDER BY 1, 2, 3",
     }
     result = {}
     for name, text in tables.items():

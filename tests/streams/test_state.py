@@ -114,7 +114,7 @@ def clean(settings: Settings) -> None:
     with connect(settings) as conn:
         conn.execute("TRUNCATE events, dossiers, documents, field_reports, evaluations,"
                      " rollup_hour,"
-                     " event_counts_minute, event_counts_hour")
+                     " kind_counts_minute, kind_counts_hour")
 
 
 def test_concurrent_workers_keep_rollups_exact(settings: Settings) -> None:

@@ -2,6 +2,9 @@
 equal what tests/support/scenario.py computes from its ground truth, each event counted once."""
 
 import asyncio
+import json
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from ioc.core.db import migrate
@@ -9,6 +12,7 @@ from ioc.core.kpis import read_kpis
 from ioc.core.settings import Settings
 from ioc.core.topics import ensure_topics
 from tests.support import scenario
+from tests.support.scenario import minute
 from tests.support.services import WorkerProcess, query, wait_until
 
 TIME_INVARIANT = {  # rollup metric -> key of the expected KPIs it must equal
@@ -66,6 +70,7 @@ def assert_kpis(settings: Settings, sc: scenario.Scenario,
 
 
 def assert_rollups(settings: Settings, sc: scenario.Scenario) -> None:
+    """The hourly rollups' time-invariant sums and the counts per bucket, kind and source."""
     expected = {"dossier": sc.expected_dossier_kpis(), "document": sc.expected_document_kpis(),
                 "field_report": sc.expected_report_kpis()}
     sums = {(kind, metric): value for kind, metric, value in query(
@@ -73,8 +78,23 @@ def assert_rollups(settings: Settings, sc: scenario.Scenario) -> None:
     for kind, metrics in TIME_INVARIANT.items():
         for metric, key in metrics.items():
             assert sums.get((kind, metric), 0) == expected[kind][key], (kind, metric)
-    counted = query(settings, "SELECT sum(events) FROM event_counts_minute")[0][0]
-    assert counted == len(sc.valid_event_ids)
+    for unit in ("minute", "hour"):
+        got = query(settings, f"SELECT bucket, kind, source, events FROM kind_counts_{unit}")
+        counted = Counter({(b.astimezone(UTC), k, s): n for b, k, s, n in got})
+        assert counted == expected_kind_counts(sc, unit), unit
+
+
+def expected_kind_counts(sc: scenario.Scenario, unit: str) -> Counter[tuple[datetime, str, str]]:
+    """The valid events per UTC minute or hour, kind and source, from the messages sent."""
+    buckets = {}
+    for _, key, value in sc.messages:
+        if key != b"bad":  # a malformed message (scenario._add_malformed)
+            event = json.loads(value)
+            at = minute(event)
+            buckets[event["event_id"]] = (at.replace(minute=0) if unit == "hour" else at,
+                                          event["kind"], event["source"])
+    assert set(buckets) == sc.valid_event_ids
+    return Counter(buckets.values())
 
 
 def assert_counted_once(settings: Settings) -> None:
