@@ -31,7 +31,7 @@ SELECT * FROM unnest(%b::timestamptz[], %b::uuid[], %b::text[], %b::text[], %b::
                      %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[],
                      %b::jsonb[])
 ON CONFLICT DO NOTHING
-RETURNING event_id, occurred_at, kind, source, province_code, commune_code, agency_code
+RETURNING event_id, occurred_at, kind, source
 """
 
 # Where TimescaleDB is absent, event counts are tables the same statement keeps (else caggs),
