@@ -44,10 +44,10 @@ UNASSIGNED = "Chưa xác định"  # the commune/ward of a report not placed yet
 # SQL: the commune/ward column as the panels show it.
 COMMUNE = f"CASE WHEN commune_code = '' THEN '{UNASSIGNED}' ELSE commune_code END"
 
+# One index probe per category (`ioc_categories()`, migration 0028), not every report.
 CATEGORIES = """SELECT service_code AS __value,
-       coalesce(max(service_name), service_code) || ' (' || service_code || ')' AS __text
-FROM field_reports
-GROUP BY service_code
+       coalesce(service_name, service_code) || ' (' || service_code || ')' AS __text
+FROM ioc_categories()
 ORDER BY 1"""
 
 # Commune/ward, agency, category and former district (no time): what every panel filters on.
