@@ -113,7 +113,7 @@ LATE_AND_DUE_SOON = f"""SELECT service_request_id AS "Mã phản ánh",
        {status_label(overdue_first=False).replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
        {sdk.hours_left("expected_datetime", AS_OF)} AS "{sdk.HOURS_LEFT}"
 FROM {FACTS}
-WHERE is_open AND expected_datetime < {AS_OF} + ioc_due_soon_horizon()
+WHERE is_open AND expected_datetime < {AS_OF} + (SELECT ioc_due_soon_horizon())
   AND {SELECTION}
 ORDER BY expected_datetime, service_request_id
 LIMIT {LIST_LIMIT}"""

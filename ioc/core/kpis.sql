@@ -126,9 +126,7 @@ CREATE OR REPLACE VIEW dossier_facts AS SELECT * FROM dossier_facts_at(NULL);
 
 -- The dossier KPIs per group of the selection, in one GROUP BY (`group_by`: 'agency',
 -- 'commune', 'procedure', or NULL for one group, the whole selection, no row when it is
--- empty): the group's code, its name (agency or procedure groups) and every KPI. The selection
--- is a subquery kept apart (OFFSET 0): each flag is computed once per row, not once per count
--- that reads it (a flag such as in_process is read by six).
+-- empty): the group's code, its name (agency or procedure groups) and every KPI.
 CREATE OR REPLACE FUNCTION kpi_dossiers_by(since timestamptz, until timestamptz, group_by text,
                                            unit text DEFAULT NULL, agency text DEFAULT NULL,
                                            former_district text DEFAULT NULL,
@@ -168,8 +166,7 @@ LANGUAGE sql STABLE AS $$
               WHERE anchor_at >= since AND anchor_at < until
                 AND (unit IS NULL OR unit IN (province_code, commune_code))
                 AND (agency IS NULL OR agency_code = agency)
-                AND (former_district IS NULL OR former_district_code = former_district)
-              OFFSET 0) f
+                AND (former_district IS NULL OR former_district_code = former_district)) f
         GROUP BY group_code
     )
     SELECT c.*,
@@ -286,8 +283,7 @@ LANGUAGE sql STABLE AS $$
               WHERE anchor_at >= since AND anchor_at < until
                 AND (unit IS NULL OR unit IN (province_code, commune_code))
                 AND (agency IS NULL OR agency_code = agency)
-                AND (former_district IS NULL OR former_district_code = former_district)
-              OFFSET 0) f
+                AND (former_district IS NULL OR former_district_code = former_district)) f
         GROUP BY group_code
     )
     SELECT c.*, ioc_pct(c.outgoing_signed, c.outgoing - c.outgoing_signed_unknown),
@@ -373,13 +369,11 @@ LANGUAGE sql STABLE AS $$
            count(*) FILTER (WHERE overdue),
            round((percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_seconds)
                   / 3600)::numeric, 2)
-    FROM (SELECT *  -- kept apart, as in kpi_dossiers_by: each flag computed once per row
-          FROM field_report_facts_at(as_of)
-          WHERE anchor_at >= since AND anchor_at < until
-            AND (unit IS NULL OR unit IN (province_code, commune_code))
-            AND (agency IS NULL OR agency_code = agency)
-            AND (former_district IS NULL OR former_district_code = former_district)
-          OFFSET 0) f
+    FROM field_report_facts_at(as_of)
+    WHERE anchor_at >= since AND anchor_at < until
+      AND (unit IS NULL OR unit IN (province_code, commune_code))
+      AND (agency IS NULL OR agency_code = agency)
+      AND (former_district IS NULL OR former_district_code = former_district)
 $$;
 
 ---------------------------------------------------------------------------------------------
