@@ -98,7 +98,7 @@ LATE_AND_DUE_SOON = f"""SELECT document_id AS "Mã văn bản",
             ELSE status END AS "Trạng thái",
        {sdk.hours_left("deadline", AS_OF)} AS "{sdk.HOURS_LEFT}"
 FROM document_facts_at({AS_OF})
-WHERE in_backlog AND deadline < {AS_OF} + ioc_due_soon_horizon()
+WHERE in_backlog AND deadline < {AS_OF} + (SELECT ioc_due_soon_horizon())
   AND {SELECTION}
 ORDER BY deadline, document_id
 LIMIT {LIST_LIMIT}"""

@@ -25,15 +25,21 @@ def _values() -> str:
 
 
 def distribution_sql(hours: str, source: str, where: str, key: str, count_title: str) -> str:
-    """Items of `source` matching `where`, counted per bucket of `hours` (an SQL expression)."""
+    """Items of `source` matching `where`, counted per bucket of `hours` (an SQL expression).
+    Each item's bucket is computed once (`width_bucket` over the lower bounds) and the counts
+    joined to the buckets: joining every item to every bucket evaluated `hours` six times an
+    item (0.1 s for 30 days of field reports, bench/panels.py)."""
+    bounds = ", ".join(str(low) for _, low, _ in BUCKETS[1:])
     return f"""WITH b(ord, label, low, high) AS (VALUES {_values()})
-SELECT b.label AS "{BUCKET_COLUMN}", count(x.{key}) AS "{count_title}"
+SELECT b.label AS "{BUCKET_COLUMN}", coalesce(x.items, 0) AS "{count_title}"
 FROM b
-LEFT JOIN (SELECT {key}, {hours} AS hours
-           FROM {source}
-           WHERE {where.replace(chr(10), chr(10) + '             ')}) x
-       ON x.hours >= b.low AND (b.high IS NULL OR x.hours < b.high)
-GROUP BY b.ord, b.label
+LEFT JOIN (SELECT width_bucket(hours, ARRAY[{bounds}]) + 1 AS ord, count({key}) AS items
+           FROM (SELECT {key}, {hours} AS hours
+                 FROM {source}
+                 WHERE {where.replace(chr(10), chr(10) + '                   ')}) y
+           WHERE hours >= {BUCKETS[0][1]}
+           GROUP BY 1) x
+       ON x.ord = b.ord
 ORDER BY b.ord"""
 
 

@@ -44,10 +44,10 @@ UNASSIGNED = "Chưa xác định"  # the commune/ward of a report not placed yet
 # SQL: the commune/ward column as the panels show it.
 COMMUNE = f"CASE WHEN commune_code = '' THEN '{UNASSIGNED}' ELSE commune_code END"
 
+# One index probe per category (`ioc_categories()`, migration 0028), not every report.
 CATEGORIES = """SELECT service_code AS __value,
-       coalesce(max(service_name), service_code) || ' (' || service_code || ')' AS __text
-FROM field_reports
-GROUP BY service_code
+       coalesce(service_name, service_code) || ' (' || service_code || ')' AS __text
+FROM ioc_categories()
 ORDER BY 1"""
 
 # Commune/ward, agency, category and former district (no time): what every panel filters on.
@@ -113,7 +113,7 @@ LATE_AND_DUE_SOON = f"""SELECT service_request_id AS "Mã phản ánh",
        {status_label(overdue_first=False).replace(chr(10), chr(10) + '       ')} AS "Tình trạng",
        {sdk.hours_left("expected_datetime", AS_OF)} AS "{sdk.HOURS_LEFT}"
 FROM {FACTS}
-WHERE is_open AND expected_datetime < {AS_OF} + ioc_due_soon_horizon()
+WHERE is_open AND expected_datetime < {AS_OF} + (SELECT ioc_due_soon_horizon())
   AND {SELECTION}
 ORDER BY expected_datetime, service_request_id
 LIMIT {LIST_LIMIT}"""

@@ -62,8 +62,11 @@ $$;
 -- Dossiers. One row per dossier with the flags the KPIs count: on time is finished (9, 10)
 -- by its due date; in process (1, 2, 4, 5, 6) is late past it, due soon within the
 -- `due_soon_horizon` setting, else not yet due. As of a moment, a dossier finished (refused)
--- after it was in process then. (SELECT ioc_due_soon_horizon()) reads the setting once per
--- query: called per row it took half of a 30-day table's time (bench/panels.py).
+-- after it was in process then. The moment, its clock and the due-soon horizon are computed
+-- once per query, in the one-row subquery `k` (OFFSET 0 keeps it apart): inlined into every
+-- flag, `as_of` (least($__timeTo(), now()) on the dashboards) was evaluated some twenty
+-- times per row, and the horizon setting read per row took half of a 30-day table's time
+-- (bench/panels.py).
 CREATE OR REPLACE FUNCTION dossier_facts_at(as_of timestamptz)
 RETURNS TABLE (dossier_code text, province_code text, commune_code text, agency_code text,
                agency_name text, former_district_code text, procedure_code text,
@@ -88,9 +91,9 @@ SELECT d.dossier_code, d.province_code, d.commune_code, d.agency_code, d.agency_
        t.finished,
        a.in_process,
        coalesce(t.finished AND d.finished_at > d.due_at, false)     AS late_finished,
-       coalesce(a.in_process AND d.due_at < t.clock, false)         AS late_in_process,
-       coalesce(a.in_process AND d.due_at >= t.clock
-                AND d.due_at < t.clock + (SELECT ioc_due_soon_horizon()), false) AS due_soon,
+       coalesce(a.in_process AND d.due_at < k.clock, false)         AS late_in_process,
+       coalesce(a.in_process AND d.due_at >= k.clock
+                AND d.due_at < k.horizon, false)                    AS due_soon,
        d.channel IS NOT DISTINCT FROM 2                             AS online,
        coalesce(d.digitized, false)                                 AS is_digitized,
        coalesce(d.fee_required, false)                              AS has_fee,
@@ -105,17 +108,18 @@ SELECT d.dossier_code, d.province_code, d.commune_code, d.agency_code, d.agency_
        coalesce(d.satisfaction = 'unsatisfied', false) OR coalesce(d.complaint, false)
            OR coalesce(e.level = 'unsatisfied', false)
            OR coalesce(e.complaint, false)                          AS marked_dissatisfied
-FROM dossiers d
+FROM (SELECT as_of AS at, coalesce(as_of, now()) AS clock,
+             coalesce(as_of, now()) + ioc_due_soon_horizon() AS horizon OFFSET 0) k
+     CROSS JOIN dossiers d
      LEFT JOIN evaluations e ON e.dossier_code = d.dossier_code
-                            AND (as_of IS NULL OR e.first_occurred_at <= as_of),
-     LATERAL (SELECT coalesce(as_of, now()) AS clock,
-                     d.status IN (9, 10) AND ioc_done_by(d.finished_at, as_of,
+                            AND (k.at IS NULL OR e.first_occurred_at <= k.at),
+     LATERAL (SELECT d.status IN (9, 10) AND ioc_done_by(d.finished_at, k.at,
                                                          d.last_occurred_at) AS finished,
-                     d.status = 3 AND ioc_done_by(d.refused_at, as_of,
+                     d.status = 3 AND ioc_done_by(d.refused_at, k.at,
                                                   d.last_occurred_at) AS refused) t,
      LATERAL (SELECT d.status IN (1, 2, 4, 5, 6) OR d.status IN (9, 10) AND NOT t.finished
                      OR d.status = 3 AND NOT t.refused AS in_process) a
-WHERE ioc_done_by(d.anchor_at, as_of, d.last_occurred_at)
+WHERE ioc_done_by(d.anchor_at, k.at, d.last_occurred_at)
 $$;
 
 CREATE OR REPLACE VIEW dossier_facts AS SELECT * FROM dossier_facts_at(NULL);
@@ -237,16 +241,16 @@ SELECT d.document_id, d.province_code, d.commune_code, d.agency_code, d.agency_n
            AND coalesce(d.deadline < a.clock, false)                AS overdue,
        d.signature_intact, d.signed_at,
        coalesce(d.direction = 'outgoing' AND d.signed IS NULL, false) AS outgoing_signed_unknown
-FROM documents d,
-     LATERAL (SELECT coalesce(as_of, now()) AS clock,
-                     coalesce(d.status = '06' AND ioc_done_by(d.completed_at, as_of,
+FROM (SELECT as_of AS at, coalesce(as_of, now()) AS clock OFFSET 0) k
+     CROSS JOIN documents d,
+     LATERAL (SELECT coalesce(d.status = '06' AND ioc_done_by(d.completed_at, k.at,
                                                               d.last_occurred_at), false)
                          AS completed,
-                     coalesce(d.status IN ('02', '15') AND ioc_done_by(d.status_at, as_of,
+                     coalesce(d.status IN ('02', '15') AND ioc_done_by(d.status_at, k.at,
                                                                        d.last_occurred_at),
                               false) AS rejected_or_recalled) t,
-     LATERAL (SELECT t.clock, t.completed, t.completed OR t.rejected_or_recalled AS left_backlog) a
-WHERE ioc_done_by(d.anchor_at, as_of, d.last_occurred_at)
+     LATERAL (SELECT k.clock, t.completed, t.completed OR t.rejected_or_recalled AS left_backlog) a
+WHERE ioc_done_by(d.anchor_at, k.at, d.last_occurred_at)
 $$;
 
 CREATE OR REPLACE VIEW document_facts AS SELECT * FROM document_facts_at(NULL);
@@ -333,19 +337,19 @@ SELECT r.service_request_id, r.province_code, r.commune_code, r.agency_code, r.a
        coalesce(a.is_open AND r.expected_datetime < a.clock, false) AS overdue,
        CASE WHEN a.resolved
             THEN extract(epoch FROM r.resolved_at - r.requested_datetime) END AS resolve_seconds
-FROM field_reports r,
-     LATERAL (SELECT coalesce(as_of, now()) AS clock,
-                     r.status IN ('fixed', 'closed') AND ioc_done_by(r.resolved_at, as_of,
+FROM (SELECT as_of AS at, coalesce(as_of, now()) AS clock OFFSET 0) k
+     CROSS JOIN field_reports r,
+     LATERAL (SELECT r.status IN ('fixed', 'closed') AND ioc_done_by(r.resolved_at, k.at,
                                                                      r.last_occurred_at)
                          AS resolved,
-                     r.status = 'duplicate' AND ioc_done_by(r.updated_datetime, as_of,
+                     r.status = 'duplicate' AND ioc_done_by(r.updated_datetime, k.at,
                                                             r.last_occurred_at)
                          AS is_duplicate) s,
-     LATERAL (SELECT s.clock, s.resolved, s.is_duplicate,
+     LATERAL (SELECT k.clock, s.resolved, s.is_duplicate,
                      r.status IN ('open', 'investigating', 'in_progress', 'fixed', 'closed',
                                   'duplicate') AND NOT s.resolved AND NOT s.is_duplicate
                          AS is_open) a
-WHERE ioc_done_by(r.anchor_at, as_of, r.last_occurred_at)
+WHERE ioc_done_by(r.anchor_at, k.at, r.last_occurred_at)
 $$;
 
 CREATE OR REPLACE VIEW field_report_facts AS SELECT * FROM field_report_facts_at(NULL);

@@ -126,7 +126,7 @@ def test_settings_titles_and_no_personal_data(board: Board) -> None:
         sources = set(re.findall(r"(?<!epoch )\bFROM\s+(\w+)", sql))
         assert sources <= {"field_report_facts", "field_report_facts_at", "field_reports",
                            "dossiers", "b", "x",
-                           "ioc_communes", "ioc_agencies"}, sql
+                           "ioc_communes", "ioc_agencies", "ioc_categories"}, sql
         assert not identifiers(sql) & PERSONAL, sql
     assert identifiers("SELECT email, \"a\" FROM t WHERE x = 'phone'") & PERSONAL == {"email"}
     panels = {p["title"]: p for p in board["panels"]}
