@@ -113,8 +113,7 @@ def storing_agent(kind: Kind, topic: TopicT) -> AgentT:
         await store_events(stream, kind)
 
     store.__name__ = store.__qualname__ = name
-    return app.agent(topic, name=f"streams.{name}.{name}",
-                     concurrency=settings.store_concurrency)(store)
+    return app.agent(topic, name=f"streams.{name}.{name}")(store)
 
 
 # In the order the worker registered them when each had its own module.

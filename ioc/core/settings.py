@@ -96,9 +96,6 @@ class Settings(BaseSettings):
     # Stream processing.
     batch_size: int = Field(2000, ge=1)
     batch_seconds: float = Field(0.2, gt=0)
-    # Batches of one kind a worker writes at once: one is validated while another waits on
-    # the database. Safe in any order: state merges by clocks, rollups under row locks.
-    store_concurrency: int = Field(2, ge=1)
     due_soon_hours: float = Field(24, gt=0)
     # The province this IOC serves (official two-digit code; 25 = Phú Thọ).
     province_code: str = Field("25", pattern=r"^\d{2}$")
