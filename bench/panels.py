@@ -141,7 +141,7 @@ def measure(settings: Settings, repeat: int, budget: float, only: str = "") -> l
                                               math.nan, 0, path.name == WALL, sql,
                                               error=str(error).splitlines()[0]))
                         console.print(f"  {path.stem}: {label} [{name}] failed: "
-                                      f"{results[-1].error}", highlight=False)
+                                      f"{results[-1].error}", highlight=False, markup=False)
                         continue
                     cpu = 0.0
                     for i in range(repeat + 1):
@@ -158,7 +158,7 @@ def measure(settings: Settings, repeat: int, budget: float, only: str = "") -> l
                                           rows, path.name == WALL,
                                           round(1000 * cpu / len(times), 1), sql))
                     console.print(f"  {path.stem}: {label} [{name}] p95 "
-                                  f"{results[-1].p95_ms} ms", highlight=False)
+                                  f"{results[-1].p95_ms} ms", highlight=False, markup=False)
     return results
 
 

@@ -123,7 +123,7 @@ def test_an_upgrade_from_0026_drops_them_and_the_worker_keeps_counting(
         assert conn.execute("SELECT count(*) FROM kpi_dossiers_by_agency").fetchone() > (0,)
     before = kept(storage, sc.now)
 
-    assert migrate(storage) == [BEFORE + 1]
+    assert migrate(storage)[:1] == [BEFORE + 1]  # 0027, then any newer migration
 
     with connect(storage) as conn:
         assert present(conn) == set()
