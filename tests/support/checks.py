@@ -2,9 +2,8 @@
 equal what tests/support/scenario.py computes from its ground truth, each event counted once."""
 
 import asyncio
-import json
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from ioc.core.db import migrate
@@ -12,7 +11,6 @@ from ioc.core.kpis import read_kpis
 from ioc.core.settings import Settings
 from ioc.core.topics import ensure_topics
 from tests.support import scenario
-from tests.support.scenario import minute
 from tests.support.services import WorkerProcess, query, wait_until
 
 TIME_INVARIANT = {  # rollup metric -> key of the expected KPIs it must equal
@@ -81,20 +79,7 @@ def assert_rollups(settings: Settings, sc: scenario.Scenario) -> None:
     for unit in ("minute", "hour"):
         got = query(settings, f"SELECT bucket, kind, source, events FROM kind_counts_{unit}")
         counted = Counter({(b.astimezone(UTC), k, s): n for b, k, s, n in got})
-        assert counted == expected_kind_counts(sc, unit), unit
-
-
-def expected_kind_counts(sc: scenario.Scenario, unit: str) -> Counter[tuple[datetime, str, str]]:
-    """The valid events per UTC minute or hour, kind and source, from the messages sent."""
-    buckets = {}
-    for _, key, value in sc.messages:
-        if key != b"bad":  # a malformed message (scenario._add_malformed)
-            event = json.loads(value)
-            at = minute(event)
-            buckets[event["event_id"]] = (at.replace(minute=0) if unit == "hour" else at,
-                                          event["kind"], event["source"])
-    assert set(buckets) == sc.valid_event_ids
-    return Counter(buckets.values())
+        assert counted == scenario.kind_counts(sc, unit), unit
 
 
 def assert_counted_once(settings: Settings) -> None:

@@ -9,6 +9,7 @@ import json
 import random
 import statistics
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -416,6 +417,20 @@ def minute(event: dict[str, Any]) -> datetime:
     """The UTC minute an event happened in (the bucket of the per-minute counts)."""
     at = datetime.fromisoformat(event["occurred_at"]).astimezone(UTC)
     return at.replace(second=0, microsecond=0)
+
+
+def kind_counts(sc: Scenario, unit: str) -> Counter[tuple[datetime, str, str]]:
+    """The distinct valid events per UTC minute or hour, kind and source (the worker's
+    kind_counts_minute/_hour), from the messages sent."""
+    buckets = {}
+    for _, key, value in sc.messages:
+        if key != b"bad":  # a malformed message (_add_malformed)
+            event = json.loads(value)
+            at = minute(event)
+            buckets[event["event_id"]] = (at.replace(minute=0) if unit == "hour" else at,
+                                          event["kind"], event["source"])
+    assert set(buckets) == sc.valid_event_ids
+    return Counter(buckets.values())
 
 
 def events_in(sc: Scenario, start: datetime, end: datetime) -> int:
