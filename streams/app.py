@@ -3,10 +3,12 @@
 import faust
 
 from ioc.core.settings import get_settings
+from streams.delivery import deliver_directly
 from streams.fetch_pacing import pace_empty_fetches
 
 settings = get_settings()
 pace_empty_fetches(settings.empty_fetch_pause_ms / 1000)  # 0 but with the emulator
+deliver_directly()
 FAUST_DIR = settings.state_dir / "faust"
 FAUST_DIR.mkdir(parents=True, exist_ok=True)
 
