@@ -36,7 +36,7 @@ import psutil
 import psycopg
 from rich.console import Console
 from rich.table import Table
-from synthetic import load  # bench/ is the script's folder
+from synthetic import load, start_tuned  # bench/ is the script's folder
 
 from dashboards.macros import Context, Variable, expand
 from ioc.core.db import connect, migrate
@@ -201,12 +201,7 @@ def main() -> None:
     settings = Settings(database_url=postgres.url, database_schema="bench")
     loaded: dict[str, Any] = {}
     try:
-        postgres.start()
-        with connect(settings, autocommit=True) as conn:
-            conn.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
-            conn.execute("ALTER SYSTEM SET max_wal_size = '8GB'")
-        postgres.stop()
-        postgres.start()
+        start_tuned(postgres, args.shared_buffers)
         with connect(settings, autocommit=True) as conn:
             fresh = conn.execute("SELECT to_regclass('bench.events') IS NULL").fetchone()[0]
         migrate(settings)

@@ -37,6 +37,7 @@ from panels import verdicts
 from rich.console import Console
 from rich.table import Table
 from synthetic import load as store_synthetic
+from synthetic import start_tuned
 
 from connectors.simulator import Message, Simulator
 from ioc.core.db import connect, migrate
@@ -389,12 +390,7 @@ def main() -> None:
     postgres = Postgres(port=free_port(), data_dir=root / "postgres")
     results: list[dict] = []
     try:
-        postgres.start()
-        with psycopg.connect(postgres.url, autocommit=True) as conn:
-            conn.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
-            conn.execute("ALTER SYSTEM SET max_wal_size = '8GB'")  # the preload's big inserts
-        postgres.stop()
-        postgres.start()
+        start_tuned(postgres, args.shared_buffers)
         for kind in kinds:
             broker = brokers.make(kind, free_port(), root, default_cache_dir(),  # type: ignore[arg-type]
                                   progress=console.print)

@@ -7,12 +7,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 from rich.console import Console
 
 from ioc.core.db import connect
 from ioc.core.settings import Settings
+from ioc.embedded.servers import Postgres
 
 console = Console(stderr=True)
+
+
+def start_tuned(postgres: Postgres, shared_buffers: str) -> None:
+    """Start PostgreSQL with production's shared buffers and WAL room for the bulk loads."""
+    postgres.start()
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
+        conn.execute("ALTER SYSTEM SET max_wal_size = '8GB'")
+    postgres.stop()
+    postgres.start()
 
 # A merged province: ~150 communes/wards, each with its People's Committee (UBND) handling
 # its own dossiers, and ~20 provincial departments (sở) handling the rest.
