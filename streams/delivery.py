@@ -20,7 +20,7 @@ async def _wait_first(self: Consumer, *coros: Any, timeout: float | None = None)
     if len(coros) == 2 and timeout is None and not self.suspend_flow.is_set():
         callback, suspended = coros
         if isinstance(callback, Coroutine) and isinstance(suspended, Coroutine):
-            suspended.close()  # never started; closed, it warns of no missing await
+            suspended.close()  # never started: closed, it raises no "never awaited" warning
             return WaitResults([callback], [await callback], False)
     return await Service.wait_first(self, *coros, timeout=timeout)
 
