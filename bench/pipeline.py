@@ -42,6 +42,7 @@ from synthetic import start_tuned
 from connectors.simulator import Message, Simulator
 from ioc.core.db import connect, migrate
 from ioc.core.lag import SOURCE_TOPICS
+from ioc.core.logs import configure
 from ioc.core.settings import Settings, default_cache_dir
 from ioc.core.topics import ensure_topics
 from ioc.embedded import broker as brokers
@@ -379,6 +380,7 @@ def main() -> None:
     parser.add_argument("--shared-buffers", default="1GB", help="PostgreSQL's, as in production")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    configure("WARNING")  # logs on stderr, and few: stdout carries the figures (--json)
 
     kinds = list(brokers.KINDS) if args.broker == "both" else [
         args.broker or brokers.choose("auto", default_cache_dir()).kind]
