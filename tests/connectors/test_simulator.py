@@ -197,10 +197,14 @@ def test_a_simulated_week_looks_like_a_province() -> None:
 
 def test_the_clock_runs_fast_then_real_time_and_never_ahead() -> None:
     real = datetime.now(UTC).replace(microsecond=0)
-    simulator = Simulator(seed=1, rate=0.05, speed=3600, start=real - timedelta(hours=2))
+    # A week back: office hours fall inside it at any hour of any day (two hours back at
+    # night held no events)
+    start = real - timedelta(days=7)
+    simulator = Simulator(seed=1, rate=0.05, speed=3600, start=start)
     simulator.due(real)  # the clock starts: one real second is one simulated hour
-    assert simulator.clock_at(real + timedelta(seconds=1)) == real - timedelta(hours=1)
-    assert simulator.clock_at(real + timedelta(seconds=3)) == real + timedelta(seconds=3)
+    assert simulator.clock_at(real + timedelta(seconds=1)) == start + timedelta(hours=1)
+    # 168 simulated hours behind, gaining 3,599 s a second: caught up after about 168 s
+    assert simulator.clock_at(real + timedelta(seconds=169)) == real + timedelta(seconds=169)
     later = real + timedelta(hours=5)  # caught up long ago: real time
     assert simulator.clock_at(later) == later
     messages = simulator.due(datetime.now(UTC) + timedelta(hours=5))  # never past the real now
